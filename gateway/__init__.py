@@ -1,0 +1,3 @@
+"""Rentgate: the edge gateway for rental housing."""
+
+__version__ = "0.1.0"

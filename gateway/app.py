@@ -1,0 +1,323 @@
+"""Build the gateway from its config and run it: the one place that wires parts together.
+
+One asyncio loop runs readers, the decision path and the uplink; the store
+writer and the outbox reader have threads of their own, paho its network
+thread. Stopping (SIGTERM) closes readers first, commits what was accepted,
+says goodbye on MQTT with a retained offline state, and then closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+from gateway.access import AccessIndex, DoorPolicy
+from gateway.clock import Clock, SystemClock, iso_ms
+from gateway.config import Config
+from gateway.devices.line import LineReader
+from gateway.devices.protocols import Reader, ReaderError
+from gateway.devices.sim import SimLock
+from gateway.domain.events import EventType, new_event
+from gateway.doors import DoorController, DoorSetup
+from gateway.store import registry
+from gateway.store.crypto import KeyRing
+from gateway.store.db import connect
+from gateway.store.migrations import migrate
+from gateway.store.writer import Writer
+from gateway.sync.link import BrokerSettings, MqttLink, TlsSettings, Will
+from gateway.sync.uplink import OutboxSource, Uplink, UplinkSettings
+
+log = logging.getLogger(__name__)
+
+REGISTRY_POLL_S = 1.0
+STATUS_EVERY_S = 1.0
+READER_RETRY_MAX_S = 30.0
+
+
+def broker_settings(config: Config) -> BrokerSettings:
+    mqtt = config.mqtt
+    tls = None
+    if mqtt.url.startswith("mqtts://"):
+        tls = TlsSettings(mqtt.ca, mqtt.cert, mqtt.key)
+    password = None
+    if mqtt.password_file is not None:
+        password = mqtt.password_file.read_text(encoding="utf-8").strip()
+    return BrokerSettings.from_url(
+        mqtt.url,
+        mqtt.client_id or config.gateway.id,
+        tls=tls,
+        protocol=mqtt.protocol,
+        keepalive_s=mqtt.keepalive_s,
+        username=mqtt.username,
+        password=password,
+        reconnect_max_s=mqtt.reconnect_max_s,
+    )
+
+
+def open_store(config: Config) -> KeyRing:
+    """Create the data dir, key file and schema as needed; return the key ring."""
+    config.gateway.data_dir.mkdir(parents=True, exist_ok=True)
+    keys = KeyRing.load_or_create(config.gateway.keys)
+    conn = connect(config.gateway.database)
+    try:
+        before = migrate(conn)
+        if before == 0:
+            log.info("created store %s", config.gateway.database)
+    finally:
+        conn.close()
+    return keys
+
+
+def load_index(database: Path, doors: dict[str, DoorPolicy]) -> tuple[int, AccessIndex]:
+    conn = connect(database, readonly=True)
+    try:
+        conn.execute("BEGIN")
+        version = registry.registry_version(conn)
+        index = AccessIndex.build(
+            registry.iter_credentials(conn), registry.iter_tenancies(conn), doors
+        )
+        conn.execute("COMMIT")
+        return version, index
+    finally:
+        conn.close()
+
+
+@dataclass
+class ReaderHealth:
+    online: bool = False
+    error: str | None = None
+
+
+class Gateway:
+    """A running gateway: readers, decisions, the store writer and the uplink."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        readers: list[Reader] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock(config.gateway.timezone)
+        self.keys = open_store(config)
+        door_sections = config.all_doors()
+        self.policies = {
+            door.name: DoorPolicy(door.name, frozenset(door.units) if door.units else None)
+            for door in door_sections
+        }
+        self.locks = {door.name: SimLock(door.name) for door in door_sections}
+        self.readers: dict[str, Reader] = {
+            reader.name: reader for reader in (readers if readers is not None else self._readers())
+        }
+        self.reader_health = {name: ReaderHealth() for name in self.readers}
+        self._registry_version, index = load_index(config.gateway.database, self.policies)
+        self.uplink: Uplink | None = None
+        self.writer = Writer(
+            config.gateway.database,
+            window_s=config.gateway.commit_window_ms / 1000,
+            on_commit=self._on_commit,
+        )
+        self.doors = DoorController(
+            index,
+            doors={d.name: DoorSetup(self.locks[d.name], d.unlock_seconds) for d in door_sections},
+            readers=self.readers,
+            keys=self.keys,
+            clock=self.clock,
+            record=self.writer.append,
+        )
+        self.source = OutboxSource(config.gateway.database)
+        self.started_at = self.clock.now()
+        self.ready = asyncio.Event()
+
+    def _readers(self) -> list[Reader]:
+        return [
+            LineReader(self.config.reader_name(i), d.door, d.path, d.credential, baud=d.baud)
+            for i, d in enumerate(self.config.devices)
+        ]
+
+    def _on_commit(self, head: int) -> None:
+        if self.uplink is not None:
+            self.uplink.notify_threadsafe(head)
+
+    def _link(self, will: Callable[[], Will]) -> MqttLink:
+        return MqttLink(
+            broker_settings(self.config), will, inflight_window=self.config.mqtt.inflight_window
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then shut down cleanly."""
+        self.writer.start()
+        self.uplink = Uplink(
+            self.config.gateway.id,
+            link_factory=self._link,
+            source=self.source,
+            writer=self.writer,
+            clock=self.clock,
+            settings=UplinkSettings(
+                self.config.mqtt.inflight_window, self.config.mqtt.batch_events
+            ),
+            software=f"rentgate/{__version__}",
+        )
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
+            tasks.append(asyncio.create_task(self._watch_registry(), name="registry-watch"))
+            tasks.append(asyncio.create_task(self._write_status(), name="status"))
+            for reader in self.readers.values():
+                tasks.append(
+                    asyncio.create_task(self._supervise(reader), name=f"reader:{reader.name}")
+                )
+            self.ready.set()
+            log.info(
+                "gateway %s running with %d reader(s), %d credential(s)",
+                self.config.gateway.id,
+                len(self.readers),
+                len(self.doors.index),
+            )
+            stop_wait = asyncio.create_task(stop.wait(), name="stop")
+            await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            stop_wait.cancel()
+        finally:
+            await self._shutdown(tasks)
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            if task.get_name().startswith("reader:"):
+                task.cancel()
+        await asyncio.to_thread(self.writer.flush)
+        if self.uplink is not None:
+            await self.uplink.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self.writer.close)
+        self.source.close()
+        self._dump_status(running=False)
+        log.info("gateway %s stopped", self.config.gateway.id)
+
+    async def _supervise(self, reader: Reader) -> None:
+        health = self.reader_health[reader.name]
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                self._reader_state(reader, online=True, error=None)
+                await reader.run(self.doors)
+                error = "reader stopped"
+            except ReaderError as exc:
+                error = str(exc)
+            if time.monotonic() - started > READER_RETRY_MAX_S:
+                attempt = 0
+            if health.online or health.error != error:
+                log.warning("reader %s offline: %s", reader.name, error)
+            self._reader_state(reader, online=False, error=error)
+            await asyncio.sleep(min(READER_RETRY_MAX_S, 0.5 * 2**attempt))
+            attempt = min(attempt + 1, 10)
+
+    def _reader_state(self, reader: Reader, *, online: bool, error: str | None) -> None:
+        health = self.reader_health[reader.name]
+        if health.online == online and health.error == error:
+            return
+        health.online, health.error = online, error
+        body = {"device": reader.name, "door": reader.door, "online": online, "error": error}
+        now = self.clock.now()
+        self.writer.append(new_event(EventType.DEVICE_STATUS, now, self.clock.monotonic(), body))
+
+    async def _watch_registry(self) -> None:
+        """Reload the access index when the registry changed (in this or another process)."""
+        database = self.config.gateway.database
+        while True:
+            await asyncio.sleep(REGISTRY_POLL_S)
+            version = await asyncio.to_thread(self._peek_registry_version, database)
+            if version != self._registry_version:
+                self._registry_version, self.doors.index = await asyncio.to_thread(
+                    load_index, database, self.policies
+                )
+                log.info("access index reloaded: %d credential(s)", len(self.doors.index))
+
+    @staticmethod
+    def _peek_registry_version(database: Path) -> int:
+        conn = connect(database, readonly=True)
+        try:
+            return registry.registry_version(conn)
+        finally:
+            conn.close()
+
+    async def _write_status(self) -> None:
+        while True:
+            await asyncio.to_thread(self._dump_status, running=True)
+            await asyncio.sleep(STATUS_EVERY_S)
+
+    def status(self, *, running: bool) -> dict[str, Any]:
+        """What `rentgate status` shows besides the store's own numbers."""
+        uplink = self.uplink
+        link = uplink.link if uplink else None
+        stats = uplink.stats if uplink else None
+        return {
+            "gateway": self.config.gateway.id,
+            "pid": os.getpid(),
+            "running": running,
+            "updated": iso_ms(self.clock.now()),
+            "started": iso_ms(self.started_at),
+            "link": {
+                "connected": bool(link and link.connected),
+                "reconnects": link.reconnects if link else 0,
+                "last_error": link.last_error if link else None,
+                "last_puback": _iso_or_none(stats.last_puback if stats else None),
+                "envelopes_acked": stats.envelopes_acked if stats else 0,
+                "events_acked": stats.events_acked if stats else 0,
+            },
+            "store": {
+                "head_seq": self.writer.health.head_seq,
+                "commits": self.writer.health.commits,
+                "pending": self.writer.pending(),
+                "last_error": self.writer.health.last_error,
+                "failing": self.writer.health.failing_since is not None,
+            },
+            "readers": {
+                name: {"online": health.online, "error": health.error}
+                for name, health in self.reader_health.items()
+            },
+            "decisions": dict(self.doors.counters.decisions),
+            "rejected_inputs": dict(self.doors.counters.rejected),
+            "credentials": len(self.doors.index),
+        }
+
+    def _dump_status(self, *, running: bool) -> None:
+        path = self.config.gateway.status_file
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.status(running=running), ensure_ascii=False, indent=2))
+        os.replace(temporary, path)
+
+
+def _iso_or_none(moment: datetime | None) -> str | None:
+    return iso_ms(moment) if moment is not None else None
+
+
+async def run_gateway(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Run a gateway until `stop` is set (or forever)."""
+    gateway = Gateway(config)
+    await gateway.run(stop or asyncio.Event())
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)

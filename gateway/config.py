@@ -1,0 +1,241 @@
+"""The gateway's configuration: one TOML file, validated whole, overridable by environment.
+
+`load_config` reports every problem at once (file, key, what is wrong) by
+raising `ConfigError`; the command line prints them and exits with status 2.
+`RENTGATE_SECTION__KEY=value` overrides a key (`RENTGATE_MQTT__URL`), and list
+entries are addressed by index (`RENTGATE_DEVICES__0__PATH`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.devices.line import SUPPORTED_BAUD
+from gateway.domain.credentials import CredentialKind
+
+ENV_PREFIX = "RENTGATE_"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; `problems` lists every reason."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: {len(problems)} problem(s)")
+        self.source = source
+        self.problems = problems
+
+    def report(self) -> str:
+        lines = [f"{self.source}: configuration is not valid:"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(_Section):
+    id: str = Field(pattern=_NAME, description="gateway id; appears in every MQTT topic")
+    data_dir: Path
+    timezone: str = "Asia/Shanghai"
+    key_file: Path | None = None
+    commit_window_ms: float = Field(2.0, ge=0, le=50)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "rentgate.db"
+
+    @property
+    def keys(self) -> Path:
+        return self.key_file or self.data_dir / "keys" / "field.key"
+
+    @property
+    def status_file(self) -> Path:
+        return self.data_dir / "status.json"
+
+
+class MqttSection(_Section):
+    url: str
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str | None = Field(None, pattern=_NAME)
+    username: str | None = None
+    password_file: Path | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600)
+    inflight_window: int = Field(16, ge=1, le=1000)
+    batch_events: int = Field(500, ge=1, le=10_000)
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must be mqtt://host[:port] or mqtts://host[:port]")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> MqttSection:
+        secure = self.url.startswith("mqtts://")
+        if not secure and any((self.ca, self.cert, self.key)):
+            raise ValueError("ca/cert/key are given but url is plaintext mqtt://; use mqtts://")
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        return self
+
+
+class ApiSection(_Section):
+    listen: str = "127.0.0.1:8080"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port")
+        return value
+
+
+class LineDevice(_Section):
+    kind: Literal["line"]
+    door: str = Field(pattern=_NAME)
+    path: Path
+    credential: CredentialKind = CredentialKind.CARD_UID
+    baud: int | None = None
+    name: str | None = Field(None, pattern=_NAME)
+
+    @field_validator("baud")
+    @classmethod
+    def _baud(cls, value: int | None) -> int | None:
+        if value is not None and value not in SUPPORTED_BAUD:
+            raise ValueError(f"must be one of {', '.join(map(str, SUPPORTED_BAUD))}")
+        return value
+
+
+class DoorSection(_Section):
+    name: str = Field(pattern=_NAME)
+    lock: Literal["sim"] = "sim"
+    unlock_seconds: float = Field(5.0, gt=0, le=600)
+    units: list[str] | None = Field(None, description="units this door serves; absent: all")
+
+
+class Config(_Section):
+    gateway: GatewaySection
+    mqtt: MqttSection
+    api: ApiSection = ApiSection()
+    devices: list[LineDevice] = Field(default_factory=list)
+    doors: list[DoorSection] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> Config:
+        problems = []
+        door_names = [door.name for door in self.doors]
+        if len(set(door_names)) != len(door_names):
+            problems.append("doors: door names must be unique")
+        reader_names = [device.name for device in self.devices if device.name]
+        if len(set(reader_names)) != len(reader_names):
+            problems.append("devices: device names must be unique")
+        paths = [device.path for device in self.devices]
+        if len(set(paths)) != len(paths):
+            problems.append("devices: two devices share a path")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def all_doors(self) -> list[DoorSection]:
+        """Declared doors plus, with defaults, any door a device names but no [[doors]] does."""
+        declared = {door.name: door for door in self.doors}
+        for device in self.devices:
+            declared.setdefault(device.door, DoorSection(name=device.door))
+        return list(declared.values())
+
+    def reader_name(self, index: int) -> str:
+        device = self.devices[index]
+        return device.name or f"{device.door}-{device.kind}-{index}"
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
+    for variable, value in sorted(environ.items()):
+        if not variable.startswith(ENV_PREFIX) or "__" not in variable:
+            continue
+        path = variable[len(ENV_PREFIX) :].lower().split("__")
+        node: Any = data
+        for step, key in enumerate(path[:-1]):
+            if isinstance(node, list):
+                if not key.isdigit() or int(key) >= len(node):
+                    problems.append(f"{variable}: no entry {key} in {'.'.join(path[:step])}")
+                    break
+                node = node[int(key)]
+            else:
+                node = node.setdefault(key, {})
+            if not isinstance(node, dict | list):
+                problems.append(f"{variable}: {'.'.join(path[: step + 1])} is not a section")
+                break
+        else:
+            if isinstance(node, dict):
+                node[path[-1]] = value
+            else:
+                problems.append(f"{variable}: cannot set a key on a list")
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    return f"{location}: {message}"
+
+
+def parse_config(
+    text: str, source: str = "<config>", environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate TOML text (with environment overrides) into a `Config`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"not valid TOML: {exc}"]) from exc
+    problems: list[str] = []
+    _apply_env(data, os.environ if environ is None else environ, problems)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems += [_describe(error) for error in exc.errors()]
+        raise ConfigError(source, problems) from exc
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; raise `ConfigError` listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"not UTF-8 text: {exc}"]) from exc
+    return parse_config(text, str(path), environ)

@@ -1,0 +1,231 @@
+"""`rentgate demo`: the embedded default, on real parts.
+
+A private Mosquitto on a free loopback port, a gateway with two line readers
+on FIFOs (a card reader at the front door, an ID-card reader at unit 3's door),
+demo tenants enrolled, taps fed into the FIFOs (known cards, unknown ones, a
+lost card, now and then a garbled line), and a platform-side subscriber that
+prints every event the platform receives. Ctrl-C (or --duration) stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.app import Gateway, install_stop_signals, open_store
+from gateway.clock import SystemClock
+from gateway.config import Config, load_config
+from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
+from gateway.domain.idnumber import IdNumber, check_character
+from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
+from gateway.localbroker import LocalBroker
+from gateway.store import registry
+from gateway.store.db import connect, transaction
+
+GATEWAY_ID = "GW-DEMO"
+
+
+def demo_id_number(first17: str) -> IdNumber:
+    return IdNumber(first17 + check_character(first17))
+
+
+TENANTS = (
+    ("王小明", demo_id_number("34100219900101123"), "04A1B2C3D4", "3", "301"),
+    ("李娜", demo_id_number("51010719950615002"), "04E5F60718", "3", "302"),
+    ("陈刚", demo_id_number("41010219881120051"), "04C0FFEE42", "5", "501"),
+)
+LOST_CARD = "0499887766"
+UNKNOWN_CARDS = ("04DEADBEEF", "0411223344")
+GARBLE = (b"\x00\x01\xfe\n", b"not-a-card\n", b"Z" * 3000 + b"\n")
+
+
+def write_config(workdir: Path, broker_url: str) -> Path:
+    path = workdir / "gateway.toml"
+    data = workdir / "data"
+    path.write_text(
+        f"""# Written by `rentgate demo`.
+[gateway]
+id = "{GATEWAY_ID}"
+data_dir = "{data}"
+
+[mqtt]
+url = "{broker_url}"
+reconnect_max_s = 5
+
+[[doors]]
+name = "front"
+
+[[doors]]
+name = "unit-3"
+units = ["3"]
+
+[[devices]]
+kind = "line"
+door = "front"
+path = "{workdir / "front.reader"}"
+credential = "card_uid"
+
+[[devices]]
+kind = "line"
+door = "unit-3"
+path = "{workdir / "unit-3.reader"}"
+credential = "id_number"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def enrol_tenants(config: Config) -> None:
+    keys = open_store(config)
+    clock = SystemClock(config.gateway.timezone)
+    now = clock.now()
+    conn = connect(config.gateway.database)
+    try:
+        with transaction(conn):
+            for name, id_number, card, unit, room in TENANTS:
+                grants = (
+                    CredentialGrant(parse_credential(CredentialKind.CARD_UID, card)),
+                    CredentialGrant(parse_credential(CredentialKind.ID_NUMBER, id_number.value)),
+                )
+                tenancy = Tenancy(unit, now - timedelta(days=30), now + timedelta(days=335), room)
+                registry.enrol(conn, keys, Enrolment(id_number, name, grants, tenancy), now)
+            lost = registry.enrol(
+                conn,
+                keys,
+                Enrolment(
+                    TENANTS[0][1],
+                    TENANTS[0][0],
+                    (CredentialGrant(parse_credential(CredentialKind.CARD_UID, LOST_CARD)),),
+                ),
+                now,
+            )
+            registry.set_credential_status(conn, lost.credential_ids[0], CredentialStatus.LOST, now)
+    finally:
+        conn.close()
+
+
+def make_fifo(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    os.mkfifo(path, 0o600)
+
+
+async def feed_taps(workdir: Path, rate: float, stop: asyncio.Event) -> None:
+    """Write simulated taps into the readers' FIFOs at about `rate` per second."""
+    front = os.open(workdir / "front.reader", os.O_RDWR | os.O_NONBLOCK)
+    unit3 = os.open(workdir / "unit-3.reader", os.O_RDWR | os.O_NONBLOCK)
+    chooser = random.Random(7)  # noqa: S311 - a demo's taps, not a secret
+    try:
+        while not stop.is_set():
+            roll = chooser.random()
+            if roll < 0.5:
+                os.write(front, chooser.choice(TENANTS)[2].encode() + b"\n")
+            elif roll < 0.7:
+                os.write(unit3, chooser.choice(TENANTS)[1].value.encode() + b"\n")
+            elif roll < 0.8:
+                os.write(front, LOST_CARD.encode() + b"\n")
+            elif roll < 0.93:
+                os.write(front, chooser.choice(UNKNOWN_CARDS).encode() + b"\n")
+            else:
+                os.write(front, chooser.choice(GARBLE))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=chooser.expovariate(rate))
+    finally:
+        os.close(front)
+        os.close(unit3)
+
+
+def describe(event: dict[str, object]) -> str:
+    kind = event.get("type")
+    if kind == "access.decision":
+        credential = event.get("credential") or {}
+        assert isinstance(credential, dict)
+        return (
+            f"door={event['door']:<7} {str(event['result']).upper():<5} "
+            f"{event['reason']:<14} {credential.get('kind')}:{credential.get('masked')}"
+        )
+    if kind == "device.status":
+        return f"device={event['device']} online={event['online']}"
+    return json.dumps(event, ensure_ascii=False)
+
+
+def platform_subscriber(broker: LocalBroker) -> paho.Client:
+    """The platform's view: print every envelope and state message as it arrives."""
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id="demo-platform", protocol=paho.MQTTv5
+    )
+
+    def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+        document = json.loads(message.payload)
+        if message.topic.endswith("/state"):
+            print(
+                f"[platform] state  online={document['online']} backlog={document.get('backlog')}",
+                flush=True,
+            )
+            return
+        for event in document["events"]:
+            print(
+                f"[platform] seq {event['seq']:>5}  {event['type']:<16} {describe(event)}",
+                flush=True,
+            )
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe(f"rentgate/v1/{GATEWAY_ID}/#", qos=1)
+    client.loop_start()
+    return client
+
+
+def run_demo(duration: float | None, rate: float, workdir: Path | None) -> int:
+    keep = workdir is not None
+    root = workdir or Path(tempfile.mkdtemp(prefix="rentgate-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    broker = LocalBroker(workdir=root)
+    broker.start()
+    subscriber = platform_subscriber(broker)
+    try:
+        config = load_config(write_config(root, broker.url))
+        make_fifo(root / "front.reader")
+        make_fifo(root / "unit-3.reader")
+        enrol_tenants(config)
+        print(f"Rentgate demo: broker {broker.url}, files in {root}", flush=True)
+        print(
+            "Simulated taps go to the readers' FIFOs; every line below is what the platform"
+            " receives. Ctrl-C stops.",
+            flush=True,
+        )
+        asyncio.run(_serve(config, root, rate, duration))
+    finally:
+        subscriber.loop_stop()
+        subscriber.disconnect()
+        broker.stop()
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print("demo stopped", file=sys.stderr)
+    return 0
+
+
+async def _serve(config: Config, root: Path, rate: float, duration: float | None) -> None:
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    if duration is not None:
+        asyncio.get_running_loop().call_later(duration, stop.set)
+    gateway = Gateway(config)
+    taps = asyncio.create_task(feed_taps(root, rate, stop), name="demo-taps")
+    try:
+        await gateway.run(stop)
+    finally:
+        stop.set()
+        await taps

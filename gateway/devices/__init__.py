@@ -1,0 +1,1 @@
+"""Door devices behind small protocols; the domain never touches a file descriptor."""

@@ -1,0 +1,144 @@
+"""The `line` reader: newline-delimited credential values from a FIFO, pty or serial port.
+
+This is how keyboard-wedge readers (through a small bridge), serial readers
+that print card numbers, and the simulator are attached. The device is opened
+read-write and non-blocking: read-write so that a FIFO never reports EOF when
+its writer goes away, non-blocking so the event loop watches it with
+`add_reader` instead of parking a thread on it. A terminal device (pty, serial
+port) is put into raw mode at the configured speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import stat
+import termios
+import time
+import tty
+from pathlib import Path
+
+from gateway.devices.lineframe import LineFramer
+from gateway.devices.protocols import CardRead, ReaderError, ReadSink
+from gateway.domain.credentials import (
+    MAX_CREDENTIAL_LENGTH,
+    CredentialError,
+    CredentialKind,
+    RejectReason,
+    parse_credential,
+)
+
+log = logging.getLogger(__name__)
+
+_BAUD = {
+    1200: termios.B1200,
+    2400: termios.B2400,
+    4800: termios.B4800,
+    9600: termios.B9600,
+    19200: termios.B19200,
+    38400: termios.B38400,
+    57600: termios.B57600,
+    115200: termios.B115200,
+}
+SUPPORTED_BAUD = tuple(_BAUD)
+_READ_CHUNK = 4096
+
+
+def open_line_device(path: Path, baud: int | None = None) -> int:
+    """Open a FIFO or terminal device for non-blocking reads; refuse regular files."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise ReaderError(f"cannot open {path}: {exc.strerror}") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            raise ReaderError(f"{path} is not a FIFO, pty or serial port")
+        if os.isatty(fd):
+            tty.setraw(fd)
+            if baud is not None:
+                attrs = termios.tcgetattr(fd)
+                attrs[4] = attrs[5] = _BAUD[baud]
+                termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    except (OSError, termios.error, ReaderError) as exc:
+        os.close(fd)
+        if isinstance(exc, ReaderError):
+            raise
+        raise ReaderError(f"cannot configure {path}: {exc}") from exc
+    return fd
+
+
+class LineReader:
+    """A `Reader` for newline-delimited values of one credential kind."""
+
+    def __init__(
+        self,
+        name: str,
+        door: str,
+        path: Path,
+        kind: CredentialKind,
+        *,
+        baud: int | None = None,
+        max_line: int = MAX_CREDENTIAL_LENGTH,
+    ) -> None:
+        if baud is not None and baud not in _BAUD:
+            raise ValueError(f"unsupported baud rate {baud}")
+        self.name = name
+        self.door = door
+        self._path = path
+        self._kind = kind
+        self._baud = baud
+        self._max_line = max_line
+
+    def indicate(self, allowed: bool) -> None:
+        """A plain line reader has no LED or buzzer to drive."""
+
+    async def run(self, sink: ReadSink) -> None:
+        loop = asyncio.get_running_loop()
+        fd = open_line_device(self._path, self._baud)
+        framer = LineFramer(self._max_line)
+        failed: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            try:
+                chunk = os.read(fd, _READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                # EIO: the other end of a pty went away; anything else is a device fault.
+                if not failed.done():
+                    failed.set_exception(
+                        ReaderError(f"{self._path}: {os.strerror(exc.errno or errno.EIO)}")
+                    )
+                loop.remove_reader(fd)
+                return
+            if not chunk:
+                if not failed.done():
+                    failed.set_exception(ReaderError(f"{self._path}: end of input"))
+                loop.remove_reader(fd)
+                return
+            self._deliver(framer, chunk, sink)
+
+        loop.add_reader(fd, readable)
+        log.info("reader %s listening on %s for door %s", self.name, self._path, self.door)
+        try:
+            await failed
+        finally:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(fd)
+            os.close(fd)
+
+    def _deliver(self, framer: LineFramer, chunk: bytes, sink: ReadSink) -> None:
+        for frame in framer.feed(chunk):
+            if isinstance(frame, RejectReason):
+                sink.rejected(self.name, self.door, frame)
+                continue
+            try:
+                credential = parse_credential(self._kind, frame)
+            except CredentialError as exc:
+                sink.rejected(self.name, self.door, exc.reason)
+                continue
+            sink.accepted(CardRead(self.name, self.door, credential, time.perf_counter()))

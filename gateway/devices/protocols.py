@@ -1,0 +1,73 @@
+"""The interfaces every device family implements, and what flows through them.
+
+Readers push what they read into a `ReadSink` (the gateway's decision path),
+synchronously on the event loop, so a read reaches the lock without a queue
+hop. Locks take commands and return at once; they never block the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from gateway.domain.credentials import Credential, RejectReason
+
+
+@dataclass(frozen=True, slots=True)
+class CardRead:
+    """A credential presented at a door, stamped with a monotonic reading."""
+
+    reader: str
+    door: str
+    credential: Credential
+    read_at: float
+    """`time.perf_counter()` when the reader finished framing the value."""
+
+
+class ReaderError(Exception):
+    """The reader's device cannot be opened or read; the gateway retries it."""
+
+
+class ReadSink(Protocol):
+    def accepted(self, read: CardRead) -> None:
+        """A valid credential value was read."""
+
+    def rejected(self, reader: str, door: str, reason: RejectReason) -> None:
+        """Something arrived that is not a credential; it is counted and dropped."""
+
+
+class Reader(Protocol):
+    """A credential reader at one door."""
+
+    name: str
+    door: str
+
+    async def run(self, sink: ReadSink) -> None:
+        """Read until cancelled; raise `ReaderError` if the device fails."""
+
+    def indicate(self, allowed: bool) -> None:
+        """Feedback to the person at the door (LED, buzzer); may do nothing."""
+
+
+class Lock(Protocol):
+    """A door strike or magnetic lock."""
+
+    door: str
+
+    def unlock(self, seconds: float) -> None:
+        """Release the door for `seconds`, then secure it again. Never blocks."""
+
+
+class DoorState(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class DoorSensor(Protocol):
+    """A door contact (and, where fitted, a request-to-exit input)."""
+
+    door: str
+
+    def state(self) -> DoorState:
+        """The contact's last known state."""

@@ -1,0 +1,109 @@
+"""What happens at a door when a reader reports: decide, act, record.
+
+The order is the point: the lock is commanded first, from the in-memory index,
+and only then is the event handed to the store writer, which never blocks.
+Nothing here waits on the disk, the network or the platform.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from gateway.access import AccessIndex, Decision
+from gateway.clock import Clock
+from gateway.devices.protocols import CardRead, Lock, Reader
+from gateway.domain.credentials import RejectReason
+from gateway.domain.events import EventType, OutboxEvent, new_event
+from gateway.store.crypto import KeyRing
+
+log = logging.getLogger(__name__)
+
+HASH_HEX_CHARS = 32
+"""Length of the keyed credential hash carried in events (128 bits)."""
+
+
+@dataclass
+class DoorCounters:
+    decisions: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class DoorSetup:
+    lock: Lock
+    unlock_seconds: float
+
+
+class DoorController:
+    """The gateway's `ReadSink`: every reader reports here."""
+
+    def __init__(
+        self,
+        index: AccessIndex,
+        *,
+        doors: Mapping[str, DoorSetup],
+        readers: Mapping[str, Reader],
+        keys: KeyRing,
+        clock: Clock,
+        record: Callable[[OutboxEvent], None],
+    ) -> None:
+        self.index = index
+        self._doors = doors
+        self._readers = readers
+        self._keys = keys
+        self._clock = clock
+        self._record = record
+        self.counters = DoorCounters()
+        self._last_reject_log = 0.0
+
+    def accepted(self, read: CardRead) -> None:
+        credential = read.credential
+        lookup = self._keys.lookup(credential.kind.value, credential.value)
+        now = self._clock.now()
+        decision = self.index.decide(lookup, read.door, now.timestamp())
+        if decision.allowed:
+            door = self._doors[read.door]
+            door.lock.unlock(door.unlock_seconds)
+        reader = self._readers.get(read.reader)
+        if reader is not None:
+            reader.indicate(decision.allowed)
+        self.counters.decisions[decision.reason.value] += 1
+        self._record(self._decision_event(read, lookup, decision, now))
+
+    def _decision_event(
+        self, read: CardRead, lookup: bytes, decision: Decision, now: datetime
+    ) -> OutboxEvent:
+        entry = decision.entry
+        body: dict[str, object] = {
+            "door": read.door,
+            "reader": read.reader,
+            "result": "allow" if decision.allowed else "deny",
+            "reason": decision.reason.value,
+            "credential": {
+                "kind": read.credential.kind.value,
+                "masked": read.credential.masked,
+                "hash": lookup.hex()[:HASH_HEX_CHARS],
+            },
+            "person": entry.person_id if entry else None,
+        }
+        if decision.status_detail is not None:
+            body["credential_status"] = decision.status_detail
+        return new_event(EventType.ACCESS_DECISION, now, self._clock.monotonic(), body)
+
+    def rejected(self, reader: str, door: str, reason: RejectReason) -> None:
+        self.counters.rejected[reason.value] += 1
+        moment = time.monotonic()
+        if moment - self._last_reject_log >= 1.0:  # at most one line a second under a flood
+            self._last_reject_log = moment
+            log.warning(
+                "reader %s at door %s: input rejected (%s); %d rejected so far",
+                reader,
+                door,
+                reason.value,
+                sum(self.counters.rejected.values()),
+            )

@@ -1,0 +1,97 @@
+"""The outbox: every recorded event in one ordered stream, and how far it was delivered.
+
+seq is the gateway's own counter, kept in `meta.head_seq` and advanced in the
+same transaction that inserts the rows, so it is contiguous, starts at 1,
+survives restarts and is never reused, even after delivered rows are pruned.
+Delivery is a cursor (`meta.delivered_seq`): every event at or below it was
+PUBACKed. Reading from the cursor uses the primary key, never a scan.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.domain.events import OutboxEvent
+from gateway.store.errors import translated
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    payload: str
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    head_seq: int
+    delivered_seq: int
+    oldest_unsent_ts: datetime | None
+
+    @property
+    def depth(self) -> int:
+        return self.head_seq - self.delivered_seq
+
+
+def _meta(conn: sqlite3.Connection, key: str) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return int(row[0])
+
+
+def head_seq(conn: sqlite3.Connection) -> int:
+    with translated():
+        return _meta(conn, "head_seq")
+
+
+def delivered_seq(conn: sqlite3.Connection) -> int:
+    with translated():
+        return _meta(conn, "delivered_seq")
+
+
+def append_rows(conn: sqlite3.Connection, events: Sequence[OutboxEvent]) -> int:
+    """Insert events with the next seqs; call inside a write transaction. Returns the new head."""
+    head = _meta(conn, "head_seq")
+    if not events:
+        return head
+    conn.executemany(
+        "INSERT INTO outbox (seq, id, type, ts, payload) VALUES (?, ?, ?, ?, ?)",
+        [(head + n, e.id, e.type, e.ts, e.payload) for n, e in enumerate(events, start=1)],
+    )
+    head += len(events)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'head_seq'", (head,))
+    return head
+
+
+def mark_delivered(conn: sqlite3.Connection, through_seq: int) -> None:
+    """Advance the delivery cursor (never backwards, never past the head)."""
+    conn.execute(
+        "UPDATE meta SET value = max(value, min(?, (SELECT value FROM meta"
+        " WHERE key = 'head_seq'))) WHERE key = 'delivered_seq'",
+        (through_seq,),
+    )
+
+
+def read_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[StoredEvent]:
+    """Up to `limit` events with seq > after_seq, in seq order."""
+    with translated():
+        rows = conn.execute(
+            "SELECT seq, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
+    return [StoredEvent(seq, payload) for seq, payload in rows]
+
+
+def stats(conn: sqlite3.Connection) -> OutboxStats:
+    """Head, cursor and the timestamp of the oldest undelivered event, in one read."""
+    with translated():
+        conn.execute("BEGIN")
+        try:
+            head = _meta(conn, "head_seq")
+            delivered = _meta(conn, "delivered_seq")
+            row = conn.execute("SELECT ts FROM outbox WHERE seq = ?", (delivered + 1,)).fetchone()
+        finally:
+            conn.execute("COMMIT")
+    oldest = datetime.fromisoformat(row[0]) if row else None
+    return OutboxStats(head, delivered, oldest)

@@ -1,0 +1,210 @@
+"""SQL for people, credentials and tenancies, and what the access index loads from them.
+
+Personal data is sealed before it reaches SQL: names and ID numbers with the
+key ring, credentials found by their keyed hash. Every change bumps
+`meta.registry_version`, which the running gateway watches to reload its index
+(another process, such as `rentgate enroll`, may have made the change).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.domain.credentials import CredentialKind, CredentialStatus
+from gateway.domain.people import CredentialGrant, Enrolment
+from gateway.store.crypto import KeyRing
+from gateway.store.errors import StoreError, translated
+
+
+@dataclass(frozen=True)
+class EnrolResult:
+    person_id: str
+    credential_ids: tuple[str, ...]
+    tenancy_id: str | None
+    new_person: bool
+
+
+@dataclass(frozen=True)
+class CredentialRow:
+    """One credential as the access index needs it (no personal data)."""
+
+    credential_id: str
+    person_id: str
+    lookup: bytes
+    kind: CredentialKind
+    status: CredentialStatus
+    valid_from: datetime | None
+    valid_to: datetime | None
+
+
+@dataclass(frozen=True)
+class TenancyRow:
+    person_id: str
+    unit: str
+    valid_from: datetime
+    valid_to: datetime | None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _parse(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text is not None else None
+
+
+def _bump_version(conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'registry_version'")
+
+
+def registry_version(conn: sqlite3.Connection) -> int:
+    with translated():
+        row = conn.execute("SELECT value FROM meta WHERE key = 'registry_version'").fetchone()
+    return int(row[0])
+
+
+def enrol(
+    conn: sqlite3.Connection, keys: KeyRing, enrolment: Enrolment, now: datetime
+) -> EnrolResult:
+    """Create or update the person, add credentials and the tenancy. Call in a transaction."""
+    id_number = enrolment.id_number.value
+    id_hash = keys.lookup(CredentialKind.ID_NUMBER.value, id_number)
+    stamp = now.isoformat()
+    row = conn.execute("SELECT id FROM people WHERE id_hash = ?", (id_hash,)).fetchone()
+    new_person = row is None
+    if new_person:
+        person_id = str(uuid.uuid4())
+        conn.execute(
+            "INSERT INTO people (id, id_hash, id_masked, id_number_sealed, name_sealed,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                person_id,
+                id_hash,
+                enrolment.id_number.masked,
+                keys.seal(id_number, f"people.id_number:{person_id}"),
+                keys.seal(enrolment.name, f"people.name:{person_id}"),
+                stamp,
+                stamp,
+            ),
+        )
+    else:
+        person_id = row[0]
+        conn.execute(
+            "UPDATE people SET name_sealed = ?, updated_at = ? WHERE id = ?",
+            (keys.seal(enrolment.name, f"people.name:{person_id}"), stamp, person_id),
+        )
+    credential_ids = tuple(
+        _add_credential(conn, keys, person_id, grant, stamp) for grant in enrolment.credentials
+    )
+    tenancy_id = None
+    if enrolment.tenancy is not None:
+        tenancy = enrolment.tenancy
+        tenancy_id = str(uuid.uuid4())
+        conn.execute(
+            "INSERT INTO tenancies (id, person_id, unit, room, valid_from, valid_to, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                tenancy_id,
+                person_id,
+                tenancy.unit,
+                tenancy.room,
+                _iso(tenancy.valid_from),
+                _iso(tenancy.valid_to),
+                stamp,
+            ),
+        )
+    _bump_version(conn)
+    return EnrolResult(person_id, credential_ids, tenancy_id, new_person)
+
+
+def _add_credential(
+    conn: sqlite3.Connection, keys: KeyRing, person_id: str, grant: CredentialGrant, stamp: str
+) -> str:
+    kind, value, masked = grant.credential.kind, grant.credential.value, grant.credential.masked
+    valid_from, valid_to = _iso(grant.valid_from), _iso(grant.valid_to)
+    lookup = keys.lookup(kind.value, value)
+    owner = conn.execute(
+        "SELECT person_id FROM credentials WHERE kind = ? AND lookup = ?", (kind.value, lookup)
+    ).fetchone()
+    if owner is not None and owner[0] != person_id:
+        raise StoreError(f"credential {kind.value}:{masked} is already enrolled to another person")
+    if owner is not None:
+        conn.execute(
+            "UPDATE credentials SET status = 'active', valid_from = ?, valid_to = ?, updated_at = ?"
+            " WHERE kind = ? AND lookup = ?",
+            (valid_from, valid_to, stamp, kind.value, lookup),
+        )
+        row = conn.execute(
+            "SELECT id FROM credentials WHERE kind = ? AND lookup = ?", (kind.value, lookup)
+        ).fetchone()
+        return str(row[0])
+    credential_id = str(uuid.uuid4())
+    conn.execute(
+        "INSERT INTO credentials (id, person_id, kind, lookup, masked, value_sealed, status,"
+        " valid_from, valid_to, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
+        (
+            credential_id,
+            person_id,
+            kind.value,
+            lookup,
+            masked,
+            keys.seal(value, f"credentials.value:{credential_id}"),
+            valid_from,
+            valid_to,
+            stamp,
+            stamp,
+        ),
+    )
+    return credential_id
+
+
+def set_credential_status(
+    conn: sqlite3.Connection, credential_id: str, status: CredentialStatus, now: datetime
+) -> None:
+    """Report lost, revoke, return, cancel or unblock (back to active). Call in a transaction."""
+    cursor = conn.execute(
+        "UPDATE credentials SET status = ?, updated_at = ? WHERE id = ?",
+        (status.value, now.isoformat(), credential_id),
+    )
+    if cursor.rowcount != 1:
+        raise StoreError(f"no credential {credential_id}")
+    _bump_version(conn)
+
+
+def iter_credentials(conn: sqlite3.Connection) -> Iterator[CredentialRow]:
+    with translated():
+        rows = conn.execute(
+            "SELECT id, person_id, lookup, kind, status, valid_from, valid_to FROM credentials"
+        )
+        for cid, pid, lookup, kind, status, valid_from, valid_to in rows:
+            yield CredentialRow(
+                cid,
+                pid,
+                bytes(lookup),
+                CredentialKind(kind),
+                CredentialStatus(status),
+                _parse(valid_from),
+                _parse(valid_to),
+            )
+
+
+def iter_tenancies(conn: sqlite3.Connection) -> Iterator[TenancyRow]:
+    with translated():
+        for pid, unit, valid_from, valid_to in conn.execute(
+            "SELECT person_id, unit, valid_from, valid_to FROM tenancies"
+        ):
+            yield TenancyRow(pid, unit, datetime.fromisoformat(valid_from), _parse(valid_to))
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many people, credentials and tenancies are enrolled."""
+    with translated():
+        return {
+            table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+            for table in ("people", "credentials", "tenancies")
+        }

@@ -1,0 +1,244 @@
+"""The store's single writer: one thread, group commit, nothing accepted is dropped.
+
+Callers on any thread hand over events (`append`) or small write operations
+(`submit`) and return at once. The writer thread takes everything queued,
+waits up to a short window for more, and commits it all in one transaction
+with synchronous=FULL: a burst costs one fsync, not one per event.
+
+An event is *recorded* when its transaction commits; its `on_recorded`
+callback then receives its seq. If a commit fails (disk full, I/O error) the
+batch stays queued and is retried with backoff; the failure is reported
+through `health` so the gateway can raise an alarm while doors keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.domain.events import OutboxEvent
+from gateway.store import outbox
+from gateway.store.db import connect
+from gateway.store.errors import StoreError, translated
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Recorded = Callable[[int], None]
+"""Called on the writer thread with the seq an event was given."""
+
+_RETRY_FIRST_S = 0.05
+_RETRY_MAX_S = 5.0
+
+
+@dataclass
+class WriterHealth:
+    """What the writer has done, for status and alarms."""
+
+    commits: int = 0
+    events_recorded: int = 0
+    head_seq: int = 0
+    failing_since: float | None = None
+    last_error: str | None = None
+
+
+@dataclass
+class _Batch:
+    events: list[OutboxEvent] = field(default_factory=list)
+    callbacks: list[Recorded | None] = field(default_factory=list)
+    ops: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.ops)
+
+
+class Writer:
+    """Owns the store's only write connection in the gateway process."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        window_s: float = 0.002,
+        max_batch: int = 10_000,
+        on_commit: Callable[[int], None] | None = None,
+    ) -> None:
+        self._path = path
+        self._window_s = window_s
+        self._max_batch = max_batch
+        self._on_commit = on_commit
+        self._cond = threading.Condition()
+        self._queue = _Batch()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self.health = WriterHealth()
+
+    def start(self) -> None:
+        conn = connect(self._path)
+        self.health.head_seq = outbox.head_seq(conn)
+        self._thread = threading.Thread(
+            target=self._run, args=(conn,), name="store-writer", daemon=True
+        )
+        self._thread.start()
+
+    def append(self, event: OutboxEvent, on_recorded: Recorded | None = None) -> None:
+        """Queue an event for the outbox; never blocks on disk."""
+        with self._cond:
+            if self._closing:
+                raise StoreError("writer is closed")
+            self._queue.events.append(event)
+            self._queue.callbacks.append(on_recorded)
+            if len(self._queue.events) == 1 or len(self._queue) >= self._max_batch:
+                self._cond.notify()
+
+    def submit(self, operation: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Run `operation` inside the next group transaction (in a savepoint of its own)."""
+        future: Future[T] = Future()
+        with self._cond:
+            if self._closing:
+                raise StoreError("writer is closed")
+            self._queue.ops.append((operation, future))
+            self._cond.notify()
+        return future
+
+    def pending(self) -> int:
+        """Events and operations queued but not yet committed."""
+        with self._cond:
+            return len(self._queue)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything queued before this call has committed."""
+        self.submit(lambda _conn: None).result(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Commit what is queued, then stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise StoreError("writer did not finish its last commit in time")
+
+    # -- the writer thread -------------------------------------------------
+
+    def _take(self) -> _Batch | None:
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            if self._window_s > 0 and not self._closing:
+                deadline = time.monotonic() + self._window_s
+                while len(self._queue) < self._max_batch and not self._closing:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            batch, self._queue = self._queue, _Batch()
+            return batch
+
+    def _requeue_front(self, batch: _Batch) -> None:
+        with self._cond:
+            batch.events.extend(self._queue.events)
+            batch.callbacks.extend(self._queue.callbacks)
+            batch.ops.extend(self._queue.ops)
+            self._queue = batch
+
+    def _run(self, conn: sqlite3.Connection) -> None:
+        delay = _RETRY_FIRST_S
+        try:
+            while (batch := self._take()) is not None:
+                try:
+                    head = self._commit(conn, batch)
+                except StoreError as exc:
+                    self._note_failure(exc)
+                    if batch.ops:
+                        self._fail_ops(batch, exc)
+                    self._requeue_front(batch)
+                    time.sleep(delay)
+                    delay = min(delay * 2, _RETRY_MAX_S)
+                    continue
+                delay = _RETRY_FIRST_S
+                self._after_commit(batch, head)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: _Batch) -> int:
+        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        with translated():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                head = outbox.append_rows(conn, batch.events)
+                for operation, future in batch.ops:
+                    results.append(self._run_op(conn, operation, future))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        for future, value, error in results:
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+        batch.ops.clear()
+        return head
+
+    @staticmethod
+    def _run_op(
+        conn: sqlite3.Connection,
+        operation: Callable[[sqlite3.Connection], Any],
+        future: Future[Any],
+    ) -> tuple[Future[Any], Any, BaseException | None]:
+        conn.execute("SAVEPOINT op")
+        try:
+            value = operation(conn)
+        except (sqlite3.OperationalError, StoreError) as exc:
+            if "full" in str(exc).lower() or "disk i/o" in str(exc).lower():
+                raise  # the whole transaction is in trouble, not just this op
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            return future, None, exc
+        except Exception as exc:  # an op's own error belongs to its caller
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            return future, None, exc
+        conn.execute("RELEASE op")
+        return future, value, None
+
+    def _after_commit(self, batch: _Batch, head: int) -> None:
+        health = self.health
+        health.commits += 1
+        health.events_recorded += len(batch.events)
+        health.head_seq = head
+        if health.failing_since is not None:
+            log.warning("store writes recovered after %s", health.last_error)
+            health.failing_since = None
+        first = head - len(batch.events) + 1
+        for offset, callback in enumerate(batch.callbacks):
+            if callback is not None:
+                callback(first + offset)
+        if self._on_commit is not None and batch.events:
+            self._on_commit(head)
+
+    def _note_failure(self, exc: StoreError) -> None:
+        if self.health.failing_since is None:
+            self.health.failing_since = time.monotonic()
+            log.error("store write failed, keeping the batch and retrying: %s", exc)
+        self.health.last_error = str(exc)
+
+    @staticmethod
+    def _fail_ops(batch: _Batch, exc: StoreError) -> None:
+        """Operations are answered, not retried: their callers decide what to do."""
+        for _operation, future in batch.ops:
+            if not future.done():
+                future.set_exception(exc)
+        batch.ops.clear()

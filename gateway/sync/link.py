@@ -1,0 +1,271 @@
+"""The MQTT link: one paho client per session, reconnect with full-jitter backoff.
+
+A fresh paho client for every connection attempt means no message can hide in
+a queue of a dead session: what was not PUBACKed in a session is simply sent
+again from the outbox in the next one. paho's network loop runs in its own
+thread; everything it reports crosses to the event loop with
+`call_soon_threadsafe`, so the rest of the gateway only sees asyncio.
+
+TLS (`mqtts://`) always verifies the server certificate and host name, and
+there is no fallback to plaintext: a failed handshake is a failed attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+log = logging.getLogger(__name__)
+
+MQTT_V5 = "5"
+MQTT_V311 = "3.1.1"
+
+
+class LinkLostError(Exception):
+    """The session ended before the broker answered."""
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file is not None:
+            context.load_cert_chain(
+                str(self.cert_file), str(self.key_file) if self.key_file else None
+            )
+        return context
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    host: str
+    port: int
+    client_id: str
+    tls: TlsSettings | None = None
+    protocol: str = MQTT_V5
+    keepalive_s: int = 30
+    username: str | None = None
+    password: str | None = None
+    reconnect_max_s: float = 30.0
+    connect_timeout_s: float = 10.0
+
+    @classmethod
+    def from_url(cls, url: str, client_id: str, **options: object) -> BrokerSettings:
+        """`mqtt://host:port` or `mqtts://host:port`; TLS only and always for mqtts."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("broker URL must be mqtt://host[:port] or mqtts://host[:port]")
+        secure = parts.scheme == "mqtts"
+        tls = options.pop("tls", None)
+        if secure and tls is None:
+            tls = TlsSettings()
+        if not secure and tls is not None:
+            raise ValueError("TLS files given for a plaintext mqtt:// URL; use mqtts://")
+        port = parts.port or (8883 if secure else 1883)
+        return cls(parts.hostname, port, client_id, tls, **options)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+
+
+class Session:
+    """One connected MQTT session. Publishes resolve on PUBACK, or fail when it ends."""
+
+    def __init__(self, client: paho.Client, loop: asyncio.AbstractEventLoop) -> None:
+        self._client = client
+        self._loop = loop
+        self._pending: dict[int, asyncio.Future[ReasonCode | int]] = {}
+        self._early: dict[int, ReasonCode | int] = {}
+        self.closed = asyncio.Event()
+
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> asyncio.Future[ReasonCode | int]:
+        """Send a message; the future resolves with the PUBACK's reason code."""
+        future: asyncio.Future[ReasonCode | int] = self._loop.create_future()
+        if self.closed.is_set():
+            future.set_exception(LinkLostError("session is closed"))
+            return future
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE):
+            future.set_exception(LinkLostError(f"publish refused: {paho.error_string(info.rc)}"))
+            return future
+        if qos == 0:
+            future.set_result(0)
+        elif info.mid in self._early:  # the ack crossed threads before we got here
+            future.set_result(self._early.pop(info.mid))
+        else:
+            self._pending[info.mid] = future
+        return future
+
+    def acked(self, mid: int, code: ReasonCode | int) -> None:
+        future = self._pending.pop(mid, None)
+        if future is None:
+            self._early[mid] = code
+        elif not future.done():
+            future.set_result(code)
+
+    def lost(self, reason: str) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(LinkLostError(reason))
+        self._pending.clear()
+
+    def disconnect(self) -> None:
+        """Ask the broker to end the session cleanly (no Will is published)."""
+        self._client.disconnect()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+
+def backoff_delay(attempt: int, cap: float) -> float:
+    """Full jitter: uniform over [0, min(cap, 0.5 * 2**attempt)]."""
+    return random.uniform(0, min(cap, 0.5 * 2 ** min(attempt, 16)))  # noqa: S311
+
+
+class MqttLink:
+    """Keeps a session to the broker, handing each new one to the caller."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        will: Callable[[], Will],
+        *,
+        inflight_window: int = 16,
+    ) -> None:
+        self._settings = settings
+        self._will = will
+        self._window = inflight_window
+        self.connected = False
+        self.reconnects = 0
+        self.last_error: str | None = None
+
+    async def sessions(self) -> AsyncGenerator[Session, None]:
+        """Yield each new session; the caller uses it until `closed` is set."""
+        attempt = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            session: Session | None = None
+            client: paho.Client | None = None
+            try:
+                client, session = await self._connect(loop)
+            except (OSError, ssl.SSLError, LinkLostError, TimeoutError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "broker %s:%s unreachable: %s",
+                    self._settings.host,
+                    self._settings.port,
+                    self.last_error,
+                )
+            if session is not None and client is not None:
+                attempt = 0
+                self.connected = True
+                try:
+                    yield session
+                    await session.closed.wait()
+                finally:
+                    self.connected = False
+                    session.lost("session ended")
+                    await asyncio.to_thread(self._stop, client)
+                self.reconnects += 1
+            delay = backoff_delay(attempt, self._settings.reconnect_max_s)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    @staticmethod
+    def _stop(client: paho.Client) -> None:
+        with contextlib.suppress(Exception):
+            client.disconnect()
+        client.loop_stop()
+
+    def _new_client(self) -> paho.Client:
+        settings = self._settings
+        v5 = settings.protocol == MQTT_V5
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            clean_session=None if v5 else True,
+        )
+        client.max_inflight_messages_set(max(self._window + 4, 20))
+        client.max_queued_messages_set(0)
+        client.connect_timeout = settings.connect_timeout_s
+        if settings.tls is not None:
+            client.tls_set_context(settings.tls.context())
+        if settings.username is not None:
+            client.username_pw_set(settings.username, settings.password)
+        will = self._will()
+        client.will_set(will.topic, will.payload, qos=1, retain=True)
+        return client
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> tuple[paho.Client, Session]:
+        client = self._new_client()
+        session = Session(client, loop)
+        connack: asyncio.Future[ReasonCode] = loop.create_future()
+
+        def on_connect(
+            _c: paho.Client, _u: object, _f: object, code: ReasonCode, _p: object
+        ) -> None:
+            loop.call_soon_threadsafe(_settle, connack, code)
+
+        def on_disconnect(
+            _c: paho.Client, _u: object, _f: object, code: ReasonCode, _p: object
+        ) -> None:
+            client.loop_stop()  # no reconnect inside paho: the next session is a new client
+            loop.call_soon_threadsafe(session.lost, f"disconnected: {code}")
+            loop.call_soon_threadsafe(_settle, connack, code)
+
+        def on_publish(_c: paho.Client, _u: object, mid: int, code: ReasonCode, _p: object) -> None:
+            loop.call_soon_threadsafe(session.acked, mid, code)
+
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_publish = on_publish
+        settings = self._settings
+        await asyncio.to_thread(client.connect, settings.host, settings.port, settings.keepalive_s)
+        client.loop_start()
+        try:
+            code = await asyncio.wait_for(connack, settings.connect_timeout_s)
+        except TimeoutError:
+            await asyncio.to_thread(self._stop, client)
+            raise
+        if code.is_failure or session.closed.is_set():
+            await asyncio.to_thread(self._stop, client)
+            raise LinkLostError(f"broker refused the connection: {code}")
+        log.info(
+            "connected to broker %s:%s (MQTT %s%s)",
+            settings.host,
+            settings.port,
+            settings.protocol,
+            ", TLS" if settings.tls else "",
+        )
+        return client, session
+
+
+def _settle(future: asyncio.Future[ReasonCode], code: ReasonCode) -> None:
+    if not future.done():
+        future.set_result(code)

@@ -1,0 +1,67 @@
+"""The wire contract, version 1 (docs/asyncapi.yaml): topics and payloads.
+
+Envelopes are assembled from the outbox's stored JSON without re-parsing it:
+each stored payload is an object, and the seq is spliced in as its first key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway.store.outbox import StoredEvent
+
+CONTRACT_VERSION = 1
+TOPIC_ROOT = "rentgate/v1"
+
+
+@dataclass(frozen=True)
+class Topics:
+    gateway_id: str
+
+    @property
+    def events(self) -> str:
+        return f"{TOPIC_ROOT}/{self.gateway_id}/events"
+
+    @property
+    def state(self) -> str:
+        return f"{TOPIC_ROOT}/{self.gateway_id}/state"
+
+
+def envelope(gateway_id: str, events: Sequence[StoredEvent]) -> bytes:
+    """A batch envelope for events in ascending, contiguous seq order."""
+    if not events:
+        raise ValueError("an envelope carries at least one event")
+    parts = [f'{{"seq":{event.seq},{event.payload[1:]}' for event in events]
+    head = f'{{"v":{CONTRACT_VERSION},"gw":{json.dumps(gateway_id)},"events":['
+    return (head + ",".join(parts) + "]}").encode("utf-8")
+
+
+@dataclass(frozen=True)
+class GatewayState:
+    """The retained birth/state message; the Last Will is the same with online=false."""
+
+    gateway_id: str
+    online: bool
+    ts: str
+    backlog: int | None = None
+    oldest_unsent_s: float | None = None
+    head_seq: int | None = None
+    software: str | None = None
+
+    def encode(self) -> bytes:
+        document: dict[str, object] = {
+            "v": CONTRACT_VERSION,
+            "gw": self.gateway_id,
+            "online": self.online,
+            "ts": self.ts,
+        }
+        optional = {
+            "backlog": self.backlog,
+            "oldest_unsent_s": self.oldest_unsent_s,
+            "head_seq": self.head_seq,
+            "software": self.software,
+        }
+        document.update({key: value for key, value in optional.items() if value is not None})
+        return json.dumps(document, separators=(",", ":")).encode("utf-8")

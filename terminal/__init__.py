@@ -1,0 +1,1 @@
+"""Rentgate's handheld capture terminal (scanning, capture, offline queue, sync)."""
