@@ -215,8 +215,9 @@ class Gateway:
         while True:
             started = time.monotonic()
             try:
-                self._reader_state(reader, online=True, error=None)
-                await reader.run(self.doors)
+                await reader.run(
+                    self.doors, lambda: self._reader_state(reader, online=True, error=None)
+                )
                 error = "reader stopped"
             except ReaderError as exc:
                 error = str(exc)

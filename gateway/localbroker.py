@@ -1,7 +1,9 @@
 """A private Mosquitto on a free loopback port: for `rentgate demo`, tests and benchmarks.
 
-It listens on 127.0.0.1 only, keeps no persistence, and runs as the current
-user (Mosquitto drops root to its own user unless told `user root`).
+It listens on 127.0.0.1 only and runs as the current user (Mosquitto drops root
+to its own user unless told `user root`). Persistence is off unless asked for:
+a persistent broker keeps sessions and queued messages across a stop/start,
+as a production broker would across a restart.
 """
 
 from __future__ import annotations
@@ -47,11 +49,14 @@ class LocalBroker:
         port: int | None = None,
         workdir: Path | None = None,
         extra_config: str = "",
+        *,
+        persistent: bool = False,
     ) -> None:
         self.port = port or free_port()
         self._owned_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="rentgate-mosquitto-"))
         self._extra = extra_config
+        self._persistent = persistent
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,7 +67,8 @@ class LocalBroker:
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
-            "persistence false",
+            "persistence true" if self._persistent else "persistence false",
+            f"persistence_location {self.workdir}/",
             "log_dest stderr",
             "log_type error",
             "log_type warning",

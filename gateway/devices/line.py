@@ -19,6 +19,7 @@ import stat
 import termios
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.devices.lineframe import LineFramer
@@ -96,7 +97,7 @@ class LineReader:
     def indicate(self, allowed: bool) -> None:
         """A plain line reader has no LED or buzzer to drive."""
 
-    async def run(self, sink: ReadSink) -> None:
+    async def run(self, sink: ReadSink, ready: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
         fd = open_line_device(self._path, self._baud)
         framer = LineFramer(self._max_line)
@@ -123,6 +124,7 @@ class LineReader:
             self._deliver(framer, chunk, sink)
 
         loop.add_reader(fd, readable)
+        ready()
         log.info("reader %s listening on %s for door %s", self.name, self._path, self.door)
         try:
             await failed

@@ -7,6 +7,7 @@ hop. Locks take commands and return at once; they never block the loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -43,8 +44,9 @@ class Reader(Protocol):
     name: str
     door: str
 
-    async def run(self, sink: ReadSink) -> None:
-        """Read until cancelled; raise `ReaderError` if the device fails."""
+    async def run(self, sink: ReadSink, ready: Callable[[], None]) -> None:
+        """Read until cancelled; call `ready` once the device is open; raise `ReaderError`
+        if the device cannot be opened or fails."""
 
     def indicate(self, allowed: bool) -> None:
         """Feedback to the person at the door (LED, buzzer); may do nothing."""

@@ -23,15 +23,17 @@ class KeyFileError(StoreError):
     """The field-encryption key file is missing, malformed or too widely readable."""
 
 
+def as_store_error(exc: sqlite3.Error) -> StoreError:
+    """The store's error for a sqlite3 error (raise it `from exc`)."""
+    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower():
+        return StorageFullError(str(exc))
+    return StoreError(str(exc))
+
+
 @contextmanager
 def translated() -> Iterator[None]:
     """Map sqlite3's errors to the store's tree, keeping the cause."""
     try:
         yield
-    except sqlite3.OperationalError as exc:
-        text = str(exc).lower()
-        if "full" in text:
-            raise StorageFullError(str(exc)) from exc
-        raise StoreError(str(exc)) from exc
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(str(exc)) from exc
+    except sqlite3.Error as exc:
+        raise as_store_error(exc) from exc

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from gateway.domain.events import OutboxEvent
 from gateway.store import outbox
 from gateway.store.db import connect
-from gateway.store.errors import StoreError, translated
+from gateway.store.errors import StoreError, as_store_error, translated
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,10 @@ class Writer:
                 self._cond.notify()
 
     def submit(self, operation: Callable[[sqlite3.Connection], T]) -> Future[T]:
-        """Run `operation` inside the next group transaction (in a savepoint of its own)."""
+        """Run `operation` inside the next group transaction (in a savepoint of its own).
+
+        Operations do SQL work only: after a rolled-back transaction one may run again.
+        """
         future: Future[T] = Future()
         with self._cond:
             if self._closing:
@@ -157,28 +160,48 @@ class Writer:
         try:
             while (batch := self._take()) is not None:
                 try:
-                    head = self._commit(conn, batch)
-                except StoreError as exc:
-                    self._note_failure(exc)
-                    if batch.ops:
-                        self._fail_ops(batch, exc)
-                    self._requeue_front(batch)
-                    time.sleep(delay)
-                    delay = min(delay * 2, _RETRY_MAX_S)
+                    head, events_error = self._commit(conn, batch)
+                except StoreError as exc:  # the whole transaction was lost
+                    self._commit_ops_alone(conn, batch, exc)
+                    head, events_error = None, exc
+                if events_error is None:
+                    delay = _RETRY_FIRST_S
+                    self._after_commit(batch, head)
                     continue
-                delay = _RETRY_FIRST_S
-                self._after_commit(batch, head)
+                self._note_failure(events_error)
+                self._requeue_front(batch)
+                time.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
         finally:
             conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: _Batch) -> int:
+    def _commit(
+        self, conn: sqlite3.Connection, batch: _Batch
+    ) -> tuple[int | None, StoreError | None]:
+        """One transaction: the operations, each in a savepoint, then the events in one.
+
+        Events that cannot be written (disk full) are rolled back on their own, so
+        the operations still commit: one of them may be what frees the space.
+        Returns the new head seq (None if no events) and the events' error, if any.
+        """
         results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        head: int | None = None
+        events_error: StoreError | None = None
         with translated():
             conn.execute("BEGIN IMMEDIATE")
             try:
-                head = outbox.append_rows(conn, batch.events)
                 for operation, future in batch.ops:
                     results.append(self._run_op(conn, operation, future))
+                if batch.events:
+                    conn.execute("SAVEPOINT events")
+                    try:
+                        head = outbox.append_rows(conn, batch.events)
+                    except sqlite3.Error as exc:
+                        if not conn.in_transaction:
+                            raise  # SQLite rolled everything back itself (full disk, I/O error)
+                        conn.execute("ROLLBACK TO events")
+                        events_error = as_store_error(exc)
+                    conn.execute("RELEASE events")
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -190,7 +213,25 @@ class Writer:
             else:
                 future.set_exception(error)
         batch.ops.clear()
-        return head
+        return head, events_error
+
+    def _commit_ops_alone(self, conn: sqlite3.Connection, batch: _Batch, cause: StoreError) -> None:
+        """After a lost transaction, give the operations a transaction of their own.
+
+        They may be what frees space (pruning history, raising a limit); operations
+        are SQL work only, so running one again after a rollback is safe.
+        """
+        if not batch.ops:
+            return
+        ops_only = _Batch(ops=batch.ops)
+        batch.ops = []
+        if not batch.events:
+            self._fail_ops(ops_only, cause)
+            return
+        try:
+            self._commit(conn, ops_only)
+        except StoreError as exc:
+            self._fail_ops(ops_only, exc)
 
     @staticmethod
     def _run_op(
@@ -198,30 +239,28 @@ class Writer:
         operation: Callable[[sqlite3.Connection], Any],
         future: Future[Any],
     ) -> tuple[Future[Any], Any, BaseException | None]:
+        """Run one operation in a savepoint; its own error goes back to its caller only."""
         conn.execute("SAVEPOINT op")
         try:
             value = operation(conn)
-        except (sqlite3.OperationalError, StoreError) as exc:
-            if "full" in str(exc).lower() or "disk i/o" in str(exc).lower():
-                raise  # the whole transaction is in trouble, not just this op
+        except Exception as exc:
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
-            return future, None, exc
-        except Exception as exc:  # an op's own error belongs to its caller
-            conn.execute("ROLLBACK TO op")
-            conn.execute("RELEASE op")
-            return future, None, exc
+            error = as_store_error(exc) if isinstance(exc, sqlite3.Error) else exc
+            return future, None, error
         conn.execute("RELEASE op")
         return future, value, None
 
-    def _after_commit(self, batch: _Batch, head: int) -> None:
+    def _after_commit(self, batch: _Batch, head: int | None) -> None:
         health = self.health
         health.commits += 1
-        health.events_recorded += len(batch.events)
-        health.head_seq = head
         if health.failing_since is not None:
             log.warning("store writes recovered after %s", health.last_error)
             health.failing_since = None
+        if head is None:
+            return
+        health.events_recorded += len(batch.events)
+        health.head_seq = head
         first = head - len(batch.events) + 1
         for offset, callback in enumerate(batch.callbacks):
             if callback is not None:

@@ -1,0 +1,26 @@
+"""Fixtures: a real Mosquitto per test session, and one per test where a test stops it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.localbroker import LocalBroker
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """A Mosquitto shared by the tests that never stop it."""
+    with LocalBroker(workdir=tmp_path_factory.mktemp("mosquitto")) as running:
+        yield running
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A Mosquitto this test alone may stop, kill and restart."""
+    workdir = tmp_path / "mosquitto"
+    workdir.mkdir()
+    with LocalBroker(workdir=workdir) as running:
+        yield running

@@ -1,0 +1,224 @@
+"""Shared helpers for the tests: real brokers, real gateways, a platform-side subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.app import Gateway, open_store
+from gateway.config import Config, load_config
+from gateway.domain.credentials import CredentialKind, parse_credential
+from gateway.domain.idnumber import IdNumber, check_character
+from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
+from gateway.store import registry
+from gateway.store.db import connect, transaction
+
+SH = datetime.now().astimezone().tzinfo
+
+
+def make_id_number(serial: int, region: str = "341002", birth: str = "19900101") -> IdNumber:
+    """A valid ID number, distinct per serial (0..999)."""
+    first17 = f"{region}{birth}{serial % 1000:03d}"
+    return IdNumber(first17 + check_character(first17))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def write_config(
+    directory: Path,
+    broker_url: str,
+    *,
+    gateway_id: str = "GW-TEST",
+    extra_mqtt: str = "",
+    credential: str = "card_uid",
+    reader_path: Path | None = None,
+) -> Path:
+    """A gateway config with one line reader on a FIFO at the front door."""
+    reader = reader_path or directory / "front.reader"
+    if reader_path is None and not reader.exists():
+        os.mkfifo(reader, 0o600)
+    path = directory / "gateway.toml"
+    path.write_text(
+        f"""
+[gateway]
+id = "{gateway_id}"
+data_dir = "{directory / 'data'}"
+commit_window_ms = 2
+
+[mqtt]
+url = "{broker_url}"
+reconnect_max_s = 1
+{extra_mqtt}
+
+[[devices]]
+kind = "line"
+door = "front"
+path = "{reader}"
+credential = "{credential}"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def enrol_cards(config: Config, cards: list[str], unit: str = "1") -> None:
+    """Enrol one tenant per card, with a tenancy valid for a year around now."""
+    keys = open_store(config)
+    now = datetime.now(SH)
+    conn = connect(config.gateway.database)
+    try:
+        with transaction(conn):
+            for serial, card in enumerate(cards):
+                enrolment = Enrolment(
+                    make_id_number(serial),
+                    f"Tenant {serial}",
+                    (CredentialGrant(parse_credential(CredentialKind.CARD_UID, card)),),
+                    Tenancy(unit, now - timedelta(days=1), now + timedelta(days=365)),
+                )
+                registry.enrol(conn, keys, enrolment, now)
+    finally:
+        conn.close()
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class Subscriber:
+    """The platform's side: a real MQTT subscriber that keeps everything it receives."""
+
+    def __init__(self, port: int, topic: str = "rentgate/v1/#", client_id: str = "test-platform"):
+        self.messages: list[Received] = []
+        self._lock = threading.Lock()
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
+        )
+        self._client.on_message = self._on_message
+        connected = threading.Event()
+        self._client.on_connect = lambda *_a: connected.set()
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+        if not connected.wait(10):
+            raise AssertionError("subscriber could not connect")
+        subscribed = threading.Event()
+        self._client.on_subscribe = lambda *_a: subscribed.set()
+        self._client.subscribe(topic, qos=1)
+        if not subscribed.wait(10):
+            raise AssertionError("subscription not acknowledged")
+
+    def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(Received(message.topic, bytes(message.payload), message.retain))
+
+    def snapshot(self) -> list[Received]:
+        with self._lock:
+            return list(self.messages)
+
+    def envelopes(self) -> list[dict[str, Any]]:
+        return [json.loads(m.payload) for m in self.snapshot() if m.topic.endswith("/events")]
+
+    def events(self) -> list[dict[str, Any]]:
+        return [event for envelope in self.envelopes() for event in envelope["events"]]
+
+    def states(self) -> list[dict[str, Any]]:
+        return [json.loads(m.payload) for m in self.snapshot() if m.topic.endswith("/state")]
+
+    def unique_seqs(self) -> set[int]:
+        return {event["seq"] for event in self.events()}
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+class InProcessGateway:
+    """A real `Gateway` on its own event loop thread, stopped like SIGTERM would."""
+
+    def __init__(self, config: Config, **kwargs: Any) -> None:
+        self.gateway = Gateway(config, **kwargs)
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="test-gateway", daemon=True)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.gateway.run(self._stop))
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._loop.close()
+
+    def start(self) -> InProcessGateway:
+        self._thread.start()
+        wait_until(self.gateway.ready.is_set, 10, "gateway ready")
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(timeout)
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> InProcessGateway:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+class GatewayProcess:
+    """`rentgate run` in a child process, for kill -9 and signal tests."""
+
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        self.process.terminate()
+        return self.process.wait(timeout)
+
+
+def load(config_path: Path) -> Config:
+    return load_config(config_path, environ={})

@@ -1,0 +1,80 @@
+"""Taps written to a FIFO become access.decision events at a real subscriber, in order."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from support import InProcessGateway, Subscriber, enrol_cards, load, wait_until, write_config
+
+from gateway.localbroker import LocalBroker
+from gateway.store import outbox
+from gateway.store.db import connect
+
+KNOWN = ["04A1B2C3D4", "04E5F60718"]
+
+
+def test_fifo_taps_reach_the_platform_in_order(broker: LocalBroker, tmp_path: Path) -> None:
+    config = load(write_config(tmp_path, broker.url, gateway_id="GW-E2E"))
+    enrol_cards(config, KNOWN)
+    platform = Subscriber(broker.port, "rentgate/v1/GW-E2E/#", "e2e-platform")
+    taps = [KNOWN[0], "04DEADBEEF", KNOWN[1]] * 20
+    try:
+        with InProcessGateway(config) as running:
+            fifo = os.open(tmp_path / "front.reader", os.O_WRONLY)
+            try:
+                for card in taps:
+                    os.write(fifo, card.encode() + b"\r\n")
+            finally:
+                os.close(fifo)
+            wait_until(
+                lambda: sum(e["type"] == "access.decision" for e in platform.events()) >= len(taps),
+                20,
+                "all decisions at the subscriber",
+            )
+            lock_commands = len(running.gateway.locks["front"].commands)
+        events = platform.events()
+    finally:
+        platform.close()
+
+    seqs = [event["seq"] for event in events]
+    assert seqs == list(range(1, len(seqs) + 1)), "seq contiguous from 1, in order"
+    decisions = [event for event in events if event["type"] == "access.decision"]
+    assert [d["result"] for d in decisions] == ["allow", "deny", "allow"] * 20
+    assert [d["reason"] for d in decisions[:3]] == ["granted", "unknown", "granted"]
+    assert lock_commands == 40, "the lock was commanded once per granted tap"
+    for decision in decisions:
+        assert decision["door"] == "front"
+        assert decision["credential"]["kind"] == "card_uid"
+        assert "***" in decision["credential"]["masked"]
+        assert decision["ts"].endswith("+08:00")
+    assert all(envelope["gw"] == "GW-E2E" and envelope["v"] == 1 for envelope in platform.envelopes())
+
+    conn = connect(config.gateway.database, readonly=True)
+    try:
+        stats = outbox.stats(conn)
+    finally:
+        conn.close()
+    assert stats.head_seq == seqs[-1]
+    assert stats.delivered_seq == stats.head_seq, "every event marked delivered after PUBACK"
+
+
+def test_birth_is_retained_and_carries_backlog(broker: LocalBroker, tmp_path: Path) -> None:
+    config = load(write_config(tmp_path, broker.url, gateway_id="GW-BIRTH"))
+    with InProcessGateway(config):
+        late = Subscriber(broker.port, "rentgate/v1/GW-BIRTH/state", "late-joiner")
+        try:
+            wait_until(lambda: any(m.retain for m in late.snapshot()), 10, "retained birth")
+            birth = late.states()[0]
+        finally:
+            late.close()
+    assert birth["online"] is True
+    assert birth["gw"] == "GW-BIRTH"
+    assert "backlog" in birth
+    assert "oldest_unsent_s" not in birth or birth["oldest_unsent_s"] >= 0
+    after = Subscriber(broker.port, "rentgate/v1/GW-BIRTH/state", "after-stop")
+    try:
+        wait_until(lambda: bool(after.states()), 10, "retained state after stop")
+        assert after.states()[-1]["online"] is False, "clean stop leaves a retained offline state"
+    finally:
+        after.close()

@@ -1,0 +1,88 @@
+"""The line reader on a real pseudo-terminal and a real FIFO, with bad input thrown at it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from support import InProcessGateway, Subscriber, enrol_cards, load, wait_until, write_config
+
+from gateway.localbroker import LocalBroker
+
+GOOD = "04A1B2C3D4"
+
+
+def test_pty_reader_rejects_bad_input_counts_it_and_keeps_going(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    master, slave = os.openpty()
+    slave_path = Path(os.ttyname(slave))
+    config = load(write_config(tmp_path, broker.url, gateway_id="GW-PTY", reader_path=slave_path))
+    enrol_cards(config, [GOOD])
+    platform = Subscriber(broker.port, "rentgate/v1/GW-PTY/events", "pty-platform")
+    try:
+        with InProcessGateway(config) as running:
+            gateway = running.gateway
+            wait_until(lambda: all(h.online for h in gateway.reader_health.values()), 5, "online")
+            garbage = [
+                b"\x00\x01\x02\xff\n",  # binary
+                b"Z" * 5000 + b"\n",  # over-long, arriving in pieces
+                "卡号".encode() + b"\n",  # non-ASCII
+                b"not-a-card\n",  # wrong format
+                b"\n",  # empty
+                b"\x1b[A\x1b[B\r\n",  # terminal escape noise
+            ]
+            for chunk in garbage:
+                os.write(master, chunk)
+            os.write(master, GOOD.encode() + b"\r\n")
+            wait_until(lambda: gateway.doors.counters.decisions["granted"] == 1, 10, "the good tap")
+            rejected = dict(gateway.doors.counters.rejected)
+            wait_until(
+                lambda: any(e["type"] == "access.decision" for e in platform.events()), 10, "event"
+            )
+            assert len(gateway.locks["front"].commands) == 1
+    finally:
+        os.close(master)
+        os.close(slave)
+        platform.close()
+    assert rejected == {"binary": 3, "too_long": 1, "bad_format": 1, "empty": 1}
+    decisions = [e for e in platform.events() if e["type"] == "access.decision"]
+    assert len(decisions) == 1, "rejected input records no decision"
+
+
+def test_reader_offline_until_its_device_appears_then_online(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "late.reader"
+    config = load(write_config(tmp_path, broker.url, gateway_id="GW-LATE", reader_path=fifo))
+    enrol_cards(config, [GOOD])
+    platform = Subscriber(broker.port, "rentgate/v1/GW-LATE/events", "late-platform")
+    try:
+        with InProcessGateway(config) as running:
+            gateway = running.gateway
+            health = next(iter(gateway.reader_health.values()))
+            wait_until(lambda: health.error is not None, 5, "reader reported offline")
+            assert not health.online
+            assert "cannot open" in (health.error or "")
+            os.mkfifo(fifo, 0o600)
+            wait_until(lambda: health.online, 10, "reader online once the FIFO exists")
+            writer = os.open(fifo, os.O_WRONLY)
+            os.write(writer, GOOD.encode() + b"\n")
+            os.close(writer)
+            wait_until(lambda: gateway.doors.counters.decisions["granted"] == 1, 10, "tap")
+            wait_until(lambda: len(platform.events()) >= 3, 10, "status and decision events")
+    finally:
+        platform.close()
+    statuses = [e for e in platform.events() if e["type"] == "device.status"]
+    assert [s["online"] for s in statuses[:2]] == [False, True]
+    assert statuses[0]["error"] and "cannot open" in statuses[0]["error"]
+
+
+def test_a_regular_file_is_not_a_reader(broker: LocalBroker, tmp_path: Path) -> None:
+    plain = tmp_path / "cards.txt"
+    plain.write_text(GOOD + "\n")
+    config = load(write_config(tmp_path, broker.url, gateway_id="GW-FILE", reader_path=plain))
+    with InProcessGateway(config) as running:
+        health = next(iter(running.gateway.reader_health.values()))
+        wait_until(lambda: health.error is not None, 5, "refusal")
+    assert "not a FIFO, pty or serial port" in (health.error or "")
