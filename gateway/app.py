@@ -198,7 +198,10 @@ class Gateway:
         for task in tasks:
             if task.get_name().startswith("reader:"):
                 task.cancel()
-        await asyncio.to_thread(self.writer.flush)
+        try:
+            await asyncio.to_thread(self.writer.flush)
+        except TimeoutError:
+            log.error("store writes are failing; %d record(s) still queued", self.writer.pending())
         if self.uplink is not None:
             await self.uplink.close()
         for task in tasks:

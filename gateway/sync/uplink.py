@@ -28,6 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.clock import Clock, iso_ms
 from gateway.store import outbox
 from gateway.store.db import connect
+from gateway.store.errors import StoreError
 from gateway.store.outbox import OutboxStats, StoredEvent
 from gateway.store.writer import Writer
 from gateway.sync.link import LinkLostError, MqttLink, Session, Will
@@ -155,10 +156,15 @@ class Uplink:
     async def _use(self, session: Session) -> None:
         self._session = session
         try:
-            await session.publish(self._topics.state, await self.birth(), retain=True)
+            # The birth's PUBACK is not waited for: draining must not hang on it.
+            birth = session.publish(self._topics.state, await self.birth(), retain=True)
+            birth.add_done_callback(_consume_outcome)
             await self._drain(session)
         except LinkLostError as exc:
             log.warning("uplink session lost: %s", exc)
+        except StoreError as exc:
+            log.error("uplink cannot read the outbox, ending the session: %s", exc)
+            session.disconnect()
         finally:
             self._session = None
 
@@ -240,3 +246,9 @@ class Uplink:
         session.disconnect()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(session.closed.wait(), timeout)
+
+
+def _consume_outcome(future: asyncio.Future[ReasonCode | int]) -> None:
+    """Retrieve a fire-and-forget publish's outcome so a lost session is not reported twice."""
+    if not future.cancelled():
+        future.exception()

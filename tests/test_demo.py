@@ -1,0 +1,44 @@
+"""`rentgate demo`, as the README's first command runs it, shows what the platform receives."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_prints_the_platforms_view_and_stops_by_itself(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "demo",
+            "--duration",
+            "5",
+            "--rate",
+            "8",
+            "--workdir",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "RENTGATE_LOG_LEVEL": "WARNING"},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any("state  online=True" in line for line in lines)
+    seqs = [int(m.group(1)) for line in lines if (m := re.search(r"seq\s+(\d+)", line))]
+    assert len(seqs) >= 10
+    assert seqs == sorted(seqs)
+    assert seqs[0] == 1
+    assert any("ALLOW granted" in line for line in lines)
+    assert any("DENY  unknown" in line for line in lines)
+    assert any("DENY  revoked" in line for line in lines)
+    assert lines[-1].endswith("online=False backlog=None"), "a clean stop is announced"
+    for line in lines:
+        assert not re.search(r"\d{17}[\dX]", line), "no full ID number is ever printed"
