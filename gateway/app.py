@@ -81,15 +81,10 @@ def open_store(config: Config) -> KeyRing:
 def load_index(database: Path, doors: dict[str, DoorPolicy]) -> tuple[int, AccessIndex]:
     conn = connect(database, readonly=True)
     try:
-        conn.execute("BEGIN")
-        version = registry.registry_version(conn)
-        index = AccessIndex.build(
-            registry.iter_credentials(conn), registry.iter_tenancies(conn), doors
-        )
-        conn.execute("COMMIT")
-        return version, index
+        rows = registry.snapshot(conn)
     finally:
         conn.close()
+    return rows.version, AccessIndex.build(rows.credentials, rows.tenancies, doors)
 
 
 @dataclass

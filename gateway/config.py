@@ -23,6 +23,8 @@ from gateway.domain.credentials import CredentialKind
 
 ENV_PREFIX = "RENTGATE_"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_DOOR = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$"
+"""Door names are shorter so that a default reader name, door-kind-index, stays within 64."""
 
 
 class ConfigError(Exception):
@@ -122,7 +124,7 @@ class ApiSection(_Section):
 
 class LineDevice(_Section):
     kind: Literal["line"]
-    door: str = Field(pattern=_NAME)
+    door: str = Field(pattern=_DOOR)
     path: Path
     credential: CredentialKind = CredentialKind.CARD_UID
     baud: int | None = None
@@ -137,7 +139,7 @@ class LineDevice(_Section):
 
 
 class DoorSection(_Section):
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=_DOOR)
     lock: Literal["sim"] = "sim"
     unlock_seconds: float = Field(5.0, gt=0, le=600)
     units: list[str] | None = Field(None, description="units this door serves; absent: all")

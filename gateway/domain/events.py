@@ -70,11 +70,11 @@ uuid7 = _Uuid7()
 def new_event(
     event_type: EventType, moment: datetime, mono: float, body: Mapping[str, Any]
 ) -> OutboxEvent:
-    """Stamp and serialise an event. `body` must not use the envelope's own keys."""
+    """Stamp and serialise an event. `body` must not use the event's own keys (nor `seq`)."""
     event_id = uuid7()
     ts = iso_ms(moment)
     document = {"id": event_id, "type": event_type.value, "ts": ts, "mono": round(mono, 6)}
-    clash = document.keys() & body.keys()
+    clash = (document.keys() | {"seq"}) & body.keys()
     if clash:
         raise ValueError(f"event body may not set {sorted(clash)}")
     document.update(body)

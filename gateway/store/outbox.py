@@ -83,13 +83,16 @@ def read_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[Sto
     return [StoredEvent(seq, payload) for seq, payload in rows]
 
 
-def stats(conn: sqlite3.Connection) -> OutboxStats:
-    """Head, cursor and the timestamp of the oldest undelivered event, in one read."""
+def stats(conn: sqlite3.Connection, delivered_at_least: int = 0) -> OutboxStats:
+    """Head, cursor and the timestamp of the oldest undelivered event, in one read.
+
+    `delivered_at_least` lets the uplink count PUBACKs whose cursor write is still queued.
+    """
     with translated():
         conn.execute("BEGIN")
         try:
             head = _meta(conn, "head_seq")
-            delivered = _meta(conn, "delivered_seq")
+            delivered = max(_meta(conn, "delivered_seq"), min(delivered_at_least, head))
             row = conn.execute("SELECT ts FROM outbox WHERE seq = ?", (delivered + 1,)).fetchone()
         finally:
             conn.execute("COMMIT")

@@ -176,6 +176,26 @@ def set_credential_status(
     _bump_version(conn)
 
 
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """Everything the access index is built from, read in one consistent transaction."""
+
+    version: int
+    credentials: list[CredentialRow]
+    tenancies: list[TenancyRow]
+
+
+def snapshot(conn: sqlite3.Connection) -> RegistrySnapshot:
+    with translated():
+        conn.execute("BEGIN")
+        try:
+            return RegistrySnapshot(
+                registry_version(conn), list(iter_credentials(conn)), list(iter_tenancies(conn))
+            )
+        finally:
+            conn.execute("COMMIT")
+
+
 def iter_credentials(conn: sqlite3.Connection) -> Iterator[CredentialRow]:
     with translated():
         rows = conn.execute(

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import ssl
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
@@ -133,9 +135,20 @@ class Session:
                 future.set_exception(LinkLostError(reason))
         self._pending.clear()
 
-    def disconnect(self) -> None:
-        """Ask the broker to end the session cleanly (no Will is published)."""
-        self._client.disconnect()
+    def disconnect(self, *, with_will: bool = False) -> None:
+        """End the session. Cleanly, the broker drops the Will; `with_will` asks it to
+        publish the Will (MQTT 5 reason 0x04; on 3.1.1 the socket is simply dropped)."""
+        if not with_will:
+            self._client.disconnect()
+        elif self._client.protocol == paho.MQTTv5:
+            self._client.disconnect(
+                ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
+            )
+        else:
+            sock = self._client.socket()
+            if isinstance(sock, socket.socket):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     @property
     def in_flight(self) -> int:

@@ -81,6 +81,13 @@ class OutboxSource:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: outbox.stats(self._conn()))
 
+    async def stats_after(self, delivered_seq: int) -> OutboxStats:
+        """Stats as if the cursor stood at `delivered_seq` (known acked, not yet persisted)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, lambda: outbox.stats(self._conn(), delivered_seq)
+        )
+
     def close(self) -> None:
         def close_conn() -> None:
             conn = getattr(self._local, "conn", None)
@@ -130,6 +137,8 @@ class Uplink:
     async def birth(self) -> bytes:
         """The retained state message announcing this gateway and its backlog."""
         stats = await self._source.stats()
+        if stats.delivered_seq < self.stats.delivered_seq:  # acked, cursor write still queued
+            stats = await self._source.stats_after(self.stats.delivered_seq)
         age = None
         if stats.oldest_unsent_ts is not None:
             age = round(max(0.0, (self._clock.now() - stats.oldest_unsent_ts).total_seconds()), 3)
@@ -193,9 +202,11 @@ class Uplink:
                 if len(inflight) < settings.window:
                     wake = asyncio.ensure_future(self._wake.wait())
                     waits.add(wake)
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                if wake is not None:
-                    wake.cancel()
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if wake is not None:
+                        wake.cancel()
                 while inflight and inflight[0][2].done():
                     first, last, future = inflight.popleft()
                     self._check_ack(session, future.result(), first, last)
@@ -239,11 +250,14 @@ class Uplink:
         if session is None or session.closed.is_set():
             return
         offline = GatewayState(self._gw, online=False, ts=iso_ms(self._clock.now()))
+        acknowledged = False
         with contextlib.suppress(LinkLostError, TimeoutError):
             await asyncio.wait_for(
                 session.publish(self._topics.state, offline.encode(), retain=True), timeout
             )
-        session.disconnect()
+            acknowledged = True
+        # Unacknowledged goodbye: leave so that the broker publishes the Will instead.
+        session.disconnect(with_will=not acknowledged)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(session.closed.wait(), timeout)
 

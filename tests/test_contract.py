@@ -1,0 +1,438 @@
+"""The wire contract: docs/asyncapi.yaml is sound, strict, and real gateway traffic matches it."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+from support import (
+    SH,
+    InProcessGateway,
+    Subscriber,
+    enrol_cards,
+    load,
+    make_id_number,
+    wait_until,
+    write_config,
+)
+
+from gateway.app import open_store
+from gateway.config import Config
+from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
+from gateway.domain.events import EventType
+from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
+from gateway.localbroker import LocalBroker
+from gateway.store import registry
+from gateway.store.db import connect, transaction
+from gateway.sync.wire import CONTRACT_VERSION, Topics
+
+DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.yaml"
+DOC_URI = "urn:rentgate:test:asyncapi"
+DOCUMENT: dict[str, Any] = yaml.safe_load(DOC_PATH.read_text(encoding="utf-8"))
+SCHEMAS: dict[str, Any] = DOCUMENT["components"]["schemas"]
+REGISTRY: Registry[Any] = Registry().with_resource(DOC_URI, DRAFT202012.create_resource(DOCUMENT))
+
+GRANTED = "04A1B2C3D4"
+LOST = "04C0FFEE42"
+UNKNOWN = "04DEADBEEF"
+NO_TENANCY = "0411223344"
+EXPIRED = "0455667788"
+NOT_YET_VALID = "04AABBCCDD"
+WRONG_DOOR = "04EEFF0011"
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def refs(node: Any) -> Iterator[str]:
+    """Every `$ref` value anywhere under `node`."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from refs(item)
+
+
+def resolve(ref: str) -> Any:
+    """What a document-local `$ref` points at, looked up through the registry."""
+    return REGISTRY.resolver(base_uri=DOC_URI).lookup(ref).contents
+
+
+def deref(node: Any) -> Any:
+    """Follow `$ref`s until a node that is not a bare reference."""
+    while isinstance(node, dict) and set(node) == {"$ref"}:
+        node = resolve(node["$ref"])
+    return node
+
+
+def validator(schema_ref: str) -> Draft202012Validator:
+    """A validator for a `#/components/schemas/...` schema, with the document as registry."""
+    return Draft202012Validator(
+        {"$ref": DOC_URI + schema_ref},
+        registry=REGISTRY,
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
+
+
+def payload_ref(channel: str) -> str:
+    """The payload schema ref of the one message a channel carries, as the document says."""
+    messages = DOCUMENT["channels"][channel]["messages"]
+    assert len(messages) == 1, f"channel {channel} carries one message"
+    (message,) = (deref(m) for m in messages.values())
+    ref: str = message["payload"]["$ref"]
+    assert ref.startswith("#/components/schemas/")
+    return ref
+
+
+def assert_valid(check: Draft202012Validator, instance: Any, what: str) -> None:
+    errors = sorted(check.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        details = "\n".join(f"  at {list(e.absolute_path)}: {e.message}" for e in errors)
+        pytest.fail(f"{what} does not match the contract:\n{details}\n{json.dumps(instance)}")
+
+
+def branch_types() -> dict[str, dict[str, Any]]:
+    """The event type each branch of the Event schema is keyed on, and the branch's schema."""
+    event = SCHEMAS["Event"]
+    branches: dict[str, dict[str, Any]] = {}
+    for entry in event["allOf"]:
+        event_type = entry["if"]["properties"]["type"]["const"]
+        assert entry["if"]["required"] == ["type"], event_type
+        assert event_type not in branches, f"two schema branches for {event_type}"
+        branch = deref(entry["then"])
+        assert branch["properties"]["type"]["const"] == event_type
+        branches[event_type] = branch
+    assert set(event["properties"]["type"]["enum"]) == set(branches), "no type without a branch"
+    return branches
+
+
+# --- (a) the document ---------------------------------------------------------------------------
+
+
+def test_document_is_asyncapi_3_for_contract_v1() -> None:
+    assert DOCUMENT["asyncapi"] == "3.0.0"
+    assert DOCUMENT["info"]["version"] == str(CONTRACT_VERSION)
+    assert {server["protocol"] for server in DOCUMENT["servers"].values()} == {"mqtt", "mqtts"}
+    topics = Topics("{gateway_id}")
+    assert DOCUMENT["channels"]["events"]["address"] == topics.events
+    assert DOCUMENT["channels"]["state"]["address"] == topics.state
+    assert SCHEMAS["ContractVersion"]["const"] == CONTRACT_VERSION
+    expected = {"events": (1, False), "state": (1, True)}
+    seen = {}
+    for name, operation in DOCUMENT["operations"].items():
+        assert operation["action"] == "send", f"{name}: the gateway sends"
+        channel = deref(operation["channel"])
+        channel_name = next(key for key, value in DOCUMENT["channels"].items() if value is channel)
+        for message in operation["messages"]:
+            assert deref(message) in [deref(m) for m in channel["messages"].values()]
+        mqtt = operation["bindings"]["mqtt"]
+        seen[channel_name] = (mqtt["qos"], mqtt["retain"])
+    assert seen == expected
+
+
+def test_every_ref_in_the_document_resolves() -> None:
+    found = list(refs(DOCUMENT))
+    assert found
+    for ref in found:
+        assert ref.startswith("#/"), f"{ref}: the document is self-contained"
+        resolve(ref)  # raises referencing.exceptions.Unresolvable
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_schema_is_valid_draft_2020_12_and_resolves(name: str) -> None:
+    schema = SCHEMAS[name]
+    Draft202012Validator.check_schema(schema)
+    for ref in refs(schema):
+        assert ref.startswith("#/components/schemas/"), ref
+        Draft202012Validator.check_schema(resolve(ref))
+
+
+@pytest.mark.parametrize(
+    ("channel", "message"), [("events", "eventBatch"), ("state", "gatewayState")]
+)
+def test_the_documents_own_examples_match_their_schemas(channel: str, message: str) -> None:
+    examples = DOCUMENT["components"]["messages"][message]["examples"]
+    assert examples
+    check = validator(payload_ref(channel))
+    for example in examples:
+        assert_valid(check, example["payload"], f"example {example['name']}")
+
+
+# --- (b) every event type has a schema ------------------------------------------------------------
+
+
+def test_every_event_type_has_a_schema_branch() -> None:
+    branches = branch_types()
+    missing = {t.value for t in EventType} - set(branches)
+    assert not missing, f"event types without a schema in docs/asyncapi.yaml: {sorted(missing)}"
+    stale = set(branches) - {t.value for t in EventType}
+    assert not stale, f"schemas for event types the gateway does not emit: {sorted(stale)}"
+    common = {"seq", "id", "type", "ts", "mono"}
+    for event_type, branch in branches.items():
+        assert branch["additionalProperties"] is False, event_type
+        assert common <= set(branch["required"]), event_type
+        assert set(branch["required"]) <= set(branch["properties"]), event_type
+
+
+# --- (c) real traffic ---------------------------------------------------------------------------
+
+
+def _credential_id(config: Config, card: str) -> str:
+    keys = open_store(config)
+    value = parse_credential(CredentialKind.CARD_UID, card).value
+    lookup = keys.lookup(CredentialKind.CARD_UID.value, value)
+    conn = connect(config.gateway.database, readonly=True)
+    try:
+        (credential_id,) = [
+            row.credential_id for row in registry.iter_credentials(conn) if row.lookup == lookup
+        ]
+    finally:
+        conn.close()
+    return credential_id
+
+
+def _report(config: Config, card: str, status: CredentialStatus) -> None:
+    credential_id = _credential_id(config, card)
+    conn = connect(config.gateway.database)
+    try:
+        with transaction(conn):
+            registry.set_credential_status(conn, credential_id, status, datetime.now(SH))
+    finally:
+        conn.close()
+
+
+def _enrol_special(config: Config) -> None:
+    """Tenants whose cards are refused for each remaining reason."""
+    keys = open_store(config)
+    now = datetime.now(SH)
+    day = timedelta(days=1)
+    current = Tenancy("1", now - day, now + 365 * day)
+    people: list[tuple[str, CredentialGrant, Tenancy | None]] = [
+        (NO_TENANCY, CredentialGrant(parse_credential(CredentialKind.CARD_UID, NO_TENANCY)), None),
+        (
+            EXPIRED,
+            CredentialGrant(
+                parse_credential(CredentialKind.CARD_UID, EXPIRED), now - 30 * day, now - day
+            ),
+            current,
+        ),
+        (
+            NOT_YET_VALID,
+            CredentialGrant(
+                parse_credential(CredentialKind.CARD_UID, NOT_YET_VALID), now + day, now + 30 * day
+            ),
+            current,
+        ),
+        (
+            WRONG_DOOR,
+            CredentialGrant(parse_credential(CredentialKind.CARD_UID, WRONG_DOOR)),
+            Tenancy("2", now - day, now + 365 * day),
+        ),
+    ]
+    conn = connect(config.gateway.database)
+    try:
+        with transaction(conn):
+            for serial, (card, grant, tenancy) in enumerate(people, start=100):
+                enrolment = Enrolment(make_id_number(serial), f"Tenant {card}", (grant,), tenancy)
+                registry.enrol(conn, keys, enrolment, now)
+    finally:
+        conn.close()
+
+
+def _decisions(platform: Subscriber) -> list[dict[str, Any]]:
+    return [e for e in platform.events() if e["type"] == EventType.ACCESS_DECISION.value]
+
+
+def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) -> None:
+    gateway_id = f"GW-CONTRACT-{uuid4().hex[:8]}"
+    config_path = write_config(tmp_path, broker.url, gateway_id=gateway_id)
+    with config_path.open("a", encoding="utf-8") as config_file:
+        config_file.write('\n[[doors]]\nname = "front"\nunits = ["1"]\n')  # unit 2: wrong_door
+    config = load(config_path)
+    enrol_cards(config, [GRANTED, LOST])
+    _report(config, LOST, CredentialStatus.LOST)
+    _enrol_special(config)
+    taps = [GRANTED, UNKNOWN, LOST, NO_TENANCY, EXPIRED, NOT_YET_VALID, WRONG_DOOR, GRANTED]
+    platform = Subscriber(broker.port, f"rentgate/v1/{gateway_id}/#", f"{gateway_id}-platform")
+    try:
+        with InProcessGateway(config):
+            fifo = os.open(tmp_path / "front.reader", os.O_WRONLY)
+            try:
+                for card in taps:
+                    os.write(fifo, card.encode() + b"\r\n")
+            finally:
+                os.close(fifo)
+            wait_until(
+                lambda: (
+                    len(_decisions(platform)) >= len(taps)
+                    and any(e["type"] == EventType.DEVICE_STATUS.value for e in platform.events())
+                ),
+                20,
+                "every decision and the reader's status at the subscriber",
+            )
+        wait_until(
+            lambda: any(state["online"] is False for state in platform.states()),
+            10,
+            "the offline state of a clean stop",
+        )
+        received = platform.snapshot()
+    finally:
+        platform.close()
+    late = Subscriber(broker.port, f"rentgate/v1/{gateway_id}/state", f"{gateway_id}-late")
+    try:
+        wait_until(lambda: bool(late.snapshot()), 10, "the retained state after the stop")
+        retained = late.snapshot()
+    finally:
+        late.close()
+
+    envelope_check = validator(payload_ref("events"))
+    state_check = validator(payload_ref("state"))
+    by_seq: dict[int, dict[str, Any]] = {}
+    types: Counter[str] = Counter()
+    envelopes = [m for m in received if m.topic == Topics(gateway_id).events]
+    assert envelopes
+    for message in envelopes:
+        envelope = json.loads(message.payload)
+        assert_valid(envelope_check, envelope, "an event envelope")
+        assert envelope["gw"] == gateway_id
+        seqs = [event["seq"] for event in envelope["events"]]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "ascending, contiguous seq"
+        for event in envelope["events"]:
+            types[event["type"]] += 1
+            first = by_seq.setdefault(event["seq"], event)
+            assert first == event, "a redelivered seq carries the same event"
+    assert sorted(by_seq) == list(range(1, len(by_seq) + 1)), "seq contiguous from 1, no gaps"
+    assert len({event["id"] for event in by_seq.values()}) == len(by_seq), "ids are unique"
+    assert set(types) == {t.value for t in EventType}, (
+        f"validated {dict(types)}: make this test produce every event type"
+    )
+
+    events = [by_seq[seq] for seq in sorted(by_seq)]
+    decisions = [e for e in events if e["type"] == EventType.ACCESS_DECISION.value]
+    outcomes = [(d["result"], d["reason"]) for d in decisions]
+    assert outcomes == [
+        ("allow", "granted"),
+        ("deny", "unknown"),
+        ("deny", "revoked"),
+        ("deny", "no_tenancy"),
+        ("deny", "expired"),
+        ("deny", "not_yet_valid"),
+        ("deny", "wrong_door"),
+        ("allow", "granted"),
+    ]
+    reasons = SCHEMAS["AccessDecisionEvent"]["properties"]["reason"]["enum"]
+    assert {reason for _, reason in outcomes} == set(reasons), "every reason validated"
+    revoked = decisions[2]
+    assert revoked["credential_status"] == "lost"
+    assert all("credential_status" not in d for d in decisions if d is not revoked)
+    assert decisions[1]["person"] is None
+    assert decisions[0]["person"] == decisions[-1]["person"] is not None
+    statuses = [e for e in events if e["type"] == EventType.DEVICE_STATUS.value]
+    assert statuses[0]["online"] is True
+    assert statuses[0]["error"] is None
+
+    states = [m for m in received if m.topic == Topics(gateway_id).state]
+    for message in [*states, *retained]:
+        assert_valid(state_check, json.loads(message.payload), "a state message")
+    documents = [json.loads(m.payload) for m in states]
+    assert documents[0]["online"] is True, "birth first"
+    assert {"backlog", "head_seq", "software"} <= set(documents[0])
+    assert documents[-1]["online"] is False, "offline state on a clean stop"
+    assert all(state["gw"] == gateway_id for state in documents)
+    assert retained[-1].retain
+    assert json.loads(retained[-1].payload)["online"] is False
+
+
+# --- (d) the schemas are strict -----------------------------------------------------------------
+
+
+def _example(message: str, name: str) -> dict[str, Any]:
+    examples = DOCUMENT["components"]["messages"][message]["examples"]
+    payload: dict[str, Any] = next(e["payload"] for e in examples if e["name"] == name)
+    return copy.deepcopy(payload)
+
+
+def _decision(envelope: dict[str, Any]) -> dict[str, Any]:
+    return next(e for e in envelope["events"] if e["type"] == EventType.ACCESS_DECISION.value)
+
+
+def _status(envelope: dict[str, Any]) -> dict[str, Any]:
+    return next(e for e in envelope["events"] if e["type"] == EventType.DEVICE_STATUS.value)
+
+
+def _revoked(envelope: dict[str, Any]) -> dict[str, Any]:
+    return next(e for e in envelope["events"] if "credential_status" in e)
+
+
+Tamper = Callable[[dict[str, Any]], object]
+
+ENVELOPE_TAMPERING: dict[str, Tamper] = {
+    "missing seq": lambda env: _decision(env).pop("seq"),
+    "unknown event field": lambda env: _decision(env).update(note="extra"),
+    "unknown envelope field": lambda env: env.update(batch=1),
+    "wrong result value": lambda env: _decision(env).update(result="maybe"),
+    "allow with a refusal reason": lambda env: _decision(env).update(reason="expired"),
+    "deny with granted": lambda env: _revoked(env).update(reason="granted"),
+    "unknown reason": lambda env: _decision(env).update(reason="tailgating"),
+    "raw credential value": lambda env: _decision(env)["credential"].update(value=GRANTED),
+    "unknown credential kind": lambda env: _decision(env)["credential"].update(kind="pin"),
+    "upper-case hash": lambda env: _decision(env)["credential"].update(hash="AB" * 16),
+    "short hash": lambda env: _decision(env)["credential"].update(hash="ab" * 8),
+    "missing person": lambda env: _decision(env).pop("person"),
+    "active credential_status": lambda env: _revoked(env).update(credential_status="active"),
+    "UUIDv4 event id": lambda env: _decision(env).update(id=str(uuid4())),
+    "ts without milliseconds": lambda env: _decision(env).update(ts="2026-11-28T09:12:03+08:00"),
+    "ts without offset": lambda env: _decision(env).update(ts="2026-11-28T09:12:03.123"),
+    "negative mono": lambda env: _decision(env).update(mono=-1.0),
+    "seq 0": lambda env: _decision(env).update(seq=0),
+    "string seq": lambda env: _decision(env).update(seq="41"),
+    "unknown event type": lambda env: _status(env).update(type="door.alarm"),
+    "status without error": lambda env: _status(env).pop("error"),
+    "status online as string": lambda env: _status(env).update(online="yes"),
+    "contract version 2": lambda env: env.update(v=2),
+    "gateway id with a slash": lambda env: env.update(gw="GW/0001"),
+    "no events": lambda env: env.update(events=[]),
+}
+
+STATE_TAMPERING: dict[str, Tamper] = {
+    "missing online": lambda state: state.pop("online"),
+    "unknown field": lambda state: state.update(uptime=5),
+    "negative backlog": lambda state: state.update(backlog=-1),
+    "fractional head_seq": lambda state: state.update(head_seq=1.5),
+    "online as number": lambda state: state.update(online=1),
+    "missing ts": lambda state: state.pop("ts"),
+}
+
+
+@pytest.mark.parametrize("tamper", ENVELOPE_TAMPERING.values(), ids=list(ENVELOPE_TAMPERING))
+def test_a_tampered_envelope_fails(tamper: Tamper) -> None:
+    check = validator(payload_ref("events"))
+    envelope = _example("eventBatch", "decisionAndStatus")
+    assert_valid(check, envelope, "the untouched example")
+    tamper(envelope)
+    assert not check.is_valid(envelope), json.dumps(envelope)
+
+
+@pytest.mark.parametrize("tamper", STATE_TAMPERING.values(), ids=list(STATE_TAMPERING))
+def test_a_tampered_state_fails(tamper: Tamper) -> None:
+    check = validator(payload_ref("state"))
+    state = _example("gatewayState", "birth")
+    assert_valid(check, state, "the untouched example")
+    tamper(state)
+    assert not check.is_valid(state), json.dumps(state)
