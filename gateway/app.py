@@ -160,7 +160,9 @@ class Gateway:
             writer=self.writer,
             clock=self.clock,
             settings=UplinkSettings(
-                self.config.mqtt.inflight_window, self.config.mqtt.batch_events
+                window=self.config.mqtt.inflight_window,
+                batch_events=self.config.mqtt.batch_events,
+                ack_timeout_s=self.config.mqtt.ack_timeout_s,
             ),
             software=f"rentgate/{__version__}",
         )

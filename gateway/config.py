@@ -87,6 +87,7 @@ class MqttSection(_Section):
     reconnect_max_s: float = Field(30.0, gt=0, le=3600)
     inflight_window: int = Field(16, ge=1, le=1000)
     batch_events: int = Field(500, ge=1, le=10_000)
+    ack_timeout_s: float = Field(60.0, ge=1, le=3600)
 
     @field_validator("url")
     @classmethod

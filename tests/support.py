@@ -62,7 +62,7 @@ def write_config(
         f"""
 [gateway]
 id = "{gateway_id}"
-data_dir = "{directory / 'data'}"
+data_dir = "{directory / "data"}"
 commit_window_ms = 2
 
 [mqtt]

@@ -22,10 +22,16 @@ DOORS = {
 }
 
 
-def row(key: bytes, person: str, status: CredentialStatus = CredentialStatus.ACTIVE,
-        starts: datetime | None = None, ends: datetime | None = None) -> CredentialRow:
-    return CredentialRow(f"cred-{key.decode()}", person, key, CredentialKind.CARD_UID, status,
-                         starts, ends)
+def row(
+    key: bytes,
+    person: str,
+    status: CredentialStatus = CredentialStatus.ACTIVE,
+    starts: datetime | None = None,
+    ends: datetime | None = None,
+) -> CredentialRow:
+    return CredentialRow(
+        f"cred-{key.decode()}", person, key, CredentialKind.CARD_UID, status, starts, ends
+    )
 
 
 INDEX = AccessIndex.build(

@@ -59,7 +59,11 @@ credential = "fingerprint"
 def rentgate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway.cli", *args],
-        capture_output=True, text=True, timeout=60, cwd=cwd, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
         env={**os.environ, "RENTGATE_LOG_LEVEL": "WARNING"},
     )
 
@@ -97,12 +101,15 @@ def test_toml_syntax_error_names_the_line() -> None:
 
 
 def test_environment_overrides_keys_and_list_entries() -> None:
-    config = parse_config(MINIMAL, environ={
-        "RENTGATE_MQTT__URL": "mqtts://broker.example:8883",
-        "RENTGATE_MQTT__INFLIGHT_WINDOW": "32",
-        "RENTGATE_DEVICES__0__DOOR": "back",
-        "UNRELATED": "x",
-    })
+    config = parse_config(
+        MINIMAL,
+        environ={
+            "RENTGATE_MQTT__URL": "mqtts://broker.example:8883",
+            "RENTGATE_MQTT__INFLIGHT_WINDOW": "32",
+            "RENTGATE_DEVICES__0__DOOR": "back",
+            "UNRELATED": "x",
+        },
+    )
     assert config.mqtt.url == "mqtts://broker.example:8883"
     assert config.mqtt.inflight_window == 32
     assert config.devices[0].door == "back"
@@ -110,8 +117,10 @@ def test_environment_overrides_keys_and_list_entries() -> None:
 
 def test_bad_environment_override_is_a_problem_too() -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_config(MINIMAL, environ={"RENTGATE_DEVICES__5__PATH": "x",
-                                       "RENTGATE_MQTT__KEEPALIVE_S": "often"})
+        parse_config(
+            MINIMAL,
+            environ={"RENTGATE_DEVICES__5__PATH": "x", "RENTGATE_MQTT__KEEPALIVE_S": "often"},
+        )
     problems = "\n".join(caught.value.problems)
     assert "RENTGATE_DEVICES__5__PATH: no entry 5 in devices" in problems
     assert "mqtt.keepalive_s: Input should be a valid integer" in problems
@@ -144,14 +153,30 @@ def test_bad_config_exits_2_listing_every_problem(tmp_path: Path) -> None:
 def test_enroll_then_status_show_what_the_store_holds(broker: LocalBroker, tmp_path: Path) -> None:
     config_path = write_config(tmp_path, broker.url, gateway_id="GW-CLI")
     number = make_id_number(42)
-    enrolled = rentgate("enroll", "--config", str(config_path), "--id-number", number.value,
-                        "--name", "王小明", "--card-uid", "04A1B2C3D4", "--id-card",
-                        "--unit", "3", "--room", "301", "--to", "2027-11-30")
+    enrolled = rentgate(
+        "enroll",
+        "--config",
+        str(config_path),
+        "--id-number",
+        number.value,
+        "--name",
+        "王小明",
+        "--card-uid",
+        "04A1B2C3D4",
+        "--id-card",
+        "--unit",
+        "3",
+        "--room",
+        "301",
+        "--to",
+        "2027-11-30",
+    )
     assert enrolled.returncode == 0, enrolled.stderr
     assert number.masked in enrolled.stdout
     assert number.value not in enrolled.stdout + enrolled.stderr
-    bad = rentgate("enroll", "--config", str(config_path), "--id-number", "110105194912310021",
-                   "--name", "x")
+    bad = rentgate(
+        "enroll", "--config", str(config_path), "--id-number", "110105194912310021", "--name", "x"
+    )
     assert bad.returncode == 2
     assert "check character" in bad.stderr
     status = rentgate("status", "--config", str(config_path), "--json")
@@ -176,8 +201,9 @@ def test_run_reports_live_status_and_stops_cleanly_on_sigterm(
         fifo = os.open(tmp_path / "front.reader", os.O_WRONLY)
         os.write(fifo, b"04DEADBEEF\n")
         os.close(fifo)
-        wait_until(lambda: any(e["type"] == "access.decision" for e in platform.events()), 10,
-                   "decision")
+        wait_until(
+            lambda: any(e["type"] == "access.decision" for e in platform.events()), 10, "decision"
+        )
 
         def live() -> dict[str, object]:
             return json.loads(rentgate("status", "--config", str(config_path), "--json").stdout)
@@ -188,7 +214,8 @@ def test_run_reports_live_status_and_stops_cleanly_on_sigterm(
         assert report["process"]["link"]["connected"] is True
         assert report["outbox"]["depth"] == 0
         text = rentgate("status", "--config", str(config_path)).stdout
-        assert "link: connected" in text and "last PUBACK: 20" in text
+        assert "link: connected" in text
+        assert "last PUBACK: 20" in text
         assert gateway.process is not None
         gateway.process.send_signal(signal.SIGTERM)
         assert gateway.process.wait(30) == 0

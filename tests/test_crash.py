@@ -116,7 +116,9 @@ def test_kill_9_loses_nothing_recorded(broker: LocalBroker, tmp_path: Path) -> N
     assert sorted(stored) == list(range(1, head + 1)), "recorded seq contiguous from 1"
     assert by_seq == stored, "every recorded event reached the subscriber, unchanged"
 
-    offered_index = {keys.lookup("card_uid", card).hex()[:32]: n for n, card in enumerate(taps.offered)}
+    offered_index = {
+        keys.lookup("card_uid", card).hex()[:32]: n for n, card in enumerate(taps.offered)
+    }
     recorded = [
         offered_index[event["credential"]["hash"]]
         for seq, event in sorted({e["seq"]: e for e in received}.items())

@@ -48,7 +48,9 @@ def test_fifo_taps_reach_the_platform_in_order(broker: LocalBroker, tmp_path: Pa
         assert decision["credential"]["kind"] == "card_uid"
         assert "***" in decision["credential"]["masked"]
         assert decision["ts"].endswith("+08:00")
-    assert all(envelope["gw"] == "GW-E2E" and envelope["v"] == 1 for envelope in platform.envelopes())
+    assert all(
+        envelope["gw"] == "GW-E2E" and envelope["v"] == 1 for envelope in platform.envelopes()
+    )
 
     conn = connect(config.gateway.database, readonly=True)
     try:

@@ -75,7 +75,8 @@ def test_reader_offline_until_its_device_appears_then_online(
         platform.close()
     statuses = [e for e in platform.events() if e["type"] == "device.status"]
     assert [s["online"] for s in statuses[:2]] == [False, True]
-    assert statuses[0]["error"] and "cannot open" in statuses[0]["error"]
+    assert statuses[0]["error"]
+    assert "cannot open" in statuses[0]["error"]
 
 
 def test_a_regular_file_is_not_a_reader(broker: LocalBroker, tmp_path: Path) -> None:

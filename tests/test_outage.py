@@ -11,8 +11,8 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from support import InProcessGateway, Subscriber, load, wait_until, write_config
 
 from gateway.localbroker import LocalBroker
@@ -23,7 +23,7 @@ from gateway.store.db import connect
 class PersistentSubscriber(Subscriber):
     """A platform consumer with a persistent session, so the broker queues for it."""
 
-    def __init__(self, port: int, topic: str) -> None:  # noqa: D107 - mirrors Subscriber
+    def __init__(self, port: int, topic: str) -> None:
         self.messages = []
         self._lock = threading.Lock()
         self._topic = topic

@@ -28,8 +28,12 @@ NOW = datetime(2026, 11, 28, 9, 0, tzinfo=SH)
 
 
 def event(n: int) -> object:
-    return new_event(EventType.DEVICE_STATUS, NOW, float(n), {"device": f"d{n}", "door": "front",
-                                                             "online": True, "error": None})
+    return new_event(
+        EventType.DEVICE_STATUS,
+        NOW,
+        float(n),
+        {"device": f"d{n}", "door": "front", "online": True, "error": None},
+    )
 
 
 # -- keys -------------------------------------------------------------------
@@ -86,9 +90,17 @@ def _fixture_rows(conn: sqlite3.Connection, version: int) -> None:
     if version >= 1:
         keys = KeyRing.generate()
         with transaction(conn):
-            registry.enrol(conn, keys, Enrolment(make_id_number(1), "Tenant",
-                           (CredentialGrant(parse_credential(CredentialKind.CARD_UID, "04AA")),),
-                           Tenancy("3", NOW)), NOW)
+            registry.enrol(
+                conn,
+                keys,
+                Enrolment(
+                    make_id_number(1),
+                    "Tenant",
+                    (CredentialGrant(parse_credential(CredentialKind.CARD_UID, "04AA")),),
+                    Tenancy("3", NOW),
+                ),
+                NOW,
+            )
     if version >= 2:
         with transaction(conn):
             outbox.append_rows(conn, [event(1), event(2)])  # type: ignore[list-item]
@@ -232,9 +244,15 @@ def test_writer_keeps_events_when_the_disk_is_full_and_retries(database: Path) -
     writer = Writer(database, window_s=0)
     writer.start()
     writer.submit(lambda c: c.execute(f"PRAGMA max_page_count = {page_count + 2}")).result(10)
-    big = [new_event(EventType.DEVICE_STATUS, NOW, 0.0, {"device": "x" * 3000, "door": "front",
-                                                         "online": True, "error": None})
-           for _ in range(40)]
+    big = [
+        new_event(
+            EventType.DEVICE_STATUS,
+            NOW,
+            0.0,
+            {"device": "x" * 3000, "door": "front", "online": True, "error": None},
+        )
+        for _ in range(40)
+    ]
     for item in big:
         writer.append(item)
     _wait(lambda: writer.health.failing_since is not None)
@@ -271,11 +289,20 @@ def test_personal_data_is_sealed_at_rest(database: Path, tmp_path: Path) -> None
     conn = connect(database)
     try:
         with transaction(conn):
-            registry.enrol(conn, keys, Enrolment(
-                number, "王小明",
-                (CredentialGrant(parse_credential(CredentialKind.CARD_UID, "04A1B2C3D4")),
-                 CredentialGrant(parse_credential(CredentialKind.ID_NUMBER, number.value))),
-                Tenancy("3", NOW, NOW + timedelta(days=365), "301")), NOW)
+            registry.enrol(
+                conn,
+                keys,
+                Enrolment(
+                    number,
+                    "王小明",
+                    (
+                        CredentialGrant(parse_credential(CredentialKind.CARD_UID, "04A1B2C3D4")),
+                        CredentialGrant(parse_credential(CredentialKind.ID_NUMBER, number.value)),
+                    ),
+                    Tenancy("3", NOW, NOW + timedelta(days=365), "301"),
+                ),
+                NOW,
+            )
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
@@ -301,14 +328,17 @@ def test_enrolling_again_updates_and_a_card_cannot_change_hands(database: Path) 
         with transaction(conn):
             first = registry.enrol(conn, keys, Enrolment(make_id_number(1), "A", (card,)), NOW)
             again = registry.enrol(conn, keys, Enrolment(make_id_number(1), "A2", (card,)), NOW)
-        assert not again.new_person and again.person_id == first.person_id
+        assert not again.new_person
+        assert again.person_id == first.person_id
         assert again.credential_ids == first.credential_ids
         with pytest.raises(StoreError, match="another person"), transaction(conn):
             registry.enrol(conn, keys, Enrolment(make_id_number(2), "B", (card,)), NOW)
         assert registry.counts(conn) == {"people": 1, "credentials": 1, "tenancies": 0}
         version = registry.registry_version(conn)
         with transaction(conn):
-            registry.set_credential_status(conn, first.credential_ids[0], CredentialStatus.LOST, NOW)
+            registry.set_credential_status(
+                conn, first.credential_ids[0], CredentialStatus.LOST, NOW
+            )
         assert registry.registry_version(conn) == version + 1
         rows = list(registry.iter_credentials(conn))
         assert [r.status for r in rows] == [CredentialStatus.LOST]

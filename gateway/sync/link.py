@@ -214,6 +214,9 @@ class MqttLink:
         with contextlib.suppress(Exception):
             client.disconnect()
         client.loop_stop()
+        # The callbacks close over the client and its session: break the cycle so the
+        # client's sockets are freed now, not whenever the cyclic collector runs.
+        client.on_connect = client.on_disconnect = client.on_publish = None
 
     def _new_client(self) -> paho.Client:
         settings = self._settings
@@ -238,19 +241,19 @@ class MqttLink:
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> tuple[paho.Client, Session]:
         client = self._new_client()
         session = Session(client, loop)
-        connack: asyncio.Future[ReasonCode] = loop.create_future()
+        connack: asyncio.Future[tuple[bool, ReasonCode]] = loop.create_future()
 
         def on_connect(
             _c: paho.Client, _u: object, _f: object, code: ReasonCode, _p: object
         ) -> None:
-            loop.call_soon_threadsafe(_settle, connack, code)
+            loop.call_soon_threadsafe(_settle, connack, (True, code))
 
         def on_disconnect(
             _c: paho.Client, _u: object, _f: object, code: ReasonCode, _p: object
         ) -> None:
             client.loop_stop()  # no reconnect inside paho: the next session is a new client
             loop.call_soon_threadsafe(session.lost, f"disconnected: {code}")
-            loop.call_soon_threadsafe(_settle, connack, code)
+            loop.call_soon_threadsafe(_settle, connack, (False, code))
 
         def on_publish(_c: paho.Client, _u: object, mid: int, code: ReasonCode, _p: object) -> None:
             loop.call_soon_threadsafe(session.acked, mid, code)
@@ -259,13 +262,25 @@ class MqttLink:
         client.on_disconnect = on_disconnect
         client.on_publish = on_publish
         settings = self._settings
-        await asyncio.to_thread(client.connect, settings.host, settings.port, settings.keepalive_s)
+        try:
+            await asyncio.to_thread(
+                client.connect, settings.host, settings.port, settings.keepalive_s
+            )
+        except BaseException:
+            client.on_connect = client.on_disconnect = client.on_publish = None
+            raise
         client.loop_start()
         try:
-            code = await asyncio.wait_for(connack, settings.connect_timeout_s)
+            answered, code = await asyncio.wait_for(connack, settings.connect_timeout_s)
         except TimeoutError:
             await asyncio.to_thread(self._stop, client)
-            raise
+            raise TimeoutError(f"no CONNACK within {settings.connect_timeout_s} s") from None
+        if not answered:
+            await asyncio.to_thread(self._stop, client)
+            raise LinkLostError(
+                f"connection closed before CONNACK ({code}); a TLS client certificate"
+                " the broker rejects ends the connection this way"
+            )
         if code.is_failure or session.closed.is_set():
             await asyncio.to_thread(self._stop, client)
             raise LinkLostError(f"broker refused the connection: {code}")
@@ -279,6 +294,8 @@ class MqttLink:
         return client, session
 
 
-def _settle(future: asyncio.Future[ReasonCode], code: ReasonCode) -> None:
+def _settle(
+    future: asyncio.Future[tuple[bool, ReasonCode]], outcome: tuple[bool, ReasonCode]
+) -> None:
     if not future.done():
-        future.set_result(code)
+        future.set_result(outcome)

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,16 @@ class UplinkSettings:
     window: int = 16
     batch_events: int = 500
     batch_chars: int = 256 * 1024
+    ack_timeout_s: float = 60.0
+    """A session whose oldest envelope waits this long for its PUBACK is ended and redone."""
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    first: int
+    last: int
+    future: asyncio.Future[ReasonCode | int]
+    sent_at: float
 
 
 class OutboxSource:
@@ -182,7 +193,7 @@ class Uplink:
         delivered = outbox_delivered = await self._delivered_cursor()
         self.stats.delivered_seq = delivered
         sent_through = delivered
-        inflight: deque[tuple[int, int, asyncio.Future[ReasonCode | int]]] = deque()
+        inflight: deque[_InFlight] = deque()
         closed: asyncio.Future[Any] = asyncio.ensure_future(session.closed.wait())
         try:
             while not session.closed.is_set():
@@ -192,32 +203,64 @@ class Uplink:
                     if not batch:
                         break
                     future = session.publish(self._topics.events, envelope(self._gw, batch))
-                    inflight.append((batch[0].seq, batch[-1].seq, future))
+                    inflight.append(
+                        _InFlight(batch[0].seq, batch[-1].seq, future, time.monotonic())
+                    )
                     sent_through = batch[-1].seq
                     self.stats.envelopes_published += 1
-                waits: set[asyncio.Future[Any]] = {closed}
-                if inflight:
-                    waits.add(inflight[0][2])
-                wake = None
-                if len(inflight) < settings.window:
-                    wake = asyncio.ensure_future(self._wake.wait())
-                    waits.add(wake)
-                try:
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    if wake is not None:
-                        wake.cancel()
-                while inflight and inflight[0][2].done():
-                    first, last, future = inflight.popleft()
-                    self._check_ack(session, future.result(), first, last)
-                    delivered = last
+                await self._wait_for_progress(session, inflight, closed)
+                while inflight and inflight[0].future.done():
+                    done = inflight.popleft()
+                    self._check_ack(session, done.future.result(), done.first, done.last)
+                    delivered = done.last
                     self.stats.envelopes_acked += 1
-                    self.stats.events_acked += last - first + 1
+                    self.stats.events_acked += done.last - done.first + 1
                 if delivered != outbox_delivered:
                     self._persist_cursor(delivered)
                     outbox_delivered = delivered
         finally:
             closed.cancel()
+            for item in inflight:  # their outcome no longer matters: the next session resends
+                item.future.add_done_callback(_consume_outcome)
+
+    async def _wait_for_progress(
+        self, session: Session, inflight: deque[_InFlight], closed: asyncio.Future[Any]
+    ) -> None:
+        """Until the oldest envelope is answered, new events can be sent, or the session ends.
+
+        An envelope unanswered for `ack_timeout_s` ends the session: the broker has
+        stopped acknowledging, and only a new session will make progress.
+        """
+        waits: set[asyncio.Future[Any]] = {closed}
+        timeout = None
+        if inflight:
+            waits.add(inflight[0].future)
+            timeout = self._settings.ack_timeout_s - (time.monotonic() - inflight[0].sent_at)
+        wake = None
+        if len(inflight) < self._settings.window:
+            wake = asyncio.ensure_future(self._wake.wait())
+            waits.add(wake)
+        try:
+            await asyncio.wait(
+                waits,
+                timeout=max(timeout, 0) if timeout is not None else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            if wake is not None:
+                wake.cancel()
+        front = inflight[0] if inflight else None
+        overdue = front is not None and (
+            not front.future.done()
+            and not session.closed.is_set()
+            and time.monotonic() - front.sent_at >= self._settings.ack_timeout_s
+        )
+        if front is not None and overdue:
+            session.disconnect()
+            raise LinkLostError(
+                f"no PUBACK for seq {front.first}..{front.last} within "
+                f"{self._settings.ack_timeout_s:g} s; starting a new session"
+            )
 
     async def _next_batch(self, after_seq: int) -> list[StoredEvent]:
         settings = self._settings
