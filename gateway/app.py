@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -313,6 +314,19 @@ async def run_gateway(config: Config, stop: asyncio.Event | None = None) -> None
     """Run a gateway until `stop` is set (or forever)."""
     gateway = Gateway(config)
     await gateway.run(stop or asyncio.Event())
+
+
+SWITCH_INTERVAL_S = 0.0005
+
+
+def tune_interpreter() -> None:
+    """Hand the GIL around every 0.5 ms instead of 5 ms.
+
+    Door decisions run on the event loop thread while the store writer and an
+    index rebuild run in others; with CPython's default interval a rebuild of a
+    large index could hold a decision back for several milliseconds.
+    """
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -81,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(config: Config) -> int:
-    from gateway.app import Gateway, install_stop_signals
+    from gateway.app import Gateway, install_stop_signals, tune_interpreter
+
+    tune_interpreter()
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -11,7 +11,6 @@ import json
 import os
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,10 +60,12 @@ class _Uuid7:
             counter = self._counter
         rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
         value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
-        return str(uuid.UUID(int=value))
+        text = f"{value:032x}"
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 uuid7 = _Uuid7()
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def new_event(
@@ -78,5 +79,5 @@ def new_event(
     if clash:
         raise ValueError(f"event body may not set {sorted(clash)}")
     document.update(body)
-    payload = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    payload = _ENCODER.encode(document)
     return OutboxEvent(event_id, event_type.value, ts, payload)

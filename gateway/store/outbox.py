@@ -9,6 +9,7 @@ PUBACKed. Reading from the cursor uses the primary key, never a scan.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,15 +51,31 @@ def delivered_seq(conn: sqlite3.Connection) -> int:
         return _meta(conn, "delivered_seq")
 
 
+_ROWS_PER_INSERT = 500
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_statement(rows: int) -> str:
+    # Only "?" placeholders are joined here; every value is bound.
+    return "INSERT INTO outbox (seq, id, type, ts, payload) VALUES " + ",".join(  # noqa: S608
+        ["(?, ?, ?, ?, ?)"] * rows
+    )
+
+
 def append_rows(conn: sqlite3.Connection, events: Sequence[OutboxEvent]) -> int:
     """Insert events with the next seqs; call inside a write transaction. Returns the new head."""
     head = _meta(conn, "head_seq")
     if not events:
         return head
-    conn.executemany(
-        "INSERT INTO outbox (seq, id, type, ts, payload) VALUES (?, ?, ?, ?, ?)",
-        [(head + n, e.id, e.type, e.ts, e.payload) for n, e in enumerate(events, start=1)],
-    )
+    # Multi-row INSERTs: one statement step per chunk, where executemany would take
+    # one per row and give up the GIL around each (starving this thread under load).
+    chunk = min(_ROWS_PER_INSERT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5)
+    for start in range(0, len(events), chunk):
+        rows = events[start : start + chunk]
+        values: list[object] = []
+        for n, event in enumerate(rows, start=head + start + 1):
+            values += (n, event.id, event.type, event.ts, event.payload)
+        conn.execute(_insert_statement(len(rows)), values)
     head += len(events)
     conn.execute("UPDATE meta SET value = ? WHERE key = 'head_seq'", (head,))
     return head

@@ -54,9 +54,19 @@ class _Batch:
     events: list[OutboxEvent] = field(default_factory=list)
     callbacks: list[Recorded | None] = field(default_factory=list)
     ops: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = field(default_factory=list)
+    opened_at: float = 0.0
+    """Monotonic time the oldest item was queued: the commit window counts from here."""
 
     def __len__(self) -> int:
         return len(self.events) + len(self.ops)
+
+    def split(self, max_events: int) -> _Batch:
+        """Take every operation and at most `max_events` events; the rest stay here."""
+        taken = _Batch(self.events[:max_events], self.callbacks[:max_events], self.ops)
+        del self.events[:max_events]
+        del self.callbacks[:max_events]
+        self.ops = []
+        return taken
 
 
 class Writer:
@@ -93,6 +103,8 @@ class Writer:
         with self._cond:
             if self._closing:
                 raise StoreError("writer is closed")
+            if not self._queue:
+                self._queue.opened_at = time.monotonic()
             self._queue.events.append(event)
             self._queue.callbacks.append(on_recorded)
             if len(self._queue.events) == 1 or len(self._queue) >= self._max_batch:
@@ -107,6 +119,8 @@ class Writer:
         with self._cond:
             if self._closing:
                 raise StoreError("writer is closed")
+            if not self._queue:
+                self._queue.opened_at = time.monotonic()
             self._queue.ops.append((operation, future))
             self._cond.notify()
         return future
@@ -139,14 +153,13 @@ class Writer:
             if not self._queue:
                 return None
             if self._window_s > 0 and not self._closing:
-                deadline = time.monotonic() + self._window_s
+                deadline = self._queue.opened_at + self._window_s
                 while len(self._queue) < self._max_batch and not self._closing:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
-            batch, self._queue = self._queue, _Batch()
-            return batch
+            return self._queue.split(self._max_batch)
 
     def _requeue_front(self, batch: _Batch) -> None:
         with self._cond:
