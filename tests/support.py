@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import subprocess
@@ -23,8 +24,9 @@ from gateway.config import Config, load_config
 from gateway.domain.credentials import CredentialKind, parse_credential
 from gateway.domain.idnumber import IdNumber, check_character
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
-from gateway.store import registry
+from gateway.store import outbox, registry
 from gateway.store.db import connect, transaction
+from gateway.store.outbox import OutboxStats
 
 SH = datetime.now().astimezone().tzinfo
 
@@ -42,6 +44,32 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str = "condi
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def stats_of(database: Path) -> OutboxStats:
+    """Outbox head, delivery cursor and oldest unsent event, as `rentgate status` reads them."""
+    conn = connect(database, readonly=True)
+    try:
+        return outbox.stats(conn)
+    finally:
+        conn.close()
+
+
+def write_taps(fifo_path: Path, cards: list[str], timeout: float = 10) -> None:
+    """Write card lines to the reader FIFO once the gateway has it open (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(fifo_path, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+    try:
+        os.write(fd, b"".join(card.encode() + b"\r\n" for card in cards))
+    finally:
+        os.close(fd)
 
 
 def write_config(

@@ -9,25 +9,28 @@ session lost nothing.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import InProcessGateway, Subscriber, enrol_cards, load, wait_until, write_config
+from support import (
+    InProcessGateway,
+    Subscriber,
+    enrol_cards,
+    load,
+    stats_of,
+    wait_until,
+    write_config,
+    write_taps,
+)
 
 from gateway.config import load_config
 from gateway.localbroker import LocalBroker
-from gateway.store import outbox
-from gateway.store.db import connect
-from gateway.store.outbox import OutboxStats
 
 CARD = "04A1B2C3D4"
 TAPS = [CARD, "04DEADBEEF", CARD, CARD, "04DEADBEEF", CARD]
@@ -207,31 +210,6 @@ class StandInBroker:
 
 
 # ------------------------------------------------------------------- helpers
-
-
-def write_taps(fifo_path: Path, cards: list[str], timeout: float = 10) -> None:
-    """Write card lines to the reader FIFO once the gateway has it open (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fd = os.open(fifo_path, os.O_WRONLY | os.O_NONBLOCK)
-            break
-        except OSError as exc:
-            if exc.errno != errno.ENXIO or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-    try:
-        os.write(fd, b"".join(card.encode() + b"\r\n" for card in cards))
-    finally:
-        os.close(fd)
-
-
-def stats_of(database: Path) -> OutboxStats:
-    conn = connect(database, readonly=True)
-    try:
-        return outbox.stats(conn)
-    finally:
-        conn.close()
 
 
 def events_in(publishes: list[Publish]) -> list[dict[str, Any]]:

@@ -13,11 +13,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from support import InProcessGateway, Subscriber, load, wait_until, write_config
+from support import InProcessGateway, Subscriber, load, stats_of, wait_until, write_config
 
 from gateway.localbroker import LocalBroker
-from gateway.store import outbox
-from gateway.store.db import connect
 
 
 class PersistentSubscriber(Subscriber):
@@ -54,14 +52,6 @@ def persistent_broker(tmp_path: Path) -> Iterator[LocalBroker]:
         yield running
 
 
-def _stats(database: Path) -> outbox.OutboxStats:
-    conn = connect(database, readonly=True)
-    try:
-        return outbox.stats(conn)
-    finally:
-        conn.close()
-
-
 @pytest.mark.slow
 def test_broker_outage_loses_nothing_and_keeps_order(
     persistent_broker: LocalBroker, tmp_path: Path
@@ -85,13 +75,13 @@ def test_broker_outage_loses_nothing_and_keeps_order(
             persistent_broker.stop()
             wait_until(lambda: not running.gateway.uplink.link.connected, 10, "link down")
             tap_for(3.0)
-            backlog = _stats(config.gateway.database).depth
+            backlog = stats_of(config.gateway.database).depth
             persistent_broker.start()
             wait_until(lambda: running.gateway.uplink.link.connected, 20, "link up again")
             tap_for(1.0)
-            wait_until(lambda: _stats(config.gateway.database).depth == 0, 30, "backlog drained")
+            wait_until(lambda: stats_of(config.gateway.database).depth == 0, 30, "backlog drained")
             wait_until(
-                lambda: len(platform.unique_seqs()) >= _stats(config.gateway.database).head_seq,
+                lambda: len(platform.unique_seqs()) >= stats_of(config.gateway.database).head_seq,
                 30,
                 "all events at the subscriber",
             )
@@ -109,7 +99,7 @@ def test_broker_outage_loses_nothing_and_keeps_order(
         if event["seq"] not in seen:
             seen.add(event["seq"])
             first_seen.append(event["seq"])
-    head = _stats(config.gateway.database).head_seq
+    head = stats_of(config.gateway.database).head_seq
     assert first_seen == list(range(1, head + 1)), "every seq once, in order"
     unique = {e["seq"]: e for e in events}
     decisions = [unique[s] for s in sorted(unique) if unique[s]["type"] == "access.decision"]

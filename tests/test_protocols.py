@@ -6,15 +6,20 @@ MQTT 5), which shows that the gateway really spoke the configured version.
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import InProcessGateway, Subscriber, enrol_cards, load, wait_until, write_config
+from support import (
+    InProcessGateway,
+    Subscriber,
+    enrol_cards,
+    load,
+    wait_until,
+    write_config,
+    write_taps,
+)
 
 from gateway.localbroker import LocalBroker
 from gateway.store import outbox
@@ -32,23 +37,6 @@ def logging_broker(tmp_path: Path) -> Iterator[LocalBroker]:
     workdir.mkdir()
     with LocalBroker(workdir=workdir, extra_config="log_type notice") as running:
         yield running
-
-
-def write_taps(fifo_path: Path, cards: list[str], timeout: float = 10) -> None:
-    """Write card lines to the reader FIFO once the gateway has it open (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fd = os.open(fifo_path, os.O_WRONLY | os.O_NONBLOCK)
-            break
-        except OSError as exc:
-            if exc.errno != errno.ENXIO or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-    try:
-        os.write(fd, b"".join(card.encode() + b"\r\n" for card in cards))
-    finally:
-        os.close(fd)
 
 
 def connections_of(broker: LocalBroker, client_id: str) -> list[str]:

@@ -9,14 +9,11 @@ listener; a second Mosquitto also requires client certificates.
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import gc
 import ipaddress
-import os
 import select
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +25,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion
-from support import InProcessGateway, Subscriber, enrol_cards, load, wait_until, write_config
+from support import (
+    InProcessGateway,
+    Subscriber,
+    enrol_cards,
+    load,
+    stats_of,
+    wait_until,
+    write_config,
+    write_taps,
+)
 
 from gateway.app import broker_settings
 from gateway.config import ConfigError, parse_config
 from gateway.localbroker import LocalBroker, free_port
-from gateway.store import outbox
-from gateway.store.db import connect
 from gateway.store.outbox import OutboxStats
 from gateway.sync.link import TlsSettings
 
@@ -337,31 +341,6 @@ class RecordingRelay:
         self._accepter.join(5)
         for thread in self._threads:
             thread.join(5)
-
-
-def write_taps(fifo_path: Path, cards: list[str], timeout: float = 10) -> None:
-    """Write card lines to the reader FIFO once the gateway has it open (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fd = os.open(fifo_path, os.O_WRONLY | os.O_NONBLOCK)
-            break
-        except OSError as exc:
-            if exc.errno != errno.ENXIO or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-    try:
-        os.write(fd, b"".join(card.encode() + b"\r\n" for card in cards))
-    finally:
-        os.close(fd)
-
-
-def stats_of(database: Path) -> OutboxStats:
-    conn = connect(database, readonly=True)
-    try:
-        return outbox.stats(conn)
-    finally:
-        conn.close()
 
 
 def outbox_stats(running: InProcessGateway) -> OutboxStats:
