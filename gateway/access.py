@@ -1,9 +1,9 @@
 """The door decision: credential + door + time -> allow or deny, with the reason.
 
-Decisions read only an immutable in-memory index, so they never wait on the
-disk, the network or the platform. The gateway builds a new index off the
-event loop whenever the registry changes and swaps it in with one assignment;
-a decision in flight keeps the index it started with.
+Decisions read only an in-memory index, so they never wait on the disk, the
+network or the platform. Changes are prepared off the event loop (entries built
+from registry rows in a worker thread) and applied on it, between decisions,
+with one dict update; a wholesale reload builds a new index and swaps it in.
 """
 
 from __future__ import annotations
@@ -81,11 +81,41 @@ def _seconds(moment: datetime | None, default: float) -> float:
     return moment.timestamp() if moment is not None else default
 
 
-class AccessIndex:
-    """Immutable map from credential lookup hash to what decides for it."""
+def entries_for(
+    credentials: Iterable[CredentialRow], tenancies: Iterable[TenancyRow]
+) -> dict[bytes, Entry]:
+    """Index entries for credentials, each carrying all of its person's tenancies.
 
-    def __init__(self, entries: Mapping[bytes, Entry], doors: Mapping[str, DoorPolicy]) -> None:
-        self._entries = dict(entries)
+    `tenancies` must hold every tenancy of every person the credentials belong to.
+    """
+    by_person: dict[str, list[Tenure]] = defaultdict(list)
+    for tenancy in tenancies:
+        by_person[tenancy.person_id].append(
+            Tenure(tenancy.unit, tenancy.valid_from.timestamp(), _seconds(tenancy.valid_to, _NEVER))
+        )
+    frozen = {person: tuple(items) for person, items in by_person.items()}
+    return {
+        row.lookup: Entry(
+            row.credential_id,
+            row.person_id,
+            row.kind,
+            row.status,
+            _seconds(row.valid_from, _ALWAYS),
+            _seconds(row.valid_to, _NEVER),
+            frozen.get(row.person_id, ()),
+        )
+        for row in credentials
+    }
+
+
+class AccessIndex:
+    """Map from credential lookup hash to what decides for it.
+
+    Read and changed only on the event loop thread: `apply` runs between decisions.
+    """
+
+    def __init__(self, entries: dict[bytes, Entry], doors: Mapping[str, DoorPolicy]) -> None:
+        self._entries = entries
         self._doors = dict(doors)
 
     @classmethod
@@ -95,27 +125,11 @@ class AccessIndex:
         tenancies: Iterable[TenancyRow],
         doors: Mapping[str, DoorPolicy],
     ) -> AccessIndex:
-        by_person: dict[str, list[Tenure]] = defaultdict(list)
-        for tenancy in tenancies:
-            by_person[tenancy.person_id].append(
-                Tenure(
-                    tenancy.unit, tenancy.valid_from.timestamp(), _seconds(tenancy.valid_to, _NEVER)
-                )
-            )
-        frozen = {person: tuple(items) for person, items in by_person.items()}
-        entries = {
-            row.lookup: Entry(
-                row.credential_id,
-                row.person_id,
-                row.kind,
-                row.status,
-                _seconds(row.valid_from, _ALWAYS),
-                _seconds(row.valid_to, _NEVER),
-                frozen.get(row.person_id, ()),
-            )
-            for row in credentials
-        }
-        return cls(entries, doors)
+        return cls(entries_for(credentials, tenancies), doors)
+
+    def apply(self, entries: Mapping[bytes, Entry]) -> None:
+        """Add or replace entries built by `entries_for` for the people who changed."""
+        self._entries.update(entries)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.access import AccessIndex, DoorPolicy
+from gateway.access import AccessIndex, DoorPolicy, Entry, entries_for
 from gateway.clock import Clock, SystemClock, iso_ms
 from gateway.config import Config
 from gateway.devices.line import LineReader
@@ -88,6 +88,22 @@ def load_index(database: Path, doors: dict[str, DoorPolicy]) -> tuple[int, Acces
     return rows.version, AccessIndex.build(rows.credentials, rows.tenancies, doors)
 
 
+INCREMENTAL_LIMIT = 5_000
+"""Changed credentials applied in place; more than this and the index is rebuilt and swapped."""
+
+
+def _read_changes(database: Path, version: int) -> tuple[int, dict[bytes, Entry]] | None:
+    """Entries for the people changed since `version`, or None to rebuild from scratch."""
+    conn = connect(database, readonly=True)
+    try:
+        changes = registry.changes_since(conn, version)
+    finally:
+        conn.close()
+    if changes is None or len(changes.credentials) > INCREMENTAL_LIMIT:
+        return None
+    return changes.version, entries_for(changes.credentials, changes.tenancies)
+
+
 @dataclass
 class ReaderHealth:
     online: bool = False
@@ -141,6 +157,11 @@ class Gateway:
             LineReader(self.config.reader_name(i), d.door, d.path, d.credential, baud=d.baud)
             for i, d in enumerate(self.config.devices)
         ]
+
+    @property
+    def registry_version(self) -> int:
+        """The registry version the access index reflects."""
+        return self._registry_version
 
     def _on_commit(self, head: int) -> None:
         if self.uplink is not None:
@@ -240,24 +261,26 @@ class Gateway:
         self.writer.append(new_event(EventType.DEVICE_STATUS, now, self.clock.monotonic(), body))
 
     async def _watch_registry(self) -> None:
-        """Reload the access index when the registry changed (in this or another process)."""
+        """Keep the access index in step with the registry (changed here or by another process).
+
+        The people who changed are read and their entries built in a worker thread; the
+        event loop only applies the result. A reader too far behind the change log, or a
+        change too large to apply between two decisions, reloads the index instead.
+        """
         database = self.config.gateway.database
         while True:
             await asyncio.sleep(REGISTRY_POLL_S)
-            version = await asyncio.to_thread(self._peek_registry_version, database)
-            if version != self._registry_version:
+            update = await asyncio.to_thread(_read_changes, database, self._registry_version)
+            if update is None:
                 self._registry_version, self.doors.index = await asyncio.to_thread(
                     load_index, database, self.policies
                 )
                 log.info("access index reloaded: %d credential(s)", len(self.doors.index))
-
-    @staticmethod
-    def _peek_registry_version(database: Path) -> int:
-        conn = connect(database, readonly=True)
-        try:
-            return registry.registry_version(conn)
-        finally:
-            conn.close()
+            elif update[0] != self._registry_version:
+                version, entries = update
+                self.doors.index.apply(entries)
+                self._registry_version = version
+                log.info("access index updated: %d credential(s) changed", len(entries))
 
     async def _write_status(self) -> None:
         while True:

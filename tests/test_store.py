@@ -85,25 +85,38 @@ def test_lookup_hash_separates_kinds() -> None:
 # -- migrations -------------------------------------------------------------
 
 
+_FIXTURE_SQL: dict[int, tuple[str, ...]] = {
+    # Rows as each schema version's release wrote them, in that version's own SQL:
+    # a migration must carry them forward, whatever today's code would write.
+    1: (
+        "INSERT INTO people VALUES ('p1', x'01', '341***********0010', x'02', x'03',"
+        " '2026-01-01T00:00:00+08:00', '2026-01-01T00:00:00+08:00')",
+        "INSERT INTO credentials VALUES ('c1', 'p1', 'card_uid', x'04', '04A***C3D4', x'05',"
+        " 'active', NULL, NULL, '2026-01-01T00:00:00+08:00', '2026-01-01T00:00:00+08:00')",
+        "INSERT INTO tenancies VALUES ('t1', 'p1', '3', '301', '2026-01-01T00:00:00+08:00',"
+        " NULL, '2026-01-01T00:00:00+08:00')",
+        "UPDATE meta SET value = 1 WHERE key = 'registry_version'",
+    ),
+    2: (
+        "INSERT INTO outbox VALUES (1, 'e1', 'device.status', '2026-01-01T00:00:00.000+08:00',"
+        " '{}'), (2, 'e2', 'device.status', '2026-01-01T00:00:00.000+08:00', '{}')",
+        "UPDATE meta SET value = 2 WHERE key = 'head_seq'",
+        "UPDATE meta SET value = 1 WHERE key = 'delivered_seq'",
+    ),
+    3: ("INSERT INTO registry_changes VALUES (1, 'p1')",),
+}
+
+
 def _fixture_rows(conn: sqlite3.Connection, version: int) -> None:
-    """Data a gateway at `version` could hold; each migration's test data grows here."""
-    if version >= 1:
-        keys = KeyRing.generate()
-        with transaction(conn):
-            registry.enrol(
-                conn,
-                keys,
-                Enrolment(
-                    make_id_number(1),
-                    "Tenant",
-                    (CredentialGrant(parse_credential(CredentialKind.CARD_UID, "04AA")),),
-                    Tenancy("3", NOW),
-                ),
-                NOW,
-            )
-    if version >= 2:
-        with transaction(conn):
-            outbox.append_rows(conn, [event(1), event(2)])  # type: ignore[list-item]
+    """Data a gateway at `version` could hold; each migration adds its own rows here."""
+    with transaction(conn):
+        for since in range(1, version + 1):
+            for statement in _FIXTURE_SQL[since]:
+                conn.execute(statement)
+
+
+def test_every_migration_has_fixture_rows() -> None:
+    assert set(_FIXTURE_SQL) == {m.version for m in MIGRATIONS}
 
 
 @pytest.mark.parametrize("start", [0, *(m.version for m in MIGRATIONS)])
@@ -120,9 +133,23 @@ def test_migrates_from_every_earlier_schema(tmp_path: Path, start: int) -> None:
         assert counts["people"] == (1 if start >= 1 else 0)
         expected_head = 2 if start >= 2 else 0
         assert outbox.head_seq(conn) == expected_head
+        assert outbox.delivered_seq(conn) == (1 if start >= 2 else 0)
         with transaction(conn):
             head = outbox.append_rows(conn, [event(3)])  # type: ignore[list-item]
+            result = registry.enrol(
+                conn,
+                KeyRing.generate(),
+                Enrolment(
+                    make_id_number(9),
+                    "After upgrade",
+                    (CredentialGrant(parse_credential(CredentialKind.CARD_UID, "04BB")),),
+                ),
+                NOW,
+            )
         assert head == expected_head + 1
+        changes = registry.changes_since(conn, registry.registry_version(conn) - 1)
+        assert changes is not None
+        assert [row.person_id for row in changes.credentials] == [result.person_id]
     finally:
         conn.close()
 

@@ -83,6 +83,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO meta (key, value) VALUES ('head_seq', 0), ('delivered_seq', 0)",
         ),
     ),
+    Migration(
+        3,
+        "registry change log: which people changed at which registry version",
+        (
+            """CREATE TABLE registry_changes (
+                version INTEGER PRIMARY KEY,
+                person_id TEXT NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

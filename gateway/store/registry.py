@@ -57,8 +57,23 @@ def _parse(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text is not None else None
 
 
-def _bump_version(conn: sqlite3.Connection) -> None:
+CHANGES_KEPT = 100_000
+"""Change-log entries kept; a reader further behind than this rebuilds from scratch."""
+
+
+def _record_change(conn: sqlite3.Connection, person_id: str) -> None:
+    """Bump the registry version and log whose data changed at it."""
     conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'registry_version'")
+    conn.execute(
+        "INSERT INTO registry_changes (version, person_id)"
+        " SELECT value, ? FROM meta WHERE key = 'registry_version'",
+        (person_id,),
+    )
+    conn.execute(
+        "DELETE FROM registry_changes WHERE version <="
+        " (SELECT value FROM meta WHERE key = 'registry_version') - ?",
+        (CHANGES_KEPT,),
+    )
 
 
 def registry_version(conn: sqlite3.Connection) -> int:
@@ -117,7 +132,7 @@ def enrol(
                 stamp,
             ),
         )
-    _bump_version(conn)
+    _record_change(conn, person_id)
     return EnrolResult(person_id, credential_ids, tenancy_id, new_person)
 
 
@@ -167,13 +182,13 @@ def set_credential_status(
     conn: sqlite3.Connection, credential_id: str, status: CredentialStatus, now: datetime
 ) -> None:
     """Report lost, revoke, return, cancel or unblock (back to active). Call in a transaction."""
-    cursor = conn.execute(
-        "UPDATE credentials SET status = ?, updated_at = ? WHERE id = ?",
+    row = conn.execute(
+        "UPDATE credentials SET status = ?, updated_at = ? WHERE id = ? RETURNING person_id",
         (status.value, now.isoformat(), credential_id),
-    )
-    if cursor.rowcount != 1:
+    ).fetchone()
+    if row is None:
         raise StoreError(f"no credential {credential_id}")
-    _bump_version(conn)
+    _record_change(conn, row[0])
 
 
 @dataclass(frozen=True)
@@ -196,11 +211,42 @@ def snapshot(conn: sqlite3.Connection) -> RegistrySnapshot:
             conn.execute("COMMIT")
 
 
-def iter_credentials(conn: sqlite3.Connection) -> Iterator[CredentialRow]:
+def changes_since(conn: sqlite3.Connection, version: int) -> RegistrySnapshot | None:
+    """The current rows of every person changed after `version`, read consistently.
+
+    None when the change log no longer reaches back that far: rebuild from `snapshot`.
+    Rows are never deleted from the registry, so changed rows are all there is to apply.
+    """
     with translated():
-        rows = conn.execute(
-            "SELECT id, person_id, lookup, kind, status, valid_from, valid_to FROM credentials"
-        )
+        conn.execute("BEGIN")
+        try:
+            current = registry_version(conn)
+            if current == version:
+                return RegistrySnapshot(current, [], [])
+            oldest = conn.execute("SELECT min(version) FROM registry_changes").fetchone()[0]
+            if oldest is None or oldest > version + 1 or version > current:
+                return None
+            return RegistrySnapshot(
+                current,
+                list(iter_credentials(conn, changed_since=version)),
+                list(iter_tenancies(conn, changed_since=version)),
+            )
+        finally:
+            conn.execute("COMMIT")
+
+
+_CHANGED_SINCE = " WHERE person_id IN (SELECT person_id FROM registry_changes WHERE version > ?)"
+
+
+def iter_credentials(
+    conn: sqlite3.Connection, *, changed_since: int | None = None
+) -> Iterator[CredentialRow]:
+    """Every credential, or those of people changed after registry version `changed_since`."""
+    query = "SELECT id, person_id, lookup, kind, status, valid_from, valid_to FROM credentials"
+    if changed_since is not None:
+        query += _CHANGED_SINCE
+    with translated():
+        rows = conn.execute(query, () if changed_since is None else (changed_since,))
         for cid, pid, lookup, kind, status, valid_from, valid_to in rows:
             yield CredentialRow(
                 cid,
@@ -213,10 +259,16 @@ def iter_credentials(conn: sqlite3.Connection) -> Iterator[CredentialRow]:
             )
 
 
-def iter_tenancies(conn: sqlite3.Connection) -> Iterator[TenancyRow]:
+def iter_tenancies(
+    conn: sqlite3.Connection, *, changed_since: int | None = None
+) -> Iterator[TenancyRow]:
+    """Every tenancy, or those of people changed after registry version `changed_since`."""
+    query = "SELECT person_id, unit, valid_from, valid_to FROM tenancies"
+    if changed_since is not None:
+        query += _CHANGED_SINCE
     with translated():
         for pid, unit, valid_from, valid_to in conn.execute(
-            "SELECT person_id, unit, valid_from, valid_to FROM tenancies"
+            query, () if changed_since is None else (changed_since,)
         ):
             yield TenancyRow(pid, unit, datetime.fromisoformat(valid_from), _parse(valid_to))
 
