@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,9 @@ from support import InProcessGateway
 from gateway.app import open_store
 from gateway.config import load_config
 from gateway.devices.protocols import CardRead
+from gateway.domain.credentials import CredentialStatus
 from gateway.localbroker import LocalBroker
+from gateway.store import registry
 from gateway.store.db import connect, transaction
 
 TARGET_P50_MS = 0.5
@@ -146,17 +149,20 @@ class Device:
 
 
 class Reloader:
-    """Bumps meta.registry_version every `every_s` s, as an allowlist update would.
+    """Changes the registry every `every_s` s, as a landlord or an allowlist update would.
 
-    The gateway polls the version every second and rebuilds its whole index in
-    a worker thread, so with `--reload-every` the taps are decided while
-    index rebuilds run next to them.
+    Each change reports one enrolled card lost (or unblocks it again) through
+    `registry.set_credential_status`; the gateway applies such changes in place.
+    With `full_rebuild` the change log is also emptied, so the gateway cannot
+    follow it and must rebuild its whole index in a worker thread while the taps
+    are decided next to it.
     """
 
-    def __init__(self, database: Path, every_s: float) -> None:
+    def __init__(self, database: Path, every_s: float, *, full_rebuild: bool = False) -> None:
         self.bumps = 0
         self._database = database
         self._every = every_s
+        self._full_rebuild = full_rebuild
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if every_s > 0:
@@ -168,7 +174,17 @@ class Reloader:
             conn = connect(self._database)
             try:
                 with transaction(conn):
-                    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'registry_version'")
+                    (credential_id,) = conn.execute(
+                        "SELECT id FROM credentials ORDER BY id LIMIT 1"
+                    ).fetchone()
+                    status = (
+                        CredentialStatus.LOST if self.bumps % 2 == 0 else CredentialStatus.ACTIVE
+                    )
+                    registry.set_credential_status(
+                        conn, credential_id, status, datetime.now().astimezone()
+                    )
+                    if self._full_rebuild:
+                        conn.execute("DELETE FROM registry_changes")
             finally:
                 conn.close()
             self.bumps += 1
@@ -214,7 +230,7 @@ def one_run(
     doors.accepted = accepted  # type: ignore[method-assign]
 
     running.start()
-    reloads = Reloader(config.gateway.database, args.reload_every)
+    reloads = Reloader(config.gateway.database, args.reload_every, full_rebuild=args.full_rebuild)
     try:
         device.open_for_writing()
         deadline = time.monotonic() + 10
@@ -322,7 +338,12 @@ def main() -> int:
         "--reload-every",
         type=float,
         default=0.0,
-        help="bump the registry version every S seconds (index rebuilds during taps)",
+        help="change the registry every S seconds (a card reported lost, then unblocked)",
+    )
+    parser.add_argument(
+        "--full-rebuild",
+        action="store_true",
+        help="with --reload-every: empty the change log too, forcing whole-index rebuilds",
     )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -335,7 +356,8 @@ def main() -> int:
     print(
         f"{args.taps:,} taps per run ({args.taps // 2:,} known, {args.taps // 2:,} unknown) "
         f"at {args.rate:.0f}/s on a {args.device}, {args.repeats} runs per size"
-        + (f", index rebuilt every {args.reload_every} s" if args.reload_every else "")
+        + (f", registry changed every {args.reload_every} s" if args.reload_every else "")
+        + (" (change log emptied: full rebuilds)" if args.full_rebuild else "")
         + f", GIL switch interval {sys.getswitchinterval() * 1000:g} ms"
     )
     results = []
