@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.access import AccessIndex, DoorPolicy, Entry, entries_for
+from gateway.access import AccessIndex, DoorPolicy
+from gateway.access_sync import IndexKeeper
 from gateway.clock import Clock, SystemClock, iso_ms
 from gateway.config import Config
 from gateway.devices.line import LineReader
@@ -30,7 +30,6 @@ from gateway.devices.protocols import Reader, ReaderError
 from gateway.devices.sim import SimLock
 from gateway.domain.events import EventType, new_event
 from gateway.doors import DoorController, DoorSetup
-from gateway.store import registry
 from gateway.store.crypto import KeyRing
 from gateway.store.db import connect
 from gateway.store.migrations import migrate
@@ -40,7 +39,6 @@ from gateway.sync.uplink import OutboxSource, Uplink, UplinkSettings
 
 log = logging.getLogger(__name__)
 
-REGISTRY_POLL_S = 1.0
 STATUS_EVERY_S = 1.0
 READER_RETRY_MAX_S = 30.0
 
@@ -79,31 +77,6 @@ def open_store(config: Config) -> KeyRing:
     return keys
 
 
-def load_index(database: Path, doors: dict[str, DoorPolicy]) -> tuple[int, AccessIndex]:
-    conn = connect(database, readonly=True)
-    try:
-        rows = registry.snapshot(conn)
-    finally:
-        conn.close()
-    return rows.version, AccessIndex.build(rows.credentials, rows.tenancies, doors)
-
-
-INCREMENTAL_LIMIT = 5_000
-"""Changed credentials applied in place; more than this and the index is rebuilt and swapped."""
-
-
-def _read_changes(database: Path, version: int) -> tuple[int, dict[bytes, Entry]] | None:
-    """Entries for the people changed since `version`, or None to rebuild from scratch."""
-    conn = connect(database, readonly=True)
-    try:
-        changes = registry.changes_since(conn, version)
-    finally:
-        conn.close()
-    if changes is None or len(changes.credentials) > INCREMENTAL_LIMIT:
-        return None
-    return changes.version, entries_for(changes.credentials, changes.tenancies)
-
-
 @dataclass
 class ReaderHealth:
     online: bool = False
@@ -133,7 +106,7 @@ class Gateway:
             reader.name: reader for reader in (readers if readers is not None else self._readers())
         }
         self.reader_health = {name: ReaderHealth() for name in self.readers}
-        self._registry_version, index = load_index(config.gateway.database, self.policies)
+        self.index_keeper = IndexKeeper(config.gateway.database, self.policies)
         self.uplink: Uplink | None = None
         self.writer = Writer(
             config.gateway.database,
@@ -141,7 +114,7 @@ class Gateway:
             on_commit=self._on_commit,
         )
         self.doors = DoorController(
-            index,
+            self.index_keeper.index,
             doors={d.name: DoorSetup(self.locks[d.name], d.unlock_seconds) for d in door_sections},
             readers=self.readers,
             keys=self.keys,
@@ -161,7 +134,7 @@ class Gateway:
     @property
     def registry_version(self) -> int:
         """The registry version the access index reflects."""
-        return self._registry_version
+        return self.index_keeper.version
 
     def _on_commit(self, head: int) -> None:
         if self.uplink is not None:
@@ -191,7 +164,9 @@ class Gateway:
         tasks: list[asyncio.Task[None]] = []
         try:
             tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
-            tasks.append(asyncio.create_task(self._watch_registry(), name="registry-watch"))
+            tasks.append(
+                asyncio.create_task(self.index_keeper.follow(self._swap_index), name="index-keeper")
+            )
             tasks.append(asyncio.create_task(self._write_status(), name="status"))
             for reader in self.readers.values():
                 tasks.append(
@@ -260,27 +235,8 @@ class Gateway:
         now = self.clock.now()
         self.writer.append(new_event(EventType.DEVICE_STATUS, now, self.clock.monotonic(), body))
 
-    async def _watch_registry(self) -> None:
-        """Keep the access index in step with the registry (changed here or by another process).
-
-        The people who changed are read and their entries built in a worker thread; the
-        event loop only applies the result. A reader too far behind the change log, or a
-        change too large to apply between two decisions, reloads the index instead.
-        """
-        database = self.config.gateway.database
-        while True:
-            await asyncio.sleep(REGISTRY_POLL_S)
-            update = await asyncio.to_thread(_read_changes, database, self._registry_version)
-            if update is None:
-                self._registry_version, self.doors.index = await asyncio.to_thread(
-                    load_index, database, self.policies
-                )
-                log.info("access index reloaded: %d credential(s)", len(self.doors.index))
-            elif update[0] != self._registry_version:
-                version, entries = update
-                self.doors.index.apply(entries)
-                self._registry_version = version
-                log.info("access index updated: %d credential(s) changed", len(entries))
+    def _swap_index(self, index: AccessIndex) -> None:
+        self.doors.index = index
 
     async def _write_status(self) -> None:
         while True:

@@ -63,7 +63,10 @@ def test_fifo_taps_reach_the_platform_in_order(broker: LocalBroker, tmp_path: Pa
 
 def test_birth_is_retained_and_carries_backlog(broker: LocalBroker, tmp_path: Path) -> None:
     config = load(write_config(tmp_path, broker.url, gateway_id="GW-BIRTH"))
+    early = Subscriber(broker.port, "rentgate/v1/GW-BIRTH/state", "early-joiner")
     with InProcessGateway(config):
+        wait_until(lambda: any(s["online"] for s in early.states()), 10, "the birth published")
+        early.close()
         late = Subscriber(broker.port, "rentgate/v1/GW-BIRTH/state", "late-joiner")
         try:
             wait_until(lambda: any(m.retain for m in late.snapshot()), 10, "retained birth")
