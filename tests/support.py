@@ -138,18 +138,34 @@ class Received:
 class Subscriber:
     """The platform's side: a real MQTT subscriber that keeps everything it receives."""
 
-    def __init__(self, port: int, topic: str = "rentgate/v1/#", client_id: str = "test-platform"):
+    def __init__(
+        self,
+        port: int,
+        topic: str = "rentgate/v1/#",
+        client_id: str = "test-platform",
+        *,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+    ) -> None:
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
         )
+        if tls_ca is not None:
+            self._client.tls_set(
+                ca_certs=str(tls_ca),
+                certfile=str(tls_cert) if tls_cert else None,
+                keyfile=str(tls_key) if tls_key else None,
+            )
         self._client.on_message = self._on_message
         connected = threading.Event()
         self._client.on_connect = lambda *_a: connected.set()
         self._client.connect("127.0.0.1", port)
         self._client.loop_start()
         if not connected.wait(10):
+            self._client.loop_stop()
             raise AssertionError("subscriber could not connect")
         subscribed = threading.Event()
         self._client.on_subscribe = lambda *_a: subscribed.set()

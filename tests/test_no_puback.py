@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,14 +219,6 @@ def decisions_in(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [event for event in events if event["type"] == "access.decision"]
 
 
-@pytest.fixture
-def second_broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    workdir = tmp_path / "mosquitto"
-    workdir.mkdir()
-    with LocalBroker(workdir=workdir) as running:
-        yield running
-
-
 def redeliver_everything(
     config_path: Path, broker: LocalBroker, gateway_id: str, head_before: int
 ) -> list[dict[str, Any]]:
@@ -278,7 +269,7 @@ def assert_same_events_resent(
     ids=["mqtt5-never-acks", "mqtt311-never-acks", "mqtt5-acks-state-only"],
 )
 def test_published_but_never_acked_events_stay_undelivered(
-    tmp_path: Path, second_broker: LocalBroker, protocol: str, ack_state: bool
+    tmp_path: Path, own_broker: LocalBroker, protocol: str, ack_state: bool
 ) -> None:
     """Every envelope reaches the broker, no PUBACK ever comes: the cursor stays at 0.
 
@@ -368,7 +359,7 @@ def test_published_but_never_acked_events_stay_undelivered(
         assert pubacks_sent == 0
         assert goodbyes == ["dropped"], "MQTT 3.1.1 has no 0x04: the socket is dropped"
 
-    resent = redeliver_everything(config_path, second_broker, gateway_id, stats.head_seq)
+    resent = redeliver_everything(config_path, own_broker, gateway_id, stats.head_seq)
     assert_same_events_resent(resent, unacked, stats.head_seq)
 
 

@@ -18,13 +18,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from paho.mqtt.enums import CallbackAPIVersion
 from support import (
     InProcessGateway,
     Subscriber,
@@ -243,30 +241,7 @@ class TlsSubscriber(Subscriber):
         cert: Path | None = None,
         key: Path | None = None,
     ) -> None:
-        self.messages = []
-        self._lock = threading.Lock()
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
-        )
-        self._client.tls_set(
-            ca_certs=str(ca),
-            certfile=str(cert) if cert else None,
-            keyfile=str(key) if key else None,
-        )
-        self._client.on_message = self._on_message
-        connected = threading.Event()
-        self._client.on_connect = lambda *_a: connected.set()
-        self._client.connect("127.0.0.1", port)
-        self._client.loop_start()
-        if not connected.wait(10):
-            self._client.loop_stop()
-            raise AssertionError("TLS subscriber could not connect")
-        subscribed = threading.Event()
-        self._client.on_subscribe = lambda *_a: subscribed.set()
-        self._client.subscribe(topic, qos=1)
-        if not subscribed.wait(10):
-            self.close()
-            raise AssertionError("subscription not acknowledged")
+        super().__init__(port, topic, client_id, tls_ca=ca, tls_cert=cert, tls_key=key)
 
 
 class RecordingRelay:
