@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config, missing_files
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
@@ -69,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.duration, args.rate, args.workdir)
         config = load_config(args.config)
         if args.command == "run":
+            if problems := missing_files(config):
+                raise ConfigError(str(args.config), problems)
             return _run(config)
         if args.command == "enroll":
             return _enroll(config, args)

@@ -181,6 +181,24 @@ class Config(_Section):
         return device.name or f"{device.door}-{device.kind}-{index}"
 
 
+def missing_files(config: Config) -> list[str]:
+    """Files the config names that cannot be read now (checked at start, not at load).
+
+    Kept apart from validation so a config can be checked on another machine.
+    """
+    named = {
+        "mqtt.ca": config.mqtt.ca,
+        "mqtt.cert": config.mqtt.cert,
+        "mqtt.key": config.mqtt.key,
+        "mqtt.password_file": config.mqtt.password_file,
+    }
+    problems = []
+    for key, path in named.items():
+        if path is not None and not os.access(path, os.R_OK):
+            problems.append(f"{key}: cannot read {path}")
+    return problems
+
+
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
     for variable, value in sorted(environ.items()):
         if not variable.startswith(ENV_PREFIX) or "__" not in variable:

@@ -148,6 +148,18 @@ def test_bad_config_exits_2_listing_every_problem(tmp_path: Path) -> None:
     missing = rentgate("run", "--config", str(tmp_path / "absent.toml"))
     assert missing.returncode == 2
     assert "cannot read" in missing.stderr
+    tls = tmp_path / "tls.toml"
+    tls.write_text(
+        MINIMAL.replace(
+            'url = "mqtt://127.0.0.1:1883"',
+            'url = "mqtts://127.0.0.1"\n'
+            f'ca = "{tmp_path}/no-ca.pem"\npassword_file = "{tmp_path}/no-password"',
+        )
+    )
+    unreadable = rentgate("run", "--config", str(tls))
+    assert unreadable.returncode == 2
+    assert "mqtt.ca: cannot read" in unreadable.stderr
+    assert "mqtt.password_file: cannot read" in unreadable.stderr
 
 
 def test_enroll_then_status_show_what_the_store_holds(broker: LocalBroker, tmp_path: Path) -> None:

@@ -285,6 +285,8 @@ def test_writer_keeps_events_when_the_disk_is_full_and_retries(database: Path) -
     _wait(lambda: writer.health.failing_since is not None)
     assert "full" in (writer.health.last_error or "")
     assert writer.pending() >= 1, "the batch is still held, not dropped"
+    with pytest.raises(TimeoutError, match="not recorded"):
+        writer.flush(0.3)
     writer.submit(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
     _wait(lambda: writer.health.events_recorded == 40)
     writer.close()

@@ -85,6 +85,8 @@ class Writer:
         self._max_batch = max_batch
         self._on_commit = on_commit
         self._cond = threading.Condition()
+        self._recorded_cond = threading.Condition()
+        self._appended = 0
         self._queue = _Batch()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -105,6 +107,7 @@ class Writer:
                 raise StoreError("writer is closed")
             if not self._queue:
                 self._queue.opened_at = time.monotonic()
+            self._appended += 1
             self._queue.events.append(event)
             self._queue.callbacks.append(on_recorded)
             if len(self._queue.events) == 1 or len(self._queue) >= self._max_batch:
@@ -131,8 +134,22 @@ class Writer:
             return len(self._queue)
 
     def flush(self, timeout: float = 10.0) -> None:
-        """Wait until everything queued before this call has committed."""
-        self.submit(lambda _conn: None).result(timeout)
+        """Wait until everything queued before this call has committed.
+
+        Raises TimeoutError if that takes longer (a failing disk keeps events queued).
+        """
+        with self._cond:
+            target = self._appended
+        self.submit(lambda _conn: None).result(timeout)  # operations queued before this call
+        deadline = time.monotonic() + timeout
+        with self._recorded_cond:
+            while self.health.events_recorded < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"{target - self.health.events_recorded} event(s) not recorded"
+                    )
+                self._recorded_cond.wait(remaining)
 
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is queued, then stop the thread."""
@@ -272,7 +289,9 @@ class Writer:
             health.failing_since = None
         if head is None:
             return
-        health.events_recorded += len(batch.events)
+        with self._recorded_cond:
+            health.events_recorded += len(batch.events)
+            self._recorded_cond.notify_all()
         health.head_seq = head
         first = head - len(batch.events) + 1
         for offset, callback in enumerate(batch.callbacks):
