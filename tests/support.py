@@ -196,6 +196,9 @@ class Subscriber:
     def close(self) -> None:
         self._client.loop_stop()
         self._client.disconnect()
+        # Our bound-method callbacks make a cycle with the client; break it so paho's
+        # __del__ closes its wake-up socket pair now rather than in a later GC pass.
+        self._client.on_message = self._client.on_connect = self._client.on_subscribe = None
 
 
 class InProcessGateway:

@@ -203,20 +203,38 @@ class MqttLink:
                 finally:
                     self.connected = False
                     session.lost("session ended")
-                    await asyncio.to_thread(self._stop, client)
+                    await self._stop_surely(client)
                 self.reconnects += 1
             delay = backoff_delay(attempt, self._settings.reconnect_max_s)
             attempt += 1
             await asyncio.sleep(delay)
+
+    async def _stop_surely(self, client: paho.Client) -> None:
+        """Stop a client off the loop, and finish doing so even if we are being cancelled.
+
+        Cancellation (the gateway stopping) usually arrives right here: without the
+        shield the stop would be abandoned and paho's thread and sockets left behind.
+        """
+        stopping = asyncio.ensure_future(asyncio.to_thread(self._stop, client))
+        try:
+            await asyncio.shield(stopping)
+        except asyncio.CancelledError:
+            await stopping
+            raise
 
     @staticmethod
     def _stop(client: paho.Client) -> None:
         with contextlib.suppress(Exception):
             client.disconnect()
         client.loop_stop()
-        # The callbacks close over the client and its session: break the cycle so the
-        # client's sockets are freed now, not whenever the cyclic collector runs.
+        # The callbacks close over the client and its session: break that cycle. paho
+        # closes its wake-up socket pair only in __del__, and a client still caught in
+        # a cycle (an exception's traceback can hold it) would keep the pair open until
+        # the cyclic collector runs; close it now, the thread that used it has ended.
         client.on_connect = client.on_disconnect = client.on_publish = None
+        close_wakeup_pair = getattr(client, "_reset_sockets", None)
+        if close_wakeup_pair is not None:
+            close_wakeup_pair(sockpair_only=True)
 
     def _new_client(self) -> paho.Client:
         settings = self._settings
@@ -271,19 +289,22 @@ class MqttLink:
             raise
         client.loop_start()
         try:
-            answered, code = await asyncio.wait_for(connack, settings.connect_timeout_s)
-        except TimeoutError:
-            await asyncio.to_thread(self._stop, client)
-            raise TimeoutError(f"no CONNACK within {settings.connect_timeout_s} s") from None
-        if not answered:
-            await asyncio.to_thread(self._stop, client)
-            raise LinkLostError(
-                f"connection closed before CONNACK ({code}); a TLS client certificate"
-                " the broker rejects ends the connection this way"
-            )
-        if code.is_failure or session.closed.is_set():
-            await asyncio.to_thread(self._stop, client)
-            raise LinkLostError(f"broker refused the connection: {code}")
+            try:
+                answered, code = await asyncio.wait_for(connack, settings.connect_timeout_s)
+            except TimeoutError:
+                raise TimeoutError(f"no CONNACK within {settings.connect_timeout_s} s") from None
+            if not answered:
+                raise LinkLostError(
+                    f"connection closed before CONNACK ({code}); a TLS client certificate"
+                    " the broker rejects ends the connection this way"
+                )
+            if code.is_failure or session.closed.is_set():
+                raise LinkLostError(f"broker refused the connection: {code}")
+        except BaseException:
+            # Also when cancelled mid-connect (the gateway stopping): never leave a
+            # paho thread and its sockets behind.
+            await self._stop_surely(client)
+            raise
         log.info(
             "connected to broker %s:%s (MQTT %s%s)",
             settings.host,

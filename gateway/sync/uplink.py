@@ -88,15 +88,11 @@ class OutboxSource:
             self._pool, lambda: outbox.read_after(self._conn(), seq, limit)
         )
 
-    async def stats(self) -> OutboxStats:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: outbox.stats(self._conn()))
-
-    async def stats_after(self, delivered_seq: int) -> OutboxStats:
-        """Stats as if the cursor stood at `delivered_seq` (known acked, not yet persisted)."""
+    async def stats(self, delivered_at_least: int = 0) -> OutboxStats:
+        """Outbox stats; `delivered_at_least` counts PUBACKs whose cursor write is queued."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._pool, lambda: outbox.stats(self._conn(), delivered_seq)
+            self._pool, lambda: outbox.stats(self._conn(), delivered_at_least)
         )
 
     def close(self) -> None:
@@ -147,9 +143,7 @@ class Uplink:
 
     async def birth(self) -> bytes:
         """The retained state message announcing this gateway and its backlog."""
-        stats = await self._source.stats()
-        if stats.delivered_seq < self.stats.delivered_seq:  # acked, cursor write still queued
-            stats = await self._source.stats_after(self.stats.delivered_seq)
+        stats = await self._source.stats(self.stats.delivered_seq)
         age = None
         if stats.oldest_unsent_ts is not None:
             age = round(max(0.0, (self._clock.now() - stats.oldest_unsent_ts).total_seconds()), 3)
@@ -273,8 +267,8 @@ class Uplink:
         return batch
 
     async def _delivered_cursor(self) -> int:
-        persisted = (await self._source.stats()).delivered_seq
-        return max(persisted, self.stats.delivered_seq)
+        """The first unacknowledged seq minus one, counting acks not yet persisted."""
+        return (await self._source.stats(self.stats.delivered_seq)).delivered_seq
 
     def _check_ack(self, session: Session, code: ReasonCode | int, first: int, last: int) -> None:
         if isinstance(code, ReasonCode) and code.is_failure:
