@@ -120,6 +120,7 @@ class Gateway:
             keys=self.keys,
             clock=self.clock,
             record=self.writer.append,
+            unrecorded=self.writer.pending,
         )
         self.source = OutboxSource(config.gateway.database)
         self.started_at = self.clock.now()

@@ -23,6 +23,9 @@ from gateway.store.crypto import KeyRing
 
 log = logging.getLogger(__name__)
 
+SATURATED_AT = 64
+"""Events waiting for their commit at which readers stop taking more input."""
+
 HASH_HEX_CHARS = 32
 """Length of the keyed credential hash carried in events (128 bits)."""
 
@@ -51,6 +54,7 @@ class DoorController:
         keys: KeyRing,
         clock: Clock,
         record: Callable[[OutboxEvent], None],
+        unrecorded: Callable[[], int] = lambda: 0,
     ) -> None:
         self.index = index
         self._doors = doors
@@ -58,6 +62,7 @@ class DoorController:
         self._keys = keys
         self._clock = clock
         self._record = record
+        self._unrecorded = unrecorded
         self.counters = DoorCounters()
         self._last_reject_log = 0.0
 
@@ -94,6 +99,9 @@ class DoorController:
         if decision.status_detail is not None:
             body["credential_status"] = decision.status_detail
         return new_event(EventType.ACCESS_DECISION, now, self._clock.monotonic(), body)
+
+    def saturated(self) -> bool:
+        return self._unrecorded() >= SATURATED_AT
 
     def rejected(self, reader: str, door: str, reason: RejectReason) -> None:
         self.counters.rejected[reason.value] += 1

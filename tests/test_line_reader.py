@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from pathlib import Path
 
 from support import InProcessGateway, Subscriber, enrol_cards, load, wait_until, write_config
 
+from gateway.devices.line import LineReader
+from gateway.domain.credentials import CredentialKind
 from gateway.localbroker import LocalBroker
 
 GOOD = "04A1B2C3D4"
@@ -87,3 +91,52 @@ def test_a_regular_file_is_not_a_reader(broker: LocalBroker, tmp_path: Path) -> 
         health = next(iter(running.gateway.reader_health.values()))
         wait_until(lambda: health.error is not None, 5, "refusal")
     assert "not a FIFO, pty or serial port" in (health.error or "")
+
+
+class CountingSink:
+    """A ReadSink that counts what arrives and can claim the store is behind."""
+
+    def __init__(self) -> None:
+        self.accepted_reads = 0
+        self.behind = True
+
+    def accepted(self, read: object) -> None:
+        self.accepted_reads += 1
+
+    def rejected(self, reader: str, door: str, reason: object) -> None:
+        raise AssertionError(f"unexpected rejection: {reason}")
+
+    def saturated(self) -> bool:
+        return self.behind
+
+
+def test_reader_leaves_input_in_the_device_while_the_store_is_behind(tmp_path: Path) -> None:
+    """Backpressure: unrecorded reads are what a crash loses, so the reader stops taking more."""
+    fifo = tmp_path / "burst.reader"
+    os.mkfifo(fifo, 0o600)
+    sink = CountingSink()
+    reader = LineReader("burst", "front", fifo, CredentialKind.CARD_UID)
+    taps = [f"04{n:08X}" for n in range(200)]  # 2,200 bytes: several reads' worth
+
+    async def scenario() -> tuple[int, int]:
+        ready = asyncio.Event()
+        task = asyncio.create_task(reader.run(sink, ready.set))
+        await asyncio.wait_for(ready.wait(), 5)
+        writer = os.open(fifo, os.O_WRONLY)
+        os.write(writer, "".join(t + "\n" for t in taps).encode())
+        os.close(writer)
+        await asyncio.sleep(0.2)
+        while_behind = sink.accepted_reads
+        sink.behind = False
+        for _ in range(200):
+            if sink.accepted_reads == len(taps):
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return while_behind, sink.accepted_reads
+
+    while_behind, in_the_end = asyncio.run(scenario())
+    assert 0 < while_behind < len(taps), "one read taken, the rest left in the FIFO"
+    assert in_the_end == len(taps), "all of it read once the store caught up"

@@ -45,6 +45,7 @@ _BAUD = {
     115200: termios.B115200,
 }
 SUPPORTED_BAUD = tuple(_BAUD)
+_RESUME_CHECK_S = 0.001
 _READ_CHUNK = 512
 """Small reads leave a backlog in the kernel's buffer, where a crash cannot lose it:
 only what was read and not yet committed (a few ms of taps) is at risk."""
@@ -124,6 +125,17 @@ class LineReader:
                 loop.remove_reader(fd)
                 return
             self._deliver(framer, chunk, sink)
+            if sink.saturated():
+                loop.remove_reader(fd)
+                loop.call_later(_RESUME_CHECK_S, resume)
+
+        def resume() -> None:
+            if failed.done():
+                return
+            if sink.saturated():
+                loop.call_later(_RESUME_CHECK_S, resume)
+            else:
+                loop.add_reader(fd, readable)
 
         loop.add_reader(fd, readable)
         ready()

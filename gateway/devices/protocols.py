@@ -37,6 +37,13 @@ class ReadSink(Protocol):
     def rejected(self, reader: str, door: str, reason: RejectReason) -> None:
         """Something arrived that is not a credential; it is counted and dropped."""
 
+    def saturated(self) -> bool:
+        """True while many reads are decided but not yet durably recorded.
+
+        A reader then leaves further input in its device's buffer, where a crash
+        cannot lose it, until the store has caught up.
+        """
+
 
 class Reader(Protocol):
     """A credential reader at one door."""
