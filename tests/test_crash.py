@@ -19,10 +19,17 @@ import time
 from pathlib import Path
 
 import pytest
-from support import GatewayProcess, Subscriber, enrol_cards, load, wait_until, write_config
+from support import (
+    GatewayProcess,
+    Subscriber,
+    enrol_cards,
+    load,
+    stats_of,
+    wait_until,
+    write_config,
+)
 
 from gateway.localbroker import LocalBroker
-from gateway.store import outbox
 from gateway.store.crypto import KeyRing
 from gateway.store.db import connect, integrity_problems
 
@@ -87,11 +94,7 @@ def test_kill_9_loses_nothing_recorded(broker: LocalBroker, tmp_path: Path) -> N
         taps.stop()
 
         def drained() -> bool:
-            conn = connect(config.gateway.database, readonly=True)
-            try:
-                stats = outbox.stats(conn)
-            finally:
-                conn.close()
+            stats = stats_of(config.gateway.database)
             return stats.depth == 0 and len(platform.unique_seqs()) >= stats.head_seq
 
         wait_until(drained, 60, "the backlog to drain to the subscriber")

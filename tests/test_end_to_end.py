@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from support import InProcessGateway, Subscriber, enrol_cards, load, wait_until, write_config
+from support import (
+    InProcessGateway,
+    Subscriber,
+    enrol_cards,
+    load,
+    stats_of,
+    wait_until,
+    write_config,
+)
 
 from gateway.localbroker import LocalBroker
-from gateway.store import outbox
-from gateway.store.db import connect
 
 KNOWN = ["04A1B2C3D4", "04E5F60718"]
 
@@ -52,11 +58,7 @@ def test_fifo_taps_reach_the_platform_in_order(broker: LocalBroker, tmp_path: Pa
         envelope["gw"] == "GW-E2E" and envelope["v"] == 1 for envelope in platform.envelopes()
     )
 
-    conn = connect(config.gateway.database, readonly=True)
-    try:
-        stats = outbox.stats(conn)
-    finally:
-        conn.close()
+    stats = stats_of(config.gateway.database)
     assert stats.head_seq == seqs[-1]
     assert stats.delivered_seq == stats.head_seq, "every event marked delivered after PUBACK"
 

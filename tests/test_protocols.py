@@ -16,14 +16,13 @@ from support import (
     Subscriber,
     enrol_cards,
     load,
+    stats_of,
     wait_until,
     write_config,
     write_taps,
 )
 
 from gateway.localbroker import LocalBroker
-from gateway.store import outbox
-from gateway.store.db import connect
 
 KNOWN = ["04A1B2C3D4", "04E5F60718"]
 TAPS = [KNOWN[0], "04DEADBEEF", KNOWN[1]] * 5
@@ -103,10 +102,6 @@ def test_taps_reach_the_platform_over_each_protocol(
     assert birth["gw"] == gateway_id
     assert "backlog" in birth
 
-    conn = connect(config.gateway.database, readonly=True)
-    try:
-        stats = outbox.stats(conn)
-    finally:
-        conn.close()
+    stats = stats_of(config.gateway.database)
     assert stats.head_seq == seqs[-1]
     assert stats.delivered_seq == stats.head_seq
