@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -290,29 +291,19 @@ def _iso_or_none(moment: datetime | None) -> str | None:
     return iso_ms(moment) if moment is not None else None
 
 
-async def run_gateway(config: Config, stop: asyncio.Event | None = None) -> None:
-    """Run a gateway until `stop` is set (or forever)."""
-    gateway = Gateway(config)
-    await gateway.run(stop or asyncio.Event())
-
-
 SWITCH_INTERVAL_S = 0.0005
 
 
-def tune_interpreter() -> None:
-    """Hand the GIL around every 0.5 ms instead of 5 ms.
+async def run_gateway(config: Config, stop: asyncio.Event) -> None:
+    """Run a gateway as a process's main job until `stop` is set or SIGTERM/SIGINT arrives.
 
-    Door decisions run on the event loop thread while the store writer and an
-    index rebuild run in others; with CPython's default interval a rebuild of a
-    large index could hold a decision back for several milliseconds.
+    The GIL is handed around every 0.5 ms instead of 5 ms: door decisions run on
+    the event loop thread while the store writer and an index rebuild run in
+    others, and the default interval could hold a decision back for milliseconds.
     """
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-
-
-def install_stop_signals(stop: asyncio.Event) -> None:
-    import signal
-
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
+    await Gateway(config).run(stop)

@@ -83,16 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(config: Config) -> int:
-    from gateway.app import Gateway, install_stop_signals, tune_interpreter
+    from gateway.app import run_gateway
 
-    tune_interpreter()
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        await Gateway(config).run(stop)
-
-    asyncio.run(serve())
+    asyncio.run(run_gateway(config, asyncio.Event()))
     return 0
 
 

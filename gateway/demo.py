@@ -23,7 +23,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.app import Gateway, install_stop_signals, open_store, tune_interpreter
+from gateway.app import open_store, run_gateway
 from gateway.clock import SystemClock
 from gateway.config import Config, load_config
 from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
@@ -219,14 +219,11 @@ def run_demo(duration: float | None, rate: float, workdir: Path | None) -> int:
 
 async def _serve(config: Config, root: Path, rate: float, duration: float | None) -> None:
     stop = asyncio.Event()
-    install_stop_signals(stop)
-    tune_interpreter()
     if duration is not None:
         asyncio.get_running_loop().call_later(duration, stop.set)
-    gateway = Gateway(config)
     taps = asyncio.create_task(feed_taps(root, rate, stop), name="demo-taps")
     try:
-        await gateway.run(stop)
+        await run_gateway(config, stop)
     finally:
         stop.set()
         await taps
