@@ -238,7 +238,7 @@ def enrol_many(database: Path, keys: Any, count: int, unit: str = "1") -> float:
     from datetime import date, timedelta
 
     from gateway.domain.credentials import CredentialKind, parse_credential
-    from gateway.domain.idnumber import IdNumber, check_character
+    from gateway.domain.ids import IdNumber, check_character
     from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
     from gateway.store import registry
     from gateway.store.db import transaction

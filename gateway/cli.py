@@ -102,7 +102,7 @@ def _enroll(config: Config, args: argparse.Namespace) -> int:
     from gateway.app import open_store
     from gateway.clock import SystemClock
     from gateway.domain.credentials import CredentialError, CredentialKind, parse_credential
-    from gateway.domain.idnumber import IdNumber
+    from gateway.domain.ids import IdNumber
     from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
     from gateway.store import registry
     from gateway.store.db import connect, transaction

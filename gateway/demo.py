@@ -27,7 +27,7 @@ from gateway.app import open_store, run_gateway
 from gateway.clock import SystemClock
 from gateway.config import Config, load_config
 from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
-from gateway.domain.idnumber import IdNumber, check_character
+from gateway.domain.ids import IdNumber, check_character
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
 from gateway.localbroker import LocalBroker
 from gateway.store import registry

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from gateway.access import AccessIndex, Decision
 from gateway.clock import Clock
-from gateway.devices.protocols import CardRead, Lock, Reader
+from gateway.devices.protocols import CardRead, DoorSignal, Lock, Reader
 from gateway.domain.credentials import RejectReason
 from gateway.domain.events import EventType, OutboxEvent, new_event
 from gateway.store.crypto import KeyRing
@@ -34,6 +34,7 @@ HASH_HEX_CHARS = 32
 class DoorCounters:
     decisions: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
+    signals: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,15 @@ class DoorController:
 
     def saturated(self) -> bool:
         return self._unrecorded() >= SATURATED_AT
+
+    def door_signal(self, device: str, door: str, signal: DoorSignal) -> None:
+        self.counters.signals[signal.value] += 1
+        log.info("device %s at door %s: %s", device, door, signal.value)
+
+    def device_status(self, device: str, door: str, online: bool, detail: str | None) -> None:
+        body = {"device": device, "door": door, "online": online, "error": detail}
+        now = self._clock.now()
+        self._record(new_event(EventType.DEVICE_STATUS, now, self._clock.monotonic(), body))
 
     def rejected(self, reader: str, door: str, reason: RejectReason) -> None:
         self.counters.rejected[reason.value] += 1

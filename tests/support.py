@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.app import Gateway, open_store
 from gateway.config import Config, load_config
 from gateway.domain.credentials import CredentialKind, parse_credential
-from gateway.domain.idnumber import IdNumber, check_character
+from gateway.domain.ids import IdNumber, check_character
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
 from gateway.store import outbox, registry
 from gateway.store.db import connect, transaction

@@ -12,7 +12,7 @@ from gateway.domain.credentials import (
     RejectReason,
     parse_credential,
 )
-from gateway.domain.idnumber import IdNumber, check_character, mask
+from gateway.domain.ids import IdNumber, check_character, mask
 
 # GB 11643-1999's own example number and a few computed ones.
 VALID = ["11010519491231002X", "440524188001010014", "33010619900101123X"]

@@ -13,6 +13,19 @@ from enum import StrEnum
 from typing import Protocol
 
 from gateway.domain.credentials import Credential, RejectReason
+from gateway.domain.idcard import IdCard
+
+
+class DoorSignal(StrEnum):
+    """What a door's inputs and a reader's own sensors can report."""
+
+    CONTACT_OPEN = "contact_open"
+    CONTACT_CLOSED = "contact_closed"
+    EXIT_REQUEST = "exit_request"
+    TAMPER = "tamper"
+    TAMPER_CLEARED = "tamper_cleared"
+    POWER_FAILURE = "power_failure"
+    POWER_RESTORED = "power_restored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +37,8 @@ class CardRead:
     credential: Credential
     read_at: float
     """`time.perf_counter()` when the reader finished framing the value."""
+    card: IdCard | None = None
+    """The card's chip fields, when a SAM reader read them (enrolment, R1 locality)."""
 
 
 class ReaderError(Exception):
@@ -36,6 +51,14 @@ class ReadSink(Protocol):
 
     def rejected(self, reader: str, door: str, reason: RejectReason) -> None:
         """Something arrived that is not a credential; it is counted and dropped."""
+
+    def door_signal(self, device: str, door: str, signal: DoorSignal) -> None:
+        """A door input changed or the device reported a condition (contact, exit button,
+        tamper, power). Door supervision turns these into `door.alarm` events."""
+
+    def device_status(self, device: str, door: str, online: bool, detail: str | None) -> None:
+        """A device that stays attached went online or offline (an OSDP reader that stopped
+        answering, a secure-channel key mismatch); `detail` says why, for the installer."""
 
     def saturated(self) -> bool:
         """True while many reads are decided but not yet durably recorded.

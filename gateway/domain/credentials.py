@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gateway.domain.idnumber import IdNumber, mask
+from gateway.domain.ids import IdNumber, mask
 
 MAX_CREDENTIAL_LENGTH = 1024
 """Longest value any kind accepts (a voucher QR payload is the longest)."""

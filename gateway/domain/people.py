@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from gateway.domain.credentials import Credential
-from gateway.domain.idnumber import IdNumber
+from gateway.domain.ids import IdNumber
 
 MAX_NAME_LENGTH = 64
 MAX_UNIT_LENGTH = 32
