@@ -127,8 +127,11 @@ class AccessIndex:
     ) -> AccessIndex:
         return cls(entries_for(credentials, tenancies), doors)
 
-    def apply(self, entries: Mapping[bytes, Entry]) -> None:
-        """Add or replace entries built by `entries_for` for the people who changed."""
+    def apply(self, entries: Mapping[bytes, Entry], removed: Iterable[bytes] = ()) -> None:
+        """Drop removed credentials, then add or replace the entries of the people who
+        changed (built by `entries_for`)."""
+        for lookup in removed:
+            self._entries.pop(lookup, None)
         self._entries.update(entries)
 
     def __len__(self) -> int:

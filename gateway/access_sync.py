@@ -36,7 +36,9 @@ def load_index(database: Path, doors: Mapping[str, DoorPolicy]) -> tuple[int, Ac
     return rows.version, AccessIndex.build(rows.credentials, rows.tenancies, doors)
 
 
-def read_changes(database: Path, version: int) -> tuple[int, dict[bytes, Entry]] | None:
+def read_changes(
+    database: Path, version: int
+) -> tuple[int, dict[bytes, Entry], list[bytes]] | None:
     """Entries for the people changed since `version`, or None to rebuild from scratch."""
     conn = connect(database, readonly=True)
     try:
@@ -45,7 +47,7 @@ def read_changes(database: Path, version: int) -> tuple[int, dict[bytes, Entry]]
         conn.close()
     if changes is None or len(changes.credentials) > INCREMENTAL_LIMIT:
         return None
-    return changes.version, entries_for(changes.credentials, changes.tenancies)
+    return changes.version, entries_for(changes.credentials, changes.tenancies), changes.removed
 
 
 class IndexKeeper:
@@ -68,6 +70,6 @@ class IndexKeeper:
                 swapped(self.index)
                 log.info("access index rebuilt: %d credential(s)", len(self.index))
             elif update[0] != self.version:
-                self.version, entries = update
-                self.index.apply(entries)
+                self.version, entries, removed = update
+                self.index.apply(entries, removed)
                 log.info("access index updated: %d credential(s) changed", len(entries))

@@ -91,10 +91,13 @@ _FIXTURE_SQL: dict[int, tuple[str, ...]] = {
     1: (
         "INSERT INTO people VALUES ('p1', x'01', '341***********0010', x'02', x'03',"
         " '2026-01-01T00:00:00+08:00', '2026-01-01T00:00:00+08:00')",
-        "INSERT INTO credentials VALUES ('c1', 'p1', 'card_uid', x'04', '04A***C3D4', x'05',"
-        " 'active', NULL, NULL, '2026-01-01T00:00:00+08:00', '2026-01-01T00:00:00+08:00')",
-        "INSERT INTO tenancies VALUES ('t1', 'p1', '3', '301', '2026-01-01T00:00:00+08:00',"
-        " NULL, '2026-01-01T00:00:00+08:00')",
+        "INSERT INTO credentials (id, person_id, kind, lookup, masked, value_sealed, status,"
+        " valid_from, valid_to, created_at, updated_at) VALUES ('c1', 'p1', 'card_uid', x'04',"
+        " '04A***C3D4', x'05', 'active', NULL, NULL, '2026-01-01T00:00:00+08:00',"
+        " '2026-01-01T00:00:00+08:00')",
+        "INSERT INTO tenancies (id, person_id, unit, room, valid_from, valid_to, created_at)"
+        " VALUES ('t1', 'p1', '3', '301', '2026-01-01T00:00:00+08:00', NULL,"
+        " '2026-01-01T00:00:00+08:00')",
         "UPDATE meta SET value = 1 WHERE key = 'registry_version'",
     ),
     2: (
@@ -104,6 +107,12 @@ _FIXTURE_SQL: dict[int, tuple[str, ...]] = {
         "UPDATE meta SET value = 1 WHERE key = 'delivered_seq'",
     ),
     3: ("INSERT INTO registry_changes VALUES (1, 'p1')",),
+    4: (
+        "INSERT INTO commands_seen VALUES ('0192f1c0-0000-7000-8000-000000000001',"
+        " 'resync', '2026-01-01T00:00:00+08:00', 1767196800, 'applied', NULL, NULL)",
+        "INSERT INTO person_status (person_id, as_of, registration_state, updated_at)"
+        " VALUES ('p1', 1, 'registered', '2026-01-01T00:00:00+08:00')",
+    ),
 }
 
 

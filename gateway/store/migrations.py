@@ -93,6 +93,97 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "platform: allowlist generations, person status, commands seen, trusted keys, alerts",
+        (
+            "INSERT INTO meta (key, value) VALUES ('allowlist_version', 0),"
+            " ('allowlist_generation', 0)",
+            # Credentials and tenancies gain a generation: 0 for a landlord's local
+            # enrolment, otherwise the allowlist snapshot they came with. A snapshot is
+            # staged under a new generation and switched to in one small transaction.
+            """CREATE TABLE credentials_v4 (
+                id TEXT PRIMARY KEY,
+                person_id TEXT NOT NULL REFERENCES people (id),
+                kind TEXT NOT NULL CHECK (kind IN ('card_uid', 'id_number', 'voucher')),
+                lookup BLOB NOT NULL,
+                masked TEXT NOT NULL,
+                value_sealed BLOB NOT NULL,
+                status TEXT NOT NULL DEFAULT 'active'
+                    CHECK (status IN ('active', 'lost', 'revoked', 'returned', 'cancelled')),
+                valid_from TEXT,
+                valid_to TEXT,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                generation INTEGER NOT NULL DEFAULT 0,
+                UNIQUE (kind, lookup, generation)
+            )""",
+            "INSERT INTO credentials_v4 SELECT *, 0 FROM credentials",
+            "DROP TABLE credentials",
+            "ALTER TABLE credentials_v4 RENAME TO credentials",
+            "CREATE INDEX credentials_by_person ON credentials (person_id, generation)",
+            "CREATE INDEX credentials_by_generation ON credentials (generation)",
+            "ALTER TABLE tenancies ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+            "DROP INDEX tenancies_by_person",
+            "CREATE INDEX tenancies_by_person ON tenancies (person_id, generation)",
+            "CREATE INDEX tenancies_by_generation ON tenancies (generation)",
+            """CREATE TABLE allowlist_people (
+                generation INTEGER NOT NULL,
+                platform_id TEXT NOT NULL,
+                person_id TEXT NOT NULL REFERENCES people (id),
+                name_sealed BLOB NOT NULL,
+                PRIMARY KEY (generation, platform_id)
+            )""",
+            "CREATE INDEX allowlist_people_by_person ON allowlist_people (person_id)",
+            # Credentials a delta took away, so a running index can drop them too.
+            """CREATE TABLE registry_removed (
+                version INTEGER NOT NULL,
+                lookup BLOB NOT NULL
+            )""",
+            "CREATE INDEX registry_removed_by_version ON registry_removed (version)",
+            """CREATE TABLE person_status (
+                person_id TEXT PRIMARY KEY REFERENCES people (id),
+                as_of INTEGER NOT NULL DEFAULT 0,
+                registration_state TEXT,
+                registered_building TEXT,
+                registered_unit TEXT,
+                registered_on TEXT,
+                moved_out_on TEXT,
+                permit_issued_on TEXT,
+                permit_endorsed_on TEXT,
+                household_address_sealed BLOB,
+                first_seen_on TEXT,
+                last_seen_on TEXT,
+                updated_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE commands_seen (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                received_at TEXT NOT NULL,
+                expires_at INTEGER NOT NULL,
+                outcome TEXT NOT NULL,
+                reason TEXT,
+                detail TEXT
+            )""",
+            "CREATE INDEX commands_seen_by_expiry ON commands_seen (expires_at)",
+            """CREATE TABLE platform_keys (
+                kid TEXT PRIMARY KEY,
+                public_key BLOB NOT NULL,
+                added_at TEXT NOT NULL,
+                retired_at TEXT
+            )""",
+            """CREATE TABLE alerts (
+                id TEXT PRIMARY KEY,
+                rule TEXT NOT NULL,
+                person_id TEXT NOT NULL,
+                raised_at TEXT NOT NULL,
+                deadline TEXT,
+                cleared_at TEXT,
+                detail TEXT NOT NULL
+            )""",
+            "CREATE UNIQUE INDEX alerts_open ON alerts (rule, person_id) WHERE cleared_at IS NULL",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from gateway.domain.credentials import CredentialKind, CredentialStatus
@@ -57,11 +57,14 @@ def _parse(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text is not None else None
 
 
+EVERYONE = "*"
+"""Change-log person id meaning "the whole registry changed" (an allowlist snapshot)."""
+
 CHANGES_KEPT = 100_000
 """Change-log entries kept; a reader further behind than this rebuilds from scratch."""
 
 
-def _record_change(conn: sqlite3.Connection, person_id: str) -> None:
+def record_change(conn: sqlite3.Connection, person_id: str) -> None:
     """Bump the registry version and log whose data changed at it."""
     conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'registry_version'")
     conn.execute(
@@ -73,6 +76,20 @@ def _record_change(conn: sqlite3.Connection, person_id: str) -> None:
         "DELETE FROM registry_changes WHERE version <="
         " (SELECT value FROM meta WHERE key = 'registry_version') - ?",
         (CHANGES_KEPT,),
+    )
+    conn.execute(
+        "DELETE FROM registry_removed WHERE version <="
+        " (SELECT value FROM meta WHERE key = 'registry_version') - ?",
+        (CHANGES_KEPT,),
+    )
+
+
+def record_removed(conn: sqlite3.Connection, lookups: Iterable[bytes]) -> None:
+    """Note credentials deleted at the current version (call after `record_change`)."""
+    conn.executemany(
+        "INSERT INTO registry_removed (version, lookup)"
+        " SELECT value, ? FROM meta WHERE key = 'registry_version'",
+        ((lookup,) for lookup in lookups),
     )
 
 
@@ -132,7 +149,7 @@ def enrol(
                 stamp,
             ),
         )
-    _record_change(conn, person_id)
+    record_change(conn, person_id)
     return EnrolResult(person_id, credential_ids, tenancy_id, new_person)
 
 
@@ -143,18 +160,20 @@ def _add_credential(
     valid_from, valid_to = _iso(grant.valid_from), _iso(grant.valid_to)
     lookup = keys.lookup(kind.value, value)
     owner = conn.execute(
-        "SELECT person_id FROM credentials WHERE kind = ? AND lookup = ?", (kind.value, lookup)
+        "SELECT person_id FROM credentials WHERE kind = ? AND lookup = ? AND generation = 0",
+        (kind.value, lookup),
     ).fetchone()
     if owner is not None and owner[0] != person_id:
         raise StoreError(f"credential {kind.value}:{masked} is already enrolled to another person")
     if owner is not None:
         conn.execute(
             "UPDATE credentials SET status = 'active', valid_from = ?, valid_to = ?, updated_at = ?"
-            " WHERE kind = ? AND lookup = ?",
+            " WHERE kind = ? AND lookup = ? AND generation = 0",
             (valid_from, valid_to, stamp, kind.value, lookup),
         )
         row = conn.execute(
-            "SELECT id FROM credentials WHERE kind = ? AND lookup = ?", (kind.value, lookup)
+            "SELECT id FROM credentials WHERE kind = ? AND lookup = ? AND generation = 0",
+            (kind.value, lookup),
         ).fetchone()
         return str(row[0])
     credential_id = str(uuid.uuid4())
@@ -188,7 +207,7 @@ def set_credential_status(
     ).fetchone()
     if row is None:
         raise StoreError(f"no credential {credential_id}")
-    _record_change(conn, row[0])
+    record_change(conn, row[0])
 
 
 @dataclass(frozen=True)
@@ -198,6 +217,8 @@ class RegistrySnapshot:
     version: int
     credentials: list[CredentialRow]
     tenancies: list[TenancyRow]
+    removed: list[bytes] = field(default_factory=list)
+    """Lookups deleted since the version asked for (apply before `credentials`)."""
 
 
 def snapshot(conn: sqlite3.Connection) -> RegistrySnapshot:
@@ -226,16 +247,32 @@ def changes_since(conn: sqlite3.Connection, version: int) -> RegistrySnapshot | 
             oldest = conn.execute("SELECT min(version) FROM registry_changes").fetchone()[0]
             if oldest is None or oldest > version + 1 or version > current:
                 return None
+            everyone = conn.execute(
+                "SELECT 1 FROM registry_changes WHERE version > ? AND person_id = ?",
+                (version, EVERYONE),
+            ).fetchone()
+            if everyone is not None:
+                return None
+            removed = [
+                bytes(row[0])
+                for row in conn.execute(
+                    "SELECT lookup FROM registry_removed WHERE version > ?", (version,)
+                )
+            ]
             return RegistrySnapshot(
                 current,
                 list(iter_credentials(conn, changed_since=version)),
                 list(iter_tenancies(conn, changed_since=version)),
+                removed,
             )
         finally:
             conn.execute("COMMIT")
 
 
-_CHANGED_SINCE = " WHERE person_id IN (SELECT person_id FROM registry_changes WHERE version > ?)"
+_IN_FORCE = " WHERE generation IN (0, (SELECT value FROM meta WHERE key = 'allowlist_generation'))"
+_CHANGED_SINCE = " AND person_id IN (SELECT person_id FROM registry_changes WHERE version > ?)"
+_PLATFORM_LAST = " ORDER BY generation"
+"""A card enrolled both locally and by the platform: the platform's row is read last and wins."""
 
 
 def iter_credentials(
@@ -243,8 +280,10 @@ def iter_credentials(
 ) -> Iterator[CredentialRow]:
     """Every credential, or those of people changed after registry version `changed_since`."""
     query = "SELECT id, person_id, lookup, kind, status, valid_from, valid_to FROM credentials"
+    query += _IN_FORCE
     if changed_since is not None:
         query += _CHANGED_SINCE
+    query += _PLATFORM_LAST
     with translated():
         rows = conn.execute(query, () if changed_since is None else (changed_since,))
         for cid, pid, lookup, kind, status, valid_from, valid_to in rows:
@@ -263,7 +302,7 @@ def iter_tenancies(
     conn: sqlite3.Connection, *, changed_since: int | None = None
 ) -> Iterator[TenancyRow]:
     """Every tenancy, or those of people changed after registry version `changed_since`."""
-    query = "SELECT person_id, unit, valid_from, valid_to FROM tenancies"
+    query = "SELECT person_id, unit, valid_from, valid_to FROM tenancies" + _IN_FORCE  # noqa: S608
     if changed_since is not None:
         query += _CHANGED_SINCE
     with translated():

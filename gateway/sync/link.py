@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,25 @@ class Will:
     payload: bytes
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """A message the broker delivered on a subscription, with its MQTT 5 request properties."""
+
+    topic: str
+    payload: bytes
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Subscriptions:
+    """Topic filters subscribed at QoS 1 in every session, and who receives their messages
+    (on the event loop)."""
+
+    filters: tuple[str, ...]
+    received: Callable[[Incoming], None]
+
+
 class Session:
     """One connected MQTT session. Publishes resolve on PUBACK, or fail when it ends."""
 
@@ -100,14 +120,24 @@ class Session:
         self.closed = asyncio.Event()
 
     def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
     ) -> asyncio.Future[ReasonCode | int]:
         """Send a message; the future resolves with the PUBACK's reason code."""
         future: asyncio.Future[ReasonCode | int] = self._loop.create_future()
         if self.closed.is_set():
             future.set_exception(LinkLostError("session is closed"))
             return future
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        properties = None
+        if correlation_data is not None and self._client.protocol == paho.MQTTv5:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.CorrelationData = correlation_data
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE):
             future.set_exception(LinkLostError(f"publish refused: {paho.error_string(info.rc)}"))
             return future
@@ -169,10 +199,12 @@ class MqttLink:
         will: Callable[[], Will],
         *,
         inflight_window: int = 16,
+        subscriptions: Subscriptions | None = None,
     ) -> None:
         self._settings = settings
         self._will = will
         self._window = inflight_window
+        self._subscriptions = subscriptions
         self.connected = False
         self.reconnects = 0
         self.last_error: str | None = None
@@ -232,6 +264,7 @@ class MqttLink:
         # a cycle (an exception's traceback can hold it) would keep the pair open until
         # the cyclic collector runs; close it now, the thread that used it has ended.
         client.on_connect = client.on_disconnect = client.on_publish = None
+        client.on_message = None
         close_wakeup_pair = getattr(client, "_reset_sockets", None)
         if close_wakeup_pair is not None:
             close_wakeup_pair(sockpair_only=True)
@@ -261,10 +294,26 @@ class MqttLink:
         session = Session(client, loop)
         connack: asyncio.Future[tuple[bool, ReasonCode]] = loop.create_future()
 
+        subscriptions = self._subscriptions
+
         def on_connect(
             _c: paho.Client, _u: object, _f: object, code: ReasonCode, _p: object
         ) -> None:
+            if subscriptions is not None and not code.is_failure:
+                client.subscribe([(topic, 1) for topic in subscriptions.filters])
             loop.call_soon_threadsafe(_settle, connack, (True, code))
+
+        def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+            if subscriptions is None:
+                return
+            properties = getattr(message, "properties", None)
+            incoming = Incoming(
+                message.topic,
+                bytes(message.payload),
+                getattr(properties, "ResponseTopic", None),
+                getattr(properties, "CorrelationData", None),
+            )
+            loop.call_soon_threadsafe(subscriptions.received, incoming)
 
         def on_disconnect(
             _c: paho.Client, _u: object, _f: object, code: ReasonCode, _p: object
@@ -279,6 +328,7 @@ class MqttLink:
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
         client.on_publish = on_publish
+        client.on_message = on_message
         settings = self._settings
         try:
             await asyncio.to_thread(
@@ -286,6 +336,7 @@ class MqttLink:
             )
         except BaseException:
             client.on_connect = client.on_disconnect = client.on_publish = None
+            client.on_message = None
             raise
         client.loop_start()
         try:

@@ -1,0 +1,286 @@
+"""SQL for the platform's allowlist: snapshots staged and switched atomically, deltas applied.
+
+A snapshot is written under a new *generation* in small chunks, so the single
+writer keeps committing door events in between, and becomes the allowlist in
+force in one tiny transaction (`switch`). A crash before the switch leaves the
+previous generation in force; what was staged is discarded at the next start.
+Landlords' local enrolments are generation 0 and are never touched here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.domain.command_bodies import AllowlistDelta, PersonEntry
+from gateway.domain.credentials import CredentialKind, CredentialStatus
+from gateway.domain.ids import mask
+from gateway.store.crypto import KeyRing
+from gateway.store.errors import StoreError, translated
+from gateway.store.registry import EVERYONE, record_change, record_removed
+
+PURGE_CHUNK = 5_000
+
+
+class AllowlistVersionError(StoreError):
+    """A delta's base is not the version in force, or a snapshot is not newer."""
+
+    def __init__(self, message: str, *, stale: bool) -> None:
+        super().__init__(message)
+        self.stale = stale
+
+
+@dataclass(frozen=True)
+class AllowlistState:
+    version: int
+    """The platform's allowlist version in force (0: none received yet)."""
+    generation: int
+    """Storage generation of the snapshot in force."""
+
+
+def _meta(conn: sqlite3.Connection, key: str) -> int:
+    return int(conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
+
+def state(conn: sqlite3.Connection) -> AllowlistState:
+    with translated():
+        return AllowlistState(_meta(conn, "allowlist_version"), _meta(conn, "allowlist_generation"))
+
+
+def begin_snapshot(conn: sqlite3.Connection, version: int) -> int:
+    """Check the version and discard any unfinished staging; return the generation to stage.
+
+    Call in a transaction."""
+    current = state(conn)
+    if version <= current.version:
+        raise AllowlistVersionError(
+            f"snapshot version {version} is not newer than {current.version} in force", stale=True
+        )
+    discard_staged(conn)
+    top = conn.execute("SELECT max(generation) FROM credentials").fetchone()[0] or 0
+    top_people = conn.execute("SELECT max(generation) FROM allowlist_people").fetchone()[0] or 0
+    return max(current.generation, top, top_people) + 1
+
+
+def discard_staged(conn: sqlite3.Connection) -> int:
+    """Delete rows staged for a snapshot that never switched (a crash, a rejected snapshot)."""
+    generation = _meta(conn, "allowlist_generation")
+    removed = 0
+    for table in ("credentials", "tenancies", "allowlist_people"):
+        removed += conn.execute(
+            f"DELETE FROM {table} WHERE generation > ?",  # noqa: S608 - fixed table names
+            (generation,),
+        ).rowcount
+    return removed
+
+
+def stage(
+    conn: sqlite3.Connection,
+    keys: KeyRing,
+    generation: int,
+    people: Sequence[PersonEntry],
+    now: datetime,
+) -> None:
+    """Write one chunk of a snapshot under `generation`. Call in a transaction."""
+    stamp = now.isoformat()
+    allowlisted, credentials, tenancies = [], [], []
+    for entry in people:
+        person_id = _person_for(conn, keys, entry.id_number, stamp)
+        allowlisted.append(
+            (
+                generation,
+                entry.person,
+                person_id,
+                keys.seal(entry.name, f"allowlist_people.name:{generation}:{entry.person}"),
+            )
+        )
+        for credential in entry.credentials:
+            credential_id = str(uuid.uuid4())
+            credentials.append(
+                (
+                    credential_id,
+                    person_id,
+                    credential.kind.value,
+                    keys.lookup(credential.kind.value, credential.value),
+                    _masked(credential.kind, credential.value),
+                    keys.seal(credential.value, f"credentials.value:{credential_id}"),
+                    credential.status.value,
+                    _iso(credential.valid_from),
+                    _iso(credential.valid_to),
+                    stamp,
+                    stamp,
+                    generation,
+                )
+            )
+        for tenancy in entry.tenancies:
+            tenancies.append(
+                (
+                    str(uuid.uuid4()),
+                    person_id,
+                    tenancy.unit,
+                    tenancy.room,
+                    tenancy.valid_from.isoformat(),
+                    _iso(tenancy.valid_to),
+                    stamp,
+                    generation,
+                )
+            )
+    with translated():
+        conn.executemany("INSERT INTO allowlist_people VALUES (?, ?, ?, ?)", allowlisted)
+        conn.executemany(
+            "INSERT INTO credentials (id, person_id, kind, lookup, masked, value_sealed, status,"
+            " valid_from, valid_to, created_at, updated_at, generation)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            credentials,
+        )
+        conn.executemany(
+            "INSERT INTO tenancies (id, person_id, unit, room, valid_from, valid_to, created_at,"
+            " generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            tenancies,
+        )
+
+
+def switch(conn: sqlite3.Connection, generation: int, version: int) -> None:
+    """Make a staged generation the allowlist in force. Call in a transaction."""
+    current = state(conn)
+    if version <= current.version:
+        raise AllowlistVersionError(
+            f"snapshot version {version} is not newer than {current.version} in force", stale=True
+        )
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'allowlist_generation'", (generation,))
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'allowlist_version'", (version,))
+    record_change(conn, EVERYONE)
+
+
+def purge_old(conn: sqlite3.Connection, limit: int = PURGE_CHUNK) -> int:
+    """Delete up to `limit` rows of superseded generations; 0 when none are left."""
+    generation = _meta(conn, "allowlist_generation")
+    removed = 0
+    for table in ("credentials", "tenancies", "allowlist_people"):
+        removed += conn.execute(
+            f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table}"  # noqa: S608
+            " WHERE generation > 0 AND generation < ? LIMIT ?)",
+            (generation, limit),
+        ).rowcount
+    return removed
+
+
+def apply_delta(
+    conn: sqlite3.Connection, keys: KeyRing, delta: AllowlistDelta, now: datetime
+) -> int:
+    """Apply a delta to the allowlist in force; return the people changed. Call in a transaction."""
+    current = state(conn)
+    if delta.to_version <= current.version:
+        raise AllowlistVersionError(
+            f"delta to {delta.to_version} is not newer than {current.version} in force", stale=True
+        )
+    if delta.from_version != current.version:
+        raise AllowlistVersionError(
+            f"delta from {delta.from_version}, but {current.version} is in force: send a snapshot",
+            stale=False,
+        )
+    generation = current.generation
+    changed = 0
+    for platform_id in [*delta.remove, *(entry.person for entry in delta.upsert)]:
+        changed += _drop_person(conn, generation, platform_id)
+    stage(conn, keys, generation, delta.upsert, now)
+    for entry in delta.upsert:
+        person_id = _person_for(conn, keys, entry.id_number, now.isoformat())
+        record_change(conn, person_id)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'allowlist_version'", (delta.to_version,))
+    return changed + len(delta.upsert)
+
+
+def _drop_person(conn: sqlite3.Connection, generation: int, platform_id: str) -> int:
+    row = conn.execute(
+        "DELETE FROM allowlist_people WHERE generation = ? AND platform_id = ? RETURNING person_id",
+        (generation, platform_id),
+    ).fetchone()
+    if row is None:
+        return 0
+    person_id = row[0]
+    lookups = [
+        bytes(found[0])
+        for found in conn.execute(
+            "DELETE FROM credentials WHERE person_id = ? AND generation = ? RETURNING lookup",
+            (person_id, generation),
+        )
+    ]
+    conn.execute(
+        "DELETE FROM tenancies WHERE person_id = ? AND generation = ?", (person_id, generation)
+    )
+    record_change(conn, person_id)
+    record_removed(conn, lookups)
+    for lookup in lookups:  # a local enrolment of the same card comes back into force
+        for (other,) in conn.execute(
+            "SELECT person_id FROM credentials WHERE lookup = ? AND generation = 0", (lookup,)
+        ).fetchall():
+            record_change(conn, other)
+    return 1
+
+
+def set_status(
+    conn: sqlite3.Connection,
+    keys: KeyRing,
+    *,
+    kind: CredentialKind,
+    value: str,
+    status: CredentialStatus,
+    now: datetime,
+) -> list[str]:
+    """Set the status of a credential wherever it is in force; return the people it belongs to."""
+    generation = _meta(conn, "allowlist_generation")
+    people = [
+        row[0]
+        for row in conn.execute(
+            "UPDATE credentials SET status = ?, updated_at = ?"
+            " WHERE kind = ? AND lookup = ? AND generation IN (0, ?) RETURNING person_id",
+            (status.value, now.isoformat(), kind.value, keys.lookup(kind.value, value), generation),
+        )
+    ]
+    for person_id in dict.fromkeys(people):
+        record_change(conn, person_id)
+    return people
+
+
+def person_for_platform_id(conn: sqlite3.Connection, platform_id: str) -> str | None:
+    """The local person id of a platform person in the allowlist in force."""
+    row = conn.execute(
+        "SELECT person_id FROM allowlist_people WHERE platform_id = ? AND generation ="
+        " (SELECT value FROM meta WHERE key = 'allowlist_generation')",
+        (platform_id,),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _person_for(conn: sqlite3.Connection, keys: KeyRing, id_number: str, stamp: str) -> str:
+    """The person with this ID number, created (identity only) if new."""
+    id_hash = keys.lookup(CredentialKind.ID_NUMBER.value, id_number)
+    row = conn.execute("SELECT id FROM people WHERE id_hash = ?", (id_hash,)).fetchone()
+    if row is not None:
+        return str(row[0])
+    person_id = str(uuid.uuid4())
+    conn.execute(
+        "INSERT INTO people (id, id_hash, id_masked, id_number_sealed, name_sealed, created_at,"
+        " updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?)",
+        (
+            person_id,
+            id_hash,
+            mask(id_number),
+            keys.seal(id_number, f"people.id_number:{person_id}"),
+            stamp,
+            stamp,
+        ),
+    )
+    return person_id
+
+
+def _masked(kind: CredentialKind, value: str) -> str:
+    return value[:8] + "…" if kind is CredentialKind.VOUCHER else mask(value)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
