@@ -16,26 +16,32 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from gateway import __version__
-from gateway.access import AccessIndex, DoorPolicy
+from gateway.access import AccessIndex, Decision, DecisionReason, DoorPolicy
 from gateway.access_sync import IndexKeeper
+from gateway.alerts import AlertEngine
 from gateway.clock import Clock, SystemClock, iso_ms
 from gateway.config import Config
 from gateway.devices.line import LineReader
-from gateway.devices.protocols import Reader, ReaderError
+from gateway.devices.protocols import CardRead, Reader, ReaderError
 from gateway.devices.sim import SimLock
 from gateway.domain.events import EventType, new_event
+from gateway.domain.signing import VerifyKey
 from gateway.doors import DoorController, DoorSetup
+from gateway.platform_commands import GatewayHooks, PlatformCommands, TrustedKeys
+from gateway.settings import RuntimeSettings
+from gateway.store import allowlist
 from gateway.store.crypto import KeyRing
-from gateway.store.db import connect
+from gateway.store.db import connect, transaction
 from gateway.store.migrations import migrate
 from gateway.store.writer import Writer
-from gateway.sync.link import BrokerSettings, MqttLink, TlsSettings, Will
+from gateway.sync.downlink import Downlink
+from gateway.sync.link import BrokerSettings, MqttLink, Subscriptions, TlsSettings, Will
 from gateway.sync.uplink import OutboxSource, Uplink, UplinkSettings
 
 log = logging.getLogger(__name__)
@@ -64,8 +70,12 @@ def broker_settings(config: Config) -> BrokerSettings:
     )
 
 
-def open_store(config: Config) -> KeyRing:
-    """Create the data dir, key file and schema as needed; return the key ring."""
+def open_store(config: Config, trusted: TrustedKeys | None = None) -> KeyRing:
+    """Create the data dir, key file and schema as needed; return the key ring.
+
+    Also drops what an interrupted allowlist snapshot staged, and loads the
+    platform keys `keys.rotate` changed into `trusted`.
+    """
     config.gateway.data_dir.mkdir(parents=True, exist_ok=True)
     keys = KeyRing.load_or_create(config.gateway.keys)
     conn = connect(config.gateway.database)
@@ -73,6 +83,12 @@ def open_store(config: Config) -> KeyRing:
         before = migrate(conn)
         if before == 0:
             log.info("created store %s", config.gateway.database)
+        with transaction(conn):
+            discarded = allowlist.discard_staged(conn)
+        if discarded:
+            log.warning("discarded %d row(s) of an unfinished allowlist snapshot", discarded)
+        if trusted is not None:
+            trusted.load(conn)
     finally:
         conn.close()
     return keys
@@ -93,10 +109,13 @@ class Gateway:
         *,
         clock: Clock | None = None,
         readers: list[Reader] | None = None,
+        alert_poll_s: float = 30.0,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock(config.gateway.timezone)
-        self.keys = open_store(config)
+        self.trusted = TrustedKeys([VerifyKey.load(path) for path in config.platform.keys])
+        self.keys = open_store(config, self.trusted)
+        self.settings = RuntimeSettings(config.gateway.data_dir / "settings.json")
         door_sections = config.all_doors()
         self.policies = {
             door.name: DoorPolicy(door.name, frozenset(door.units) if door.units else None)
@@ -116,16 +135,95 @@ class Gateway:
         )
         self.doors = DoorController(
             self.index_keeper.index,
-            doors={d.name: DoorSetup(self.locks[d.name], d.unlock_seconds) for d in door_sections},
+            doors=self._door_setups(),
             readers=self.readers,
             keys=self.keys,
             clock=self.clock,
             record=self.writer.append,
             unrecorded=self.writer.pending,
+            observe=self._observe_decision,
+        )
+        self.alerts = AlertEngine(
+            writer=self.writer,
+            keys=self.keys,
+            clock=self.clock,
+            building=config.building,
+            local_districts=lambda: self.settings.local_districts(config.residence.local_districts),
+            check_at=config.residence.check_at,
+            poll_s=alert_poll_s,
+        )
+        self.commands = PlatformCommands(
+            writer=self.writer,
+            keys=self.keys,
+            clock=self.clock,
+            trusted=self.trusted,
+            settings=self.settings,
+            hooks=GatewayHooks(
+                unlock=self._remote_unlock,
+                doors=lambda: list(self.locks),
+                resync=self._resync,
+                settings_changed=self._settings_changed,
+                person_changed=self._person_changed,
+            ),
+            record=self.writer.append,
+        )
+        self.downlink = Downlink(
+            config.gateway.id,
+            keys=self.trusted.current,
+            handler=self.commands,
+            clock=self.clock,
+            session=lambda: self.uplink.session if self.uplink else None,
         )
         self.source = OutboxSource(config.gateway.database)
         self.started_at = self.clock.now()
         self.ready = asyncio.Event()
+        self._background: set[asyncio.Future[Any]] = set()
+
+    def _door_setups(self) -> dict[str, DoorSetup]:
+        return {
+            door.name: DoorSetup(
+                self.locks[door.name], self.settings.unlock_seconds(door.name, door.unlock_seconds)
+            )
+            for door in self.config.all_doors()
+        }
+
+    def _observe_decision(self, read: CardRead, decision: Decision) -> None:
+        """Feed the residence rules: presence of people let in, use of cancelled keys."""
+        entry = decision.entry
+        if entry is None:
+            return
+        if decision.allowed:
+            address = read.card.address if read.card is not None else None
+            self.alerts.person_seen(entry.person_id, address)
+        elif decision.reason is DecisionReason.REVOKED:
+            self.alerts.cancelled_credential_used(
+                entry.person_id, read.door, decision.status_detail or "revoked"
+            )
+
+    def _remote_unlock(self, door: str, seconds: float) -> bool:
+        lock = self.locks.get(door)
+        if lock is None:
+            return False
+        lock.unlock(seconds)
+        return True
+
+    def _resync(self) -> None:
+        if self.uplink is not None:
+            self.uplink.rebirth()
+
+    def _settings_changed(self) -> None:
+        self.doors.set_doors(self._door_setups())
+        self._spawn(self.alerts.sweep(), "alerts-after-settings")
+
+    def _person_changed(self, person_id: str) -> None:
+        self._spawn(self.alerts.evaluate(person_id), "alerts-after-status")
+
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.ensure_future(work)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_task_failure)
 
     def _readers(self) -> list[Reader]:
         return [
@@ -144,7 +242,10 @@ class Gateway:
 
     def _link(self, will: Callable[[], Will]) -> MqttLink:
         return MqttLink(
-            broker_settings(self.config), will, inflight_window=self.config.mqtt.inflight_window
+            broker_settings(self.config),
+            will,
+            inflight_window=self.config.mqtt.inflight_window,
+            subscriptions=Subscriptions((self.downlink.topic_filter,), self.downlink.received),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -170,6 +271,8 @@ class Gateway:
                 asyncio.create_task(self.index_keeper.follow(self._swap_index), name="index-keeper")
             )
             tasks.append(asyncio.create_task(self._write_status(), name="status"))
+            tasks.append(asyncio.create_task(self.downlink.run(), name="downlink"))
+            tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
             for reader in self.readers.values():
                 tasks.append(
                     asyncio.create_task(self._supervise(reader), name=f"reader:{reader.name}")
@@ -275,6 +378,14 @@ class Gateway:
                 name: {"online": health.online, "error": health.error}
                 for name, health in self.reader_health.items()
             },
+            "commands": {
+                "received": self.downlink.stats.received,
+                "applied": self.downlink.stats.applied,
+                "duplicates": self.downlink.stats.duplicates,
+                "dropped": self.downlink.stats.dropped,
+                "rejected": dict(self.downlink.stats.rejected or {}),
+            },
+            "alerts": {"raised": self.alerts.raised, "cleared": self.alerts.cleared},
             "decisions": dict(self.doors.counters.decisions),
             "rejected_inputs": dict(self.doors.counters.rejected),
             "credentials": len(self.doors.index),
@@ -285,6 +396,11 @@ class Gateway:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(self.status(running=running), ensure_ascii=False, indent=2))
         os.replace(temporary, path)
+
+
+def _log_task_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task failed: %s", task.exception())
 
 
 def _iso_or_none(moment: datetime | None) -> str | None:

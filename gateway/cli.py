@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
+from gateway.cli_platform import add_parsers, run_alerts, run_platform
 from gateway.config import Config, ConfigError, load_config, missing_files
 
 EXIT_CONFIG = 2
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     demo.add_argument("--rate", type=float, default=1.0, help="simulated taps per second")
     demo.add_argument("--workdir", type=Path, default=None, help="keep the demo's files here")
+    add_parsers(commands)
     return parser
 
 
@@ -63,23 +65,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        if args.command == "demo":
-            from gateway.demo import run_demo
-
-            return run_demo(args.duration, args.rate, args.workdir)
-        config = load_config(args.config)
-        if args.command == "run":
-            if problems := missing_files(config):
-                raise ConfigError(str(args.config), problems)
-            return _run(config)
-        if args.command == "enroll":
-            return _enroll(config, args)
-        return _status(config, as_json=args.json)
+        return _dispatch(args)
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from gateway.demo import run_demo
+
+        return run_demo(args.duration, args.rate, args.workdir)
+    if args.command == "platform":
+        return run_platform(args)
+    config = load_config(args.config)
+    if args.command == "run":
+        if problems := missing_files(config):
+            raise ConfigError(str(args.config), problems)
+        return _run(config)
+    commands = {
+        "alerts": lambda: run_alerts(config, as_json=args.json),
+        "enroll": lambda: _enroll(config, args),
+        "status": lambda: _status(config, as_json=args.json),
+    }
+    return commands[args.command]()
 
 
 def _run(config: Config) -> int:

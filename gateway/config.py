@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -146,10 +147,46 @@ class DoorSection(_Section):
     units: list[str] | None = Field(None, description="units this door serves; absent: all")
 
 
+HANGZHOU_URBAN_DISTRICTS = [
+    "杭州市上城区",
+    "杭州市下城区",
+    "杭州市江干区",
+    "杭州市拱墅区",
+    "杭州市西湖区",
+    "杭州市滨江区",
+    "杭州市萧山区",
+    "杭州市余杭区",
+    "杭州市富阳区",
+    "杭州市临平区",
+    "杭州市钱塘区",
+]
+"""The urban districts as ID cards print them, including names retired in 2021 (下城, 江干)
+that older cards still carry."""
+
+
+class PlatformSection(_Section):
+    keys: list[Path] = Field(
+        default_factory=list, description="PEM public keys trusted to sign platform commands"
+    )
+
+
+class ResidenceSection(_Section):
+    building: str | None = Field(
+        None, min_length=1, max_length=64, description="building id for registration; gateway id"
+    )
+    local_districts: list[str] = Field(
+        default_factory=lambda: list(HANGZHOU_URBAN_DISTRICTS), min_length=1
+    )
+    check_at: time = time(6, 0)
+    """When the daily residence check runs (local time)."""
+
+
 class Config(_Section):
     gateway: GatewaySection
     mqtt: MqttSection
     api: ApiSection = ApiSection()
+    platform: PlatformSection = PlatformSection()
+    residence: ResidenceSection = ResidenceSection()
     devices: list[LineDevice] = Field(default_factory=list)
     doors: list[DoorSection] = Field(default_factory=list)
 
@@ -176,6 +213,10 @@ class Config(_Section):
             declared.setdefault(device.door, DoorSection(name=device.door))
         return list(declared.values())
 
+    @property
+    def building(self) -> str:
+        return self.residence.building or self.gateway.id
+
     def reader_name(self, index: int) -> str:
         device = self.devices[index]
         return device.name or f"{device.door}-{device.kind}-{index}"
@@ -192,6 +233,7 @@ def missing_files(config: Config) -> list[str]:
         "mqtt.key": config.mqtt.key,
         "mqtt.password_file": config.mqtt.password_file,
     }
+    named |= {f"platform.keys.{i}": path for i, path in enumerate(config.platform.keys)}
     problems = []
     for key, path in named.items():
         if path is not None and not os.access(path, os.R_OK):

@@ -56,6 +56,7 @@ class DoorController:
         clock: Clock,
         record: Callable[[OutboxEvent], None],
         unrecorded: Callable[[], int] = lambda: 0,
+        observe: Callable[[CardRead, Decision], None] | None = None,
     ) -> None:
         self.index = index
         self._doors = doors
@@ -64,6 +65,7 @@ class DoorController:
         self._clock = clock
         self._record = record
         self._unrecorded = unrecorded
+        self._observe = observe
         self.counters = DoorCounters()
         self._last_reject_log = 0.0
 
@@ -80,6 +82,12 @@ class DoorController:
             reader.indicate(decision.allowed)
         self.counters.decisions[decision.reason.value] += 1
         self._record(self._decision_event(read, lookup, decision, now))
+        if self._observe is not None:
+            self._observe(read, decision)
+
+    def set_doors(self, doors: Mapping[str, DoorSetup]) -> None:
+        """Replace door settings (unlock time) between decisions."""
+        self._doors = doors
 
     def _decision_event(
         self, read: CardRead, lookup: bytes, decision: Decision, now: datetime

@@ -80,6 +80,7 @@ def write_config(
     extra_mqtt: str = "",
     credential: str = "card_uid",
     reader_path: Path | None = None,
+    extra: str = "",
 ) -> Path:
     """A gateway config with one line reader on a FIFO at the front door."""
     reader = reader_path or directory / "front.reader"
@@ -103,6 +104,7 @@ kind = "line"
 door = "front"
 path = "{reader}"
 credential = "{credential}"
+{extra}
 """,
         encoding="utf-8",
     )

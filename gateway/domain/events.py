@@ -25,6 +25,12 @@ class EventType(StrEnum):
 
     ACCESS_DECISION = "access.decision"
     DEVICE_STATUS = "device.status"
+    DOOR_UNLOCKED = "door.unlocked"
+    """A remote unlock by the platform (`door.unlock`)."""
+    DOOR_ALARM = "door.alarm"
+    ALERT_RAISED = "alert.raised"
+    ALERT_CLEARED = "alert.cleared"
+    REGISTRATION_CAPTURED = "registration.captured"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +90,8 @@ class Writer:
         self._queue = _Batch()
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._ops_head: int | None = None
+        """Head seq after events recorded by operations in the current transaction."""
         self.health = WriterHealth()
 
     def start(self) -> None:
@@ -127,6 +129,20 @@ class Writer:
             self._queue.ops.append((operation, future))
             self._cond.notify()
         return future
+
+    def submit_recording(
+        self, operation: Callable[[sqlite3.Connection], tuple[T, Sequence[OutboxEvent]]]
+    ) -> Future[T]:
+        """Like `submit`, and the events the operation returns are recorded in the same
+        savepoint: a state change and the event announcing it commit together or not at all."""
+
+        def run(conn: sqlite3.Connection) -> T:
+            value, events = operation(conn)
+            if events:
+                self._ops_head = outbox.append_rows(conn, list(events))
+            return value
+
+        return self.submit(run)
 
     def pending(self) -> int:
         """Events and operations queued but not yet committed."""
@@ -215,13 +231,14 @@ class Writer:
         Returns the new head seq (None if no events) and the events' error, if any.
         """
         results: list[tuple[Future[Any], Any, BaseException | None]] = []
-        head: int | None = None
         events_error: StoreError | None = None
+        self._ops_head = None
         with translated():
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for operation, future in batch.ops:
                     results.append(self._run_op(conn, operation, future))
+                head = self._ops_head
                 if batch.events:
                     conn.execute("SAVEPOINT events")
                     try:
@@ -289,15 +306,16 @@ class Writer:
             health.failing_since = None
         if head is None:
             return
-        with self._recorded_cond:
-            health.events_recorded += len(batch.events)
-            self._recorded_cond.notify_all()
+        if batch.events:
+            with self._recorded_cond:
+                health.events_recorded += len(batch.events)
+                self._recorded_cond.notify_all()
         health.head_seq = head
         first = head - len(batch.events) + 1
         for offset, callback in enumerate(batch.callbacks):
             if callback is not None:
                 callback(first + offset)
-        if self._on_commit is not None and batch.events:
+        if self._on_commit is not None:
             self._on_commit(head)
 
     def _note_failure(self, exc: StoreError) -> None:

@@ -131,6 +131,27 @@ class Uplink:
         self._session: Session | None = None
         self.link = link_factory(self._will)
         self.stats = UplinkStats()
+        self._background: set[asyncio.Future[None]] = set()
+
+    @property
+    def session(self) -> Session | None:
+        """The session in use, if connected (the downlink replies through it)."""
+        return self._session
+
+    def rebirth(self) -> None:
+        """Publish the birth/state message again (the platform's `resync`)."""
+        session = self._session
+        if session is None:
+            return
+
+        async def publish(session: Session = session) -> None:
+            session.publish(self._topics.state, await self.birth(), retain=True).add_done_callback(
+                _consume_outcome
+            )
+
+        task = asyncio.ensure_future(publish())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def notify_threadsafe(self, _head_seq: int) -> None:
         """Called by the writer thread after a commit with new events."""

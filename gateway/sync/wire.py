@@ -28,6 +28,20 @@ class Topics:
     def state(self) -> str:
         return f"{TOPIC_ROOT}/{self.gateway_id}/state"
 
+    @property
+    def commands(self) -> str:
+        """Filter for every command addressed to this gateway."""
+        return f"{TOPIC_ROOT}/{self.gateway_id}/cmd/+"
+
+    def command_name(self, topic: str) -> str | None:
+        """The command name of a topic under `commands`, or None for any other topic."""
+        prefix = f"{TOPIC_ROOT}/{self.gateway_id}/cmd/"
+        return topic[len(prefix) :] if topic.startswith(prefix) else None
+
+    @property
+    def command_reply(self) -> str:
+        return f"{TOPIC_ROOT}/{self.gateway_id}/cmd-reply"
+
 
 def envelope(gateway_id: str, events: Sequence[StoredEvent]) -> bytes:
     """A batch envelope for events in ascending, contiguous seq order."""

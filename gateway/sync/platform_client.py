@@ -1,0 +1,155 @@
+"""The platform's side of the wire, for `rentgate platform`, tests and integrators.
+
+Sends signed commands and waits for their replies; watches a gateway's topics.
+It uses paho's own blocking loop: this is a tool for one person at a terminal
+or one test, not part of the gateway's event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.sync.link import BrokerSettings
+from gateway.sync.wire import TOPIC_ROOT
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    correlation_data: bytes | None = None
+
+
+class PlatformClient:
+    """A connected MQTT 5 client that can publish commands and collect what comes back."""
+
+    def __init__(self, settings: BrokerSettings, *, client_id: str | None = None) -> None:
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"platform-{uuid.uuid4().hex[:12]}",
+            protocol=paho.MQTTv5,
+        )
+        if settings.tls is not None:
+            self._client.tls_set_context(settings.tls.context())
+        if settings.username is not None:
+            self._client.username_pw_set(settings.username, settings.password)
+        self._inbox: queue.Queue[Received] = queue.Queue()
+        self._subscribed = threading.Event()
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._settings = settings
+
+    def __enter__(self) -> PlatformClient:
+        connected = threading.Event()
+        self._client.on_connect = lambda *_args: connected.set()
+        try:
+            self._client.connect(self._settings.host, self._settings.port, keepalive=30)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectionError(
+                f"cannot reach broker {self._settings.host}:{self._settings.port}: {exc}"
+            ) from exc
+        self._client.loop_start()
+        if not connected.wait(10):
+            self.__exit__()
+            raise ConnectionError("no CONNACK from the broker within 10 s")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+        properties = getattr(message, "properties", None)
+        correlation = getattr(properties, "CorrelationData", None)
+        self._inbox.put(Received(message.topic, bytes(message.payload), correlation))
+
+    def _on_subscribe(self, *_args: object) -> None:
+        self._subscribed.set()
+
+    def subscribe(self, *filters: str) -> None:
+        """Subscribe (QoS 1) and wait for the SUBACK, so nothing sent after is missed."""
+        self._subscribed.clear()
+        self._client.subscribe([(topic, 1) for topic in filters])
+        if not self._subscribed.wait(10):
+            raise ConnectionError("no SUBACK within 10 s")
+
+    def publish(
+        self, topic: str, payload: bytes, *, response_topic: str | None = None
+    ) -> bytes | None:
+        """Publish at QoS 1 and wait for the PUBACK; return the correlation data used."""
+        properties = None
+        correlation = None
+        if response_topic is not None:
+            correlation = uuid.uuid4().bytes
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.ResponseTopic = response_topic
+            properties.CorrelationData = correlation
+        info = self._client.publish(topic, payload, qos=1, properties=properties)
+        info.wait_for_publish(10)
+        return correlation
+
+    def messages(self, timeout: float) -> Iterator[Received]:
+        """What arrives within `timeout` seconds from now."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                yield self._inbox.get(timeout=left)
+            except queue.Empty:
+                return
+
+    def command(
+        self,
+        gateway_id: str,
+        name: str,
+        signed: bytes,
+        *,
+        timeout: float = 30.0,
+        response_topic: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Send a signed command and wait for its reply (None if none came in `timeout`)."""
+        command_id = json.loads(signed)["id"]
+        reply_topic = f"{TOPIC_ROOT}/{gateway_id}/cmd-reply"
+        self.subscribe(response_topic or reply_topic)
+        correlation = self.publish(
+            f"{TOPIC_ROOT}/{gateway_id}/cmd/{name}", signed, response_topic=response_topic
+        )
+        for message in self.messages(timeout):
+            try:
+                reply = json.loads(message.payload)
+            except ValueError:
+                continue
+            if isinstance(reply, dict) and reply.get("id") == command_id:
+                if correlation is not None and message.correlation_data != correlation:
+                    continue
+                return reply
+        return None
+
+
+def watch(
+    client: PlatformClient,
+    gateway_id: str,
+    emit: Callable[[str], None],
+    *,
+    seconds: float,
+) -> int:
+    """Print what a gateway (or `+` for all) publishes, for `seconds`; return the count."""
+    root = f"{TOPIC_ROOT}/{gateway_id}"
+    client.subscribe(f"{root}/events", f"{root}/state", f"{root}/cmd-reply")
+    count = 0
+    for message in client.messages(seconds):
+        count += 1
+        emit(f"{message.topic} {message.payload.decode('utf-8', 'replace')}")
+    return count
