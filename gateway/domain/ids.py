@@ -7,20 +7,24 @@ registration). Once an `IdNumber` exists it is valid.
 
 from __future__ import annotations
 
+import operator
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK_CHARS = "10X98765432"
-_SHAPE = re.compile(r"^[1-9]\d{16}[\dX]$")
+_ZERO_OFFSET = ord("0") * sum(_WEIGHTS)
+_SHAPE = re.compile(r"[1-9][0-9]{16}[0-9X]")
 
 
 def check_character(first17: str) -> str:
     """The MOD 11-2 check character for 17 digits."""
-    if len(first17) != 17 or not first17.isdigit():
+    if len(first17) != 17 or not (first17.isascii() and first17.isdigit()):
         raise ValueError("need exactly 17 digits")
-    total = sum(int(d) * w for d, w in zip(first17, _WEIGHTS, strict=True))
+    # Iterating ASCII bytes gives code points: subtract '0' once for the whole weighted sum.
+    total = sum(map(operator.mul, first17.encode("ascii"), _WEIGHTS)) - _ZERO_OFFSET
     return _CHECK_CHARS[total % 11]
 
 
@@ -33,14 +37,20 @@ def mask(value: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class IdNumber:
-    """A valid resident ID number. `str()` gives the masked form, never the full one."""
+    """A valid resident ID number. `str()` gives the masked form, never the full one.
+
+    Full-width characters (as Chinese input methods type them) are folded to
+    ASCII and a lower-case x is upper-cased; other digits than 0-9 are refused.
+    """
 
     value: str
 
     def __post_init__(self) -> None:
-        text = self.value.strip().upper()
+        if not isinstance(self.value, str):
+            raise ValueError("ID number must be text")
+        text = unicodedata.normalize("NFKC", self.value).strip().upper()
         object.__setattr__(self, "value", text)
-        if not _SHAPE.match(text):
+        if not _SHAPE.fullmatch(text):
             raise ValueError("ID number must be 17 digits and a digit or X")
         if check_character(text[:17]) != text[17]:
             raise ValueError("ID number check character does not match")
