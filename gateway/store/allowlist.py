@@ -9,6 +9,7 @@ Landlords' local enrolments are generation 0 and are never touched here.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import uuid
 from collections.abc import Sequence
@@ -23,6 +24,10 @@ from gateway.store.errors import StoreError, translated
 from gateway.store.registry import EVERYONE, record_change, record_removed
 
 PURGE_CHUNK = 5_000
+_LOOKUP_BATCH = 500
+_NOT_KEPT = b""
+"""A credential value the platform sent is not stored: decisions need only its keyed hash,
+and the platform holds the value (collect the minimum)."""
 
 
 class AllowlistVersionError(StoreError):
@@ -65,16 +70,15 @@ def begin_snapshot(conn: sqlite3.Connection, version: int) -> int:
     return max(current.generation, top, top_people) + 1
 
 
+_STAGED = ("staged_people", "staged_allowlist_people", "staged_credentials", "staged_tenancies")
+
+
 def discard_staged(conn: sqlite3.Connection) -> int:
     """Delete rows staged for a snapshot that never switched (a crash, a rejected snapshot)."""
-    generation = _meta(conn, "allowlist_generation")
-    removed = 0
-    for table in ("credentials", "tenancies", "allowlist_people"):
-        removed += conn.execute(
-            f"DELETE FROM {table} WHERE generation > ?",  # noqa: S608 - fixed table names
-            (generation,),
-        ).rowcount
-    return removed
+    return sum(
+        conn.execute(f"DELETE FROM {table}").rowcount  # noqa: S608 - fixed table names
+        for table in _STAGED
+    )
 
 
 def stage(
@@ -83,12 +87,17 @@ def stage(
     generation: int,
     people: Sequence[PersonEntry],
     now: datetime,
+    *,
+    live: bool = False,
 ) -> None:
-    """Write one chunk of a snapshot under `generation`. Call in a transaction."""
+    """Write one chunk of a snapshot under `generation` into the staging tables (or, for a
+    delta, `live` into the allowlist in force). Call in a transaction."""
+    prefix = "" if live else "staged_"
     stamp = now.isoformat()
     allowlisted, credentials, tenancies = [], [], []
-    for entry in people:
-        person_id = _person_for(conn, keys, entry.id_number, stamp)
+    numbers = [entry.id_number for entry in people]
+    person_ids = _people_for(conn, keys, numbers, stamp, table=f"{prefix}people")
+    for entry, person_id in zip(people, person_ids, strict=True):
         allowlisted.append(
             (
                 generation,
@@ -98,15 +107,14 @@ def stage(
             )
         )
         for credential in entry.credentials:
-            credential_id = str(uuid.uuid4())
             credentials.append(
                 (
-                    credential_id,
+                    secrets.token_hex(16),
                     person_id,
                     credential.kind.value,
                     keys.lookup(credential.kind.value, credential.value),
                     _masked(credential.kind, credential.value),
-                    keys.seal(credential.value, f"credentials.value:{credential_id}"),
+                    _NOT_KEPT,
                     credential.status.value,
                     _iso(credential.valid_from),
                     _iso(credential.valid_to),
@@ -118,7 +126,7 @@ def stage(
         for tenancy in entry.tenancies:
             tenancies.append(
                 (
-                    str(uuid.uuid4()),
+                    secrets.token_hex(16),
                     person_id,
                     tenancy.unit,
                     tenancy.room,
@@ -129,16 +137,20 @@ def stage(
                 )
             )
     with translated():
-        conn.executemany("INSERT INTO allowlist_people VALUES (?, ?, ?, ?)", allowlisted)
         conn.executemany(
-            "INSERT INTO credentials (id, person_id, kind, lookup, masked, value_sealed, status,"
-            " valid_from, valid_to, created_at, updated_at, generation)"
+            f"INSERT INTO {prefix}allowlist_people (generation, platform_id, person_id,"  # noqa: S608
+            " name_sealed) VALUES (?, ?, ?, ?)",
+            allowlisted,
+        )
+        conn.executemany(
+            f"INSERT INTO {prefix}credentials (id, person_id, kind, lookup, masked,"  # noqa: S608
+            " value_sealed, status, valid_from, valid_to, created_at, updated_at, generation)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             credentials,
         )
         conn.executemany(
-            "INSERT INTO tenancies (id, person_id, unit, room, valid_from, valid_to, created_at,"
-            " generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO {prefix}tenancies (id, person_id, unit, room, valid_from,"  # noqa: S608
+            " valid_to, created_at, generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             tenancies,
         )
 
@@ -150,6 +162,24 @@ def switch(conn: sqlite3.Connection, generation: int, version: int) -> None:
         raise AllowlistVersionError(
             f"snapshot version {version} is not newer than {current.version} in force", stale=True
         )
+    # One sorted pass per table: each index page is written once, not once per chunk.
+    conn.execute("INSERT INTO people SELECT * FROM staged_people ORDER BY id_hash")
+    conn.execute(
+        "INSERT INTO allowlist_people SELECT * FROM staged_allowlist_people"
+        " WHERE generation = ? ORDER BY generation, platform_id",
+        (generation,),
+    )
+    conn.execute(
+        "INSERT INTO credentials SELECT * FROM staged_credentials WHERE generation = ?"
+        " ORDER BY kind, lookup",
+        (generation,),
+    )
+    conn.execute(
+        "INSERT INTO tenancies SELECT * FROM staged_tenancies WHERE generation = ?"
+        " ORDER BY person_id",
+        (generation,),
+    )
+    discard_staged(conn)
     conn.execute("UPDATE meta SET value = ? WHERE key = 'allowlist_generation'", (generation,))
     conn.execute("UPDATE meta SET value = ? WHERE key = 'allowlist_version'", (version,))
     record_change(conn, EVERYONE)
@@ -186,7 +216,7 @@ def apply_delta(
     changed = 0
     for platform_id in [*delta.remove, *(entry.person for entry in delta.upsert)]:
         changed += _drop_person(conn, generation, platform_id)
-    stage(conn, keys, generation, delta.upsert, now)
+    stage(conn, keys, generation, delta.upsert, now, live=True)
     for entry in delta.upsert:
         person_id = _person_for(conn, keys, entry.id_number, now.isoformat())
         record_change(conn, person_id)
@@ -254,6 +284,41 @@ def person_for_platform_id(conn: sqlite3.Connection, platform_id: str) -> str | 
         (platform_id,),
     ).fetchone()
     return None if row is None else str(row[0])
+
+
+def _people_for(
+    conn: sqlite3.Connection,
+    keys: KeyRing,
+    id_numbers: Sequence[str],
+    stamp: str,
+    *,
+    table: str = "people",
+) -> list[str]:
+    """The person id for each ID number, creating (identity only, in `table`) the new ones."""
+    hashes = [keys.lookup(CredentialKind.ID_NUMBER.value, number) for number in id_numbers]
+    known: dict[bytes, str] = {}
+    for start in range(0, len(hashes), _LOOKUP_BATCH):
+        batch = hashes[start : start + _LOOKUP_BATCH]
+        marks = ",".join("?" * len(batch))
+        for person_id, id_hash in conn.execute(
+            f"SELECT id, id_hash FROM people WHERE id_hash IN ({marks})",  # noqa: S608
+            batch,
+        ):
+            known[bytes(id_hash)] = person_id
+    new_rows = []
+    for number, id_hash in zip(id_numbers, hashes, strict=True):
+        if id_hash in known:
+            continue
+        person_id = str(uuid.UUID(bytes=secrets.token_bytes(16), version=4))
+        known[id_hash] = person_id
+        sealed = keys.seal(number, f"people.id_number:{person_id}")
+        new_rows.append((person_id, id_hash, mask(number), sealed, stamp, stamp))
+    conn.executemany(
+        f"INSERT INTO {table} (id, id_hash, id_masked, id_number_sealed, name_sealed,"  # noqa: S608
+        " created_at, updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?)",
+        new_rows,
+    )
+    return [known[id_hash] for id_hash in hashes]
 
 
 def _person_for(conn: sqlite3.Connection, keys: KeyRing, id_number: str, stamp: str) -> str:

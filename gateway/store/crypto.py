@@ -10,7 +10,6 @@ HMAC-SHA256 of the value, never by the value itself.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import os
@@ -93,5 +92,4 @@ class KeyRing:
 
     def lookup(self, kind: str, value: str) -> bytes:
         """Keyed hash that finds a record by value without storing the value."""
-        message = f"{kind}:{value}".encode()
-        return hmac.new(self._lookup_key, message, hashlib.sha256).digest()
+        return hmac.digest(self._lookup_key, f"{kind}:{value}".encode(), "sha256")

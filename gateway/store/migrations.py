@@ -135,6 +135,13 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (generation, platform_id)
             )""",
             "CREATE INDEX allowlist_people_by_person ON allowlist_people (person_id)",
+            # A snapshot is staged here first, in chunks: append-only tables without
+            # indexes cost one page write per page, where staging into the indexed
+            # tables rewrote random index pages in every chunk (27 s for 100,000).
+            "CREATE TABLE staged_people AS SELECT * FROM people WHERE 0",
+            "CREATE TABLE staged_allowlist_people AS SELECT * FROM allowlist_people WHERE 0",
+            "CREATE TABLE staged_credentials AS SELECT * FROM credentials WHERE 0",
+            "CREATE TABLE staged_tenancies AS SELECT * FROM tenancies WHERE 0",
             # Credentials a delta took away, so a running index can drop them too.
             """CREATE TABLE registry_removed (
                 version INTEGER NOT NULL,
