@@ -35,9 +35,8 @@ from gateway.domain.signing import VerifyKey
 from gateway.doors import DoorController, DoorSetup
 from gateway.platform_commands import GatewayHooks, PlatformCommands, TrustedKeys
 from gateway.settings import RuntimeSettings
-from gateway.store import allowlist
 from gateway.store.crypto import KeyRing
-from gateway.store.db import connect, transaction
+from gateway.store.db import connect
 from gateway.store.migrations import migrate
 from gateway.store.writer import Writer
 from gateway.sync.downlink import Downlink
@@ -73,8 +72,8 @@ def broker_settings(config: Config) -> BrokerSettings:
 def open_store(config: Config, trusted: TrustedKeys | None = None) -> KeyRing:
     """Create the data dir, key file and schema as needed; return the key ring.
 
-    Also drops what an interrupted allowlist snapshot staged, and loads the
-    platform keys `keys.rotate` changed into `trusted`.
+    Also loads the platform keys `keys.rotate` changed into `trusted`. Pages of
+    an unfinished snapshot stay staged (not in force), so the platform resumes.
     """
     config.gateway.data_dir.mkdir(parents=True, exist_ok=True)
     keys = KeyRing.load_or_create(config.gateway.keys)
@@ -83,10 +82,6 @@ def open_store(config: Config, trusted: TrustedKeys | None = None) -> KeyRing:
         before = migrate(conn)
         if before == 0:
             log.info("created store %s", config.gateway.database)
-        with transaction(conn):
-            discarded = allowlist.discard_staged(conn)
-        if discarded:
-            log.warning("discarded %d row(s) of an unfinished allowlist snapshot", discarded)
         if trusted is not None:
             trusted.load(conn)
     finally:

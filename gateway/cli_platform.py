@@ -97,6 +97,7 @@ def _read_body(text: str) -> Any:
 
 
 def _send(args: argparse.Namespace, key: Any) -> int:
+    from gateway.domain.command_bodies import snapshot_pages
     from gateway.domain.commands import CommandName, sign
     from gateway.sync.platform_client import PlatformClient
 
@@ -111,13 +112,31 @@ def _send(args: argparse.Namespace, key: Any) -> int:
     except (OSError, ValueError) as exc:
         print(f"rentgate platform: cannot read the body: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    signed = sign(
-        key, gateway_id=args.gateway, name=name, body=body, now=int(time.time()), ttl_s=args.ttl
-    )
+    bodies = [body]
+    if name is CommandName.ALLOWLIST_SNAPSHOT and "page" not in body:
+        bodies = snapshot_pages(body["version"], body["people"])  # one command per page
+    reply = None
     with PlatformClient(_settings(args)) as client:
-        reply = client.command(
-            args.gateway, name.value, signed, timeout=args.wait, response_topic=args.response_topic
-        )
+        for page in bodies:
+            signed = sign(
+                key,
+                gateway_id=args.gateway,
+                name=name,
+                body=page,
+                now=int(time.time()),
+                ttl_s=args.ttl,
+            )
+            reply = client.command(
+                args.gateway,
+                name.value,
+                signed,
+                timeout=args.wait,
+                response_topic=args.response_topic,
+            )
+            if reply is None or not reply.get("ok"):
+                break
+            if len(bodies) > 1:
+                print(f"page {page['page']}/{page['pages']} staged", file=sys.stderr)
     if reply is None:
         print(
             f"no reply from {args.gateway} within {args.wait:.0f} s: it may be offline;"

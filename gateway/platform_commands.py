@@ -2,8 +2,8 @@
 
 Every change and the record that the command was seen commit in the same
 transaction (a writer operation), so a command is never half-applied and never
-applied twice. A snapshot is the exception in size, not in rule: it is staged
-in chunks and its last transaction switches it in and records the command.
+applied twice. A snapshot comes in pages that are staged one by one; the
+transaction of the last page switches it in and records that command.
 """
 
 from __future__ import annotations
@@ -32,9 +32,6 @@ from gateway.store.writer import Writer
 from gateway.sync.downlink import Applied
 
 log = logging.getLogger(__name__)
-
-STAGE_CHUNK = 2_000
-"""People per staging transaction: small enough that door events commit in between."""
 
 _BODIES: Mapping[CommandName, type[BaseModel]] = {
     CommandName.ALLOWLIST_SNAPSHOT: bodies.AllowlistSnapshot,
@@ -154,28 +151,30 @@ class PlatformCommands:
     async def _allowlist_snapshot(
         self, command: Command, body: bodies.AllowlistSnapshot
     ) -> dict[str, Any]:
+        """Stage one page; the page that completes the snapshot switches it in and is
+        remembered with the switch. Earlier pages are not remembered: a re-sent page is
+        recognised by (version, page) and staged once."""
         now = self._clock.now()
-        try:
-            generation = await self._op(lambda c: allowlist.begin_snapshot(c, body.version))
-            for start in range(0, len(body.people), STAGE_CHUNK):
-                chunk = body.people[start : start + STAGE_CHUNK]
 
-                def stage(
-                    conn: sqlite3.Connection, chunk: list[bodies.PersonEntry] = chunk
-                ) -> None:
-                    allowlist.stage(conn, self._keys, generation, chunk, now)
-
-                await self._op(stage)
-
-            def switch(conn: sqlite3.Connection) -> None:
-                allowlist.switch(conn, generation, body.version)
+        def apply(conn: sqlite3.Connection) -> allowlist.PageResult:
+            result = allowlist.stage_page(conn, self._keys, body, now)
+            if result.complete:
+                allowlist.switch(conn, body.version)
                 self._applied(conn, command)
+            return result
 
-            await self._op(switch)
+        try:
+            result = await self._op(apply)
         except allowlist.AllowlistVersionError as exc:
             raise CommandRejected(Rejection.STALE_VERSION, str(exc), command.id) from exc
-        self._purge_later()
-        return {"allowlist_version": body.version, "people": len(body.people)}
+        except allowlist.AllowlistConflictError as exc:
+            await self._op(allowlist.discard_staged)
+            raise CommandRejected(Rejection.INVALID, str(exc), command.id) from exc
+        reply: dict[str, Any] = {"page": body.page, "pages": body.pages, "staged": result.staged}
+        if result.complete:
+            self._purge_later()
+            reply["allowlist_version"] = body.version
+        return reply
 
     def _purge_later(self) -> None:
         if self._purging is None or self._purging.done():

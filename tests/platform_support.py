@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.clock import Clock
+from gateway.domain.command_bodies import snapshot_pages
 from gateway.domain.commands import CommandName, sign
 from gateway.domain.signing import SigningKey
 from gateway.localbroker import LocalBroker
@@ -51,8 +52,21 @@ class Platform:
             command_id=command_id,
         )
 
-    def send(self, name: str, body: Mapping[str, Any], **options: Any) -> dict[str, Any]:
-        return self.send_raw(name, self.signed(name, body, **options))
+    def send(
+        self, name: str, body: Mapping[str, Any], *, timeout: float = 30, **options: Any
+    ) -> dict[str, Any]:
+        return self.send_raw(name, self.signed(name, body, **options), timeout=timeout)
+
+    def send_snapshot(
+        self, version: int, people: list[dict[str, Any]], *, timeout: float = 60
+    ) -> dict[str, Any]:
+        """Send a snapshot page by page; return the last page's reply (or the first refusal)."""
+        reply: dict[str, Any] = {}
+        for body in snapshot_pages(version, people):
+            reply = self.send("allowlist.snapshot", body, timeout=timeout)
+            if not reply["ok"]:
+                return reply
+        return reply
 
     def send_raw(
         self, name: str, payload: bytes, *, response_topic: str | None = None, timeout: float = 30

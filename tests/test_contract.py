@@ -26,17 +26,21 @@ from support import (
     make_id_number,
     wait_until,
     write_config,
+    write_taps,
 )
 
 from gateway.app import open_store
 from gateway.config import Config
+from gateway.domain.commands import CommandName, Rejection
 from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
 from gateway.domain.events import EventType
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
+from gateway.domain.signing import SigningKey
 from gateway.localbroker import LocalBroker
 from gateway.store import registry
 from gateway.store.db import connect, transaction
 from gateway.sync.wire import CONTRACT_VERSION, Topics
+from tests.platform_support import Platform, key_file, person_entry
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.yaml"
 DOC_URI = "urn:rentgate:test:asyncapi"
@@ -132,18 +136,26 @@ def test_document_is_asyncapi_3_for_contract_v1() -> None:
     topics = Topics("{gateway_id}")
     assert DOCUMENT["channels"]["events"]["address"] == topics.events
     assert DOCUMENT["channels"]["state"]["address"] == topics.state
+    assert DOCUMENT["channels"]["commandReplies"]["address"] == topics.command_reply
+    assert DOCUMENT["channels"]["commands"]["address"] == topics.commands.replace("+", "{command}")
     assert SCHEMAS["ContractVersion"]["const"] == CONTRACT_VERSION
-    expected = {"events": (1, False), "state": (1, True)}
+    expected = {
+        "events": ("send", 1, False),
+        "state": ("send", 1, True),
+        "commands": ("receive", 1, False),
+        "commandReplies": ("send", 1, False),
+    }
     seen = {}
-    for name, operation in DOCUMENT["operations"].items():
-        assert operation["action"] == "send", f"{name}: the gateway sends"
+    for operation in DOCUMENT["operations"].values():
         channel = deref(operation["channel"])
         channel_name = next(key for key, value in DOCUMENT["channels"].items() if value is channel)
         for message in operation["messages"]:
             assert deref(message) in [deref(m) for m in channel["messages"].values()]
         mqtt = operation["bindings"]["mqtt"]
-        seen[channel_name] = (mqtt["qos"], mqtt["retain"])
+        seen[channel_name] = (operation["action"], mqtt["qos"], mqtt["retain"])
     assert seen == expected
+    names = DOCUMENT["channels"]["commands"]["parameters"]["command"]["enum"]
+    assert names == [name.value for name in CommandName]
 
 
 def test_every_ref_in_the_document_resolves() -> None:
@@ -164,7 +176,13 @@ def test_schema_is_valid_draft_2020_12_and_resolves(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("channel", "message"), [("events", "eventBatch"), ("state", "gatewayState")]
+    ("channel", "message"),
+    [
+        ("events", "eventBatch"),
+        ("state", "gatewayState"),
+        ("commands", "command"),
+        ("commandReplies", "commandReply"),
+    ],
 )
 def test_the_documents_own_examples_match_their_schemas(channel: str, message: str) -> None:
     examples = DOCUMENT["components"]["messages"][message]["examples"]
@@ -255,13 +273,53 @@ def _enrol_special(config: Config) -> None:
         conn.close()
 
 
+def _platform_traffic(
+    broker: LocalBroker, gateway_id: str, key: SigningKey, running: InProcessGateway, fifo: Path
+) -> list[bytes]:
+    """Commands that make the gateway reply, unlock a door, and raise then clear an alert."""
+    platform = Platform(broker, gateway_id, key, running.gateway.clock)
+    sent = [
+        platform.signed(
+            "allowlist.snapshot", {"version": 1, "people": [person_entry(9, ["CC09"])]}
+        ),
+        platform.signed("door.unlock", {"door": "front", "seconds": 2}, ttl_s=30),
+        platform.signed(
+            "person.status",
+            {
+                "person": "P-9",
+                "as_of": 1,
+                "registration": {"state": "registered", "building": gateway_id},
+            },
+        ),
+        platform.signed("resync", {}, key=SigningKey.generate()),
+    ]
+    try:
+        assert platform.send_raw("allowlist.snapshot", sent[0])["ok"]
+        wait_until(lambda: len(running.gateway.doors.index) >= 7, 10, "allowlist in force")
+        decided = running.gateway.doors.counters.decisions
+        before = decided.total()
+        write_taps(fifo, ["CC09"])
+        wait_until(lambda: decided.total() > before, 10, "the tap decided")
+        assert platform.send_raw("door.unlock", sent[1])["ok"]
+        assert platform.send_raw("door.unlock", sent[1])["reason"] == "already_seen"
+        wait_until(lambda: running.gateway.alerts.raised >= 3, 10, "registration.due raised")
+        assert platform.send_raw("person.status", sent[2])["ok"]
+        assert platform.send_raw("resync", sent[3])["reason"] == "unknown_key"
+    finally:
+        platform.close()
+    return sent
+
+
 def _decisions(platform: Subscriber) -> list[dict[str, Any]]:
     return [e for e in platform.events() if e["type"] == EventType.ACCESS_DECISION.value]
 
 
 def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) -> None:
     gateway_id = f"GW-CONTRACT-{uuid4().hex[:8]}"
-    config_path = write_config(tmp_path, broker.url, gateway_id=gateway_id)
+    key, public = key_file(tmp_path / "platform")
+    config_path = write_config(
+        tmp_path, broker.url, gateway_id=gateway_id, extra=f'[platform]\nkeys = ["{public}"]\n'
+    )
     with config_path.open("a", encoding="utf-8") as config_file:
         config_file.write('\n[[doors]]\nname = "front"\nunits = ["1"]\n')  # unit 2: wrong_door
     config = load(config_path)
@@ -271,7 +329,7 @@ def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) 
     taps = [GRANTED, UNKNOWN, LOST, NO_TENANCY, EXPIRED, NOT_YET_VALID, WRONG_DOOR, GRANTED]
     platform = Subscriber(broker.port, f"rentgate/v1/{gateway_id}/#", f"{gateway_id}-platform")
     try:
-        with InProcessGateway(config):
+        with InProcessGateway(config) as running:
             fifo = os.open(tmp_path / "front.reader", os.O_WRONLY)
             try:
                 for card in taps:
@@ -285,6 +343,12 @@ def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) 
                 ),
                 20,
                 "every decision and the reader's status at the subscriber",
+            )
+            sent = _platform_traffic(broker, gateway_id, key, running, tmp_path / "front.reader")
+            wait_until(
+                lambda: any(e["type"] == "alert.cleared" for e in platform.events()),
+                20,
+                "the alert cleared by the platform's status",
             )
         wait_until(
             lambda: any(state["online"] is False for state in platform.states()),
@@ -300,6 +364,23 @@ def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) 
         retained = late.snapshot()
     finally:
         late.close()
+
+    command_check = validator(payload_ref("commands"))
+    for command in sent:
+        assert_valid(command_check, json.loads(command), "a command the platform tool signed")
+    reply_check = validator(payload_ref("commandReplies"))
+    replies = [
+        json.loads(m.payload) for m in received if m.topic == Topics(gateway_id).command_reply
+    ]
+    for reply in replies:
+        assert_valid(reply_check, reply, "a command reply")
+    assert {(r["cmd"], r["ok"], r.get("reason")) for r in replies} == {
+        ("allowlist.snapshot", True, None),
+        ("person.status", True, None),
+        ("door.unlock", True, None),
+        ("door.unlock", False, Rejection.ALREADY_SEEN.value),
+        ("resync", False, Rejection.UNKNOWN_KEY.value),
+    }
 
     envelope_check = validator(payload_ref("events"))
     state_check = validator(payload_ref("state"))
@@ -335,6 +416,7 @@ def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) 
         ("deny", "not_yet_valid"),
         ("deny", "wrong_door"),
         ("allow", "granted"),
+        ("allow", "granted"),  # the platform's allowlist entry
     ]
     reasons = SCHEMAS["AccessDecisionEvent"]["properties"]["reason"]["enum"]
     assert {reason for _, reason in outcomes} == set(reasons), "every reason validated"
@@ -342,7 +424,7 @@ def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) 
     assert revoked["credential_status"] == "lost"
     assert all("credential_status" not in d for d in decisions if d is not revoked)
     assert decisions[1]["person"] is None
-    assert decisions[0]["person"] == decisions[-1]["person"] is not None
+    assert decisions[0]["person"] == decisions[-2]["person"] is not None
     statuses = [e for e in events if e["type"] == EventType.DEVICE_STATUS.value]
     assert statuses[0]["online"] is True
     assert statuses[0]["error"] is None

@@ -8,7 +8,7 @@ input, so the platform cannot enrol a value no reader could ever present.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -76,14 +76,42 @@ class PersonEntry(_Body):
         return IdNumber(value).value
 
 
+SNAPSHOT_PAGE_PEOPLE = 1000
+"""Most people in one snapshot page: a page is parsed, verified and staged in a few
+milliseconds of held interpreter, and a gateway never holds a whole allowlist in memory."""
+
+
 class AllowlistSnapshot(_Body):
+    """One page of the allowlist at `version`; the last page to arrive switches it in."""
+
     version: int = Field(ge=1)
-    people: list[PersonEntry]
+    page: int = Field(1, ge=1)
+    pages: int = Field(1, ge=1, le=100_000)
+    people: list[PersonEntry] = Field(max_length=SNAPSHOT_PAGE_PEOPLE)
+
+    @model_validator(mode="after")
+    def _page(self) -> AllowlistSnapshot:
+        if self.page > self.pages:
+            raise ValueError("page must not exceed pages")
+        return self
 
     @model_validator(mode="after")
     def _unique(self) -> AllowlistSnapshot:
         _require_unique(self.people)
         return self
+
+
+def snapshot_pages(
+    version: int, people: list[dict[str, Any]], page_size: int = SNAPSHOT_PAGE_PEOPLE
+) -> list[dict[str, Any]]:
+    """Split an allowlist into the bodies of `allowlist.snapshot` pages (the platform's side)."""
+    if not 1 <= page_size <= SNAPSHOT_PAGE_PEOPLE:
+        raise ValueError(f"page size must be 1..{SNAPSHOT_PAGE_PEOPLE}")
+    chunks = [people[i : i + page_size] for i in range(0, len(people), page_size)] or [[]]
+    return [
+        {"version": version, "page": number, "pages": len(chunks), "people": chunk}
+        for number, chunk in enumerate(chunks, start=1)
+    ]
 
 
 class AllowlistDelta(_Body):

@@ -45,7 +45,7 @@ class CommandName(StrEnum):
 
 
 MAX_BYTES: Mapping[CommandName, int] = {
-    CommandName.ALLOWLIST_SNAPSHOT: 64 * 1024 * 1024,
+    CommandName.ALLOWLIST_SNAPSHOT: 1024 * 1024,
     CommandName.ALLOWLIST_DELTA: 4 * 1024 * 1024,
 }
 DEFAULT_MAX_BYTES = 64 * 1024

@@ -27,10 +27,8 @@ class EventType(StrEnum):
     DEVICE_STATUS = "device.status"
     DOOR_UNLOCKED = "door.unlocked"
     """A remote unlock by the platform (`door.unlock`)."""
-    DOOR_ALARM = "door.alarm"
     ALERT_RAISED = "alert.raised"
     ALERT_CLEARED = "alert.cleared"
-    REGISTRATION_CAPTURED = "registration.captured"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.domain.command_bodies import AllowlistDelta, PersonEntry
+from gateway.domain.command_bodies import AllowlistDelta, AllowlistSnapshot, PersonEntry
 from gateway.domain.credentials import CredentialKind, CredentialStatus
 from gateway.domain.ids import mask
 from gateway.store.crypto import KeyRing
@@ -55,22 +55,83 @@ def state(conn: sqlite3.Connection) -> AllowlistState:
         return AllowlistState(_meta(conn, "allowlist_version"), _meta(conn, "allowlist_generation"))
 
 
-def begin_snapshot(conn: sqlite3.Connection, version: int) -> int:
-    """Check the version and discard any unfinished staging; return the generation to stage.
+class AllowlistConflictError(StoreError):
+    """The pages of a snapshot contradict each other (a person or card on two pages)."""
 
-    Call in a transaction."""
+
+@dataclass(frozen=True)
+class PageResult:
+    staged: int
+    """Pages of this version staged so far (including this one)."""
+    pages: int
+    duplicate: bool
+    """The page had been staged before (a re-send): nothing was written."""
+
+    @property
+    def complete(self) -> bool:
+        return self.staged == self.pages
+
+
+def stage_page(
+    conn: sqlite3.Connection, keys: KeyRing, body: AllowlistSnapshot, now: datetime
+) -> PageResult:
+    """Stage one page of a snapshot. Call in a transaction.
+
+    Staging survives a restart, so a platform re-sending the pages it has no
+    reply for resumes where the gateway stopped; a newer version discards it.
+    """
     current = state(conn)
-    if version <= current.version:
+    if body.version <= current.version:
         raise AllowlistVersionError(
-            f"snapshot version {version} is not newer than {current.version} in force", stale=True
+            f"snapshot version {body.version} is not newer than {current.version} in force",
+            stale=True,
         )
-    discard_staged(conn)
+    staging = conn.execute(
+        "SELECT version, generation, pages FROM staged_pages ORDER BY version DESC LIMIT 1"
+    ).fetchone()
+    if staging is not None and staging[0] > body.version:
+        raise AllowlistVersionError(
+            f"snapshot version {body.version} is older than version {staging[0]} being staged",
+            stale=True,
+        )
+    if staging is None or staging[0] < body.version:
+        discard_staged(conn)
+        generation = _next_generation(conn)
+    else:
+        generation = staging[1]
+        if staging[2] != body.pages:
+            raise AllowlistConflictError(
+                f"page says {body.pages} pages, earlier pages of version {body.version}"
+                f" said {staging[2]}"
+            )
+    seen = conn.execute(
+        "SELECT 1 FROM staged_pages WHERE version = ? AND page = ?", (body.version, body.page)
+    ).fetchone()
+    if seen is None:
+        stage(conn, keys, generation, body.people, now)
+        conn.execute(
+            "INSERT INTO staged_pages (version, page, pages, generation) VALUES (?, ?, ?, ?)",
+            (body.version, body.page, body.pages, generation),
+        )
+    (count,) = conn.execute(
+        "SELECT count(*) FROM staged_pages WHERE version = ?", (body.version,)
+    ).fetchone()
+    return PageResult(int(count), body.pages, duplicate=seen is not None)
+
+
+def _next_generation(conn: sqlite3.Connection) -> int:
     top = conn.execute("SELECT max(generation) FROM credentials").fetchone()[0] or 0
     top_people = conn.execute("SELECT max(generation) FROM allowlist_people").fetchone()[0] or 0
-    return max(current.generation, top, top_people) + 1
+    return max(_meta(conn, "allowlist_generation"), top, top_people) + 1
 
 
-_STAGED = ("staged_people", "staged_allowlist_people", "staged_credentials", "staged_tenancies")
+_STAGED = (
+    "staged_pages",
+    "staged_people",
+    "staged_allowlist_people",
+    "staged_credentials",
+    "staged_tenancies",
+)
 
 
 def discard_staged(conn: sqlite3.Connection) -> int:
@@ -155,13 +216,31 @@ def stage(
         )
 
 
-def switch(conn: sqlite3.Connection, generation: int, version: int) -> None:
-    """Make a staged generation the allowlist in force. Call in a transaction."""
+def switch(conn: sqlite3.Connection, version: int) -> None:
+    """Make a completely staged snapshot the allowlist in force. Call in a transaction."""
     current = state(conn)
     if version <= current.version:
         raise AllowlistVersionError(
             f"snapshot version {version} is not newer than {current.version} in force", stale=True
         )
+    row = conn.execute(
+        "SELECT generation, pages, count(*) FROM staged_pages WHERE version = ?", (version,)
+    ).fetchone()
+    if row is None or row[2] == 0 or row[2] != row[1]:
+        raise AllowlistConflictError(f"snapshot version {version} is not completely staged")
+    generation = int(row[0])
+    try:
+        _move_staged(conn, generation)
+    except sqlite3.IntegrityError as exc:
+        raise AllowlistConflictError(
+            f"snapshot version {version}: a person, ID number or credential is on two pages"
+        ) from exc
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'allowlist_generation'", (generation,))
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'allowlist_version'", (version,))
+    record_change(conn, EVERYONE)
+
+
+def _move_staged(conn: sqlite3.Connection, generation: int) -> None:
     # One sorted pass per table: each index page is written once, not once per chunk.
     conn.execute("INSERT INTO people SELECT * FROM staged_people ORDER BY id_hash")
     conn.execute(
@@ -180,9 +259,6 @@ def switch(conn: sqlite3.Connection, generation: int, version: int) -> None:
         (generation,),
     )
     discard_staged(conn)
-    conn.execute("UPDATE meta SET value = ? WHERE key = 'allowlist_generation'", (generation,))
-    conn.execute("UPDATE meta SET value = ? WHERE key = 'allowlist_version'", (version,))
-    record_change(conn, EVERYONE)
 
 
 def purge_old(conn: sqlite3.Connection, limit: int = PURGE_CHUNK) -> int:
