@@ -26,7 +26,8 @@ from gateway.access import AccessIndex, Decision, DecisionReason, DoorPolicy
 from gateway.access_sync import IndexKeeper
 from gateway.alerts import AlertEngine
 from gateway.clock import Clock, SystemClock, iso_ms
-from gateway.config import Config
+from gateway.config import Config, SamDevice
+from gateway.devices.idcard_sam import SamCardReader
 from gateway.devices.line import LineReader
 from gateway.devices.protocols import CardRead, Reader, ReaderError
 from gateway.devices.sim import SimLock
@@ -221,10 +222,16 @@ class Gateway:
         task.add_done_callback(_log_task_failure)
 
     def _readers(self) -> list[Reader]:
-        return [
-            LineReader(self.config.reader_name(i), d.door, d.path, d.credential, baud=d.baud)
-            for i, d in enumerate(self.config.devices)
-        ]
+        readers: list[Reader] = []
+        for index, device in enumerate(self.config.devices):
+            name = self.config.reader_name(index)
+            if isinstance(device, SamDevice):
+                readers.append(SamCardReader(name, device.door, device.path, device.baud))
+            else:
+                readers.append(
+                    LineReader(name, device.door, device.path, device.credential, baud=device.baud)
+                )
+        return readers
 
     @property
     def registry_version(self) -> int:

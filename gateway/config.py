@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from datetime import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -140,6 +140,26 @@ class LineDevice(_Section):
         return value
 
 
+class SamDevice(_Section):
+    """A second-generation ID-card reader with a SAM module on a serial port."""
+
+    kind: Literal["idcard-sam"]
+    door: str = Field(pattern=_DOOR)
+    path: Path
+    baud: int = 115200
+    name: str | None = Field(None, pattern=_NAME)
+
+    @field_validator("baud")
+    @classmethod
+    def _baud(cls, value: int) -> int:
+        if value not in SUPPORTED_BAUD:
+            raise ValueError(f"must be one of {', '.join(map(str, SUPPORTED_BAUD))}")
+        return value
+
+
+Device = Annotated[LineDevice | SamDevice, Field(discriminator="kind")]
+
+
 class DoorSection(_Section):
     name: str = Field(pattern=_DOOR)
     lock: Literal["sim"] = "sim"
@@ -187,7 +207,7 @@ class Config(_Section):
     api: ApiSection = ApiSection()
     platform: PlatformSection = PlatformSection()
     residence: ResidenceSection = ResidenceSection()
-    devices: list[LineDevice] = Field(default_factory=list)
+    devices: list[Device] = Field(default_factory=list)
     doors: list[DoorSection] = Field(default_factory=list)
 
     @model_validator(mode="after")

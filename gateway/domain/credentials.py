@@ -50,6 +50,16 @@ class RejectReason(StrEnum):
     BINARY = "binary"
     BAD_FORMAT = "bad_format"
     BAD_CHECK = "bad_check"
+    FRAME_ERROR = "frame_error"
+    """A device's protocol frame was corrupt (checksum, length, cut short)."""
+    CARD_READ_FAILED = "card_read_failed"
+    """The reader could not read the card (moved away too soon, select/read failed)."""
+    CARD_NOT_GENUINE = "card_not_genuine"
+    """The card failed the SAM's authentication: possibly forged or cloned."""
+    UNSUPPORTED_CARD = "unsupported_card"
+    """A card kind no credential exists for (a foreigner's permanent-residence card)."""
+    DEVICE_FAULT = "device_fault"
+    """The reader reported its own fault (SAM self-test, unexpected reply)."""
 
 
 class CredentialError(ValueError):
