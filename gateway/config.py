@@ -285,11 +285,20 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[
                 problems.append(f"{variable}: cannot set a key on a list")
 
 
+_DEVICE_KINDS = ("line", "idcard-sam")
+
+
 def _describe(error: Mapping[str, Any]) -> str:
-    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    loc = list(error["loc"])
+    if len(loc) > 2 and loc[0] == "devices" and loc[2] in _DEVICE_KINDS:
+        del loc[2]  # pydantic names the union member; the file has no such level
+    location = ".".join(str(part) for part in loc) or "(top level)"
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
+    elif error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        location += ".kind"
+        message = f"must be one of {', '.join(repr(kind) for kind in _DEVICE_KINDS)}"
     return f"{location}: {message}"
 
 
