@@ -31,7 +31,6 @@ from gateway.devices.idcard_sam import SamCardReader
 from gateway.devices.line import LineReader
 from gateway.devices.protocols import CardRead, Reader, ReaderError
 from gateway.devices.sim import SimLock
-from gateway.domain.events import EventType, new_event
 from gateway.domain.signing import VerifyKey
 from gateway.doors import DoorController, DoorSetup
 from gateway.platform_commands import GatewayHooks, PlatformCommands, TrustedKeys
@@ -40,6 +39,7 @@ from gateway.store.crypto import KeyRing
 from gateway.store.db import connect
 from gateway.store.migrations import migrate
 from gateway.store.writer import Writer
+from gateway.supervision import DoorSupervisor, FailMode
 from gateway.sync.downlink import Downlink
 from gateway.sync.link import BrokerSettings, MqttLink, Subscriptions, TlsSettings, Will
 from gateway.sync.uplink import OutboxSource, Uplink, UplinkSettings
@@ -47,6 +47,8 @@ from gateway.sync.uplink import OutboxSource, Uplink, UplinkSettings
 log = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 1.0
+DOOR_TICK_S = 0.25
+"""How often held-open timers are looked at: the alarm is at most this late."""
 READER_RETRY_MAX_S = 30.0
 
 
@@ -138,6 +140,10 @@ class Gateway:
             record=self.writer.append,
             unrecorded=self.writer.pending,
             observe=self._observe_decision,
+            supervisors={
+                door.name: DoorSupervisor(door.name, door.held_open_s, FailMode(door.fail_mode))
+                for door in door_sections
+            },
         )
         self.alerts = AlertEngine(
             writer=self.writer,
@@ -201,6 +207,7 @@ class Gateway:
         if lock is None:
             return False
         lock.unlock(seconds)
+        self.doors.released(door, seconds)
         return True
 
     def _resync(self) -> None:
@@ -275,6 +282,7 @@ class Gateway:
             tasks.append(asyncio.create_task(self._write_status(), name="status"))
             tasks.append(asyncio.create_task(self.downlink.run(), name="downlink"))
             tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
+            tasks.append(asyncio.create_task(self._supervise_doors(), name="door-supervision"))
             for reader in self.readers.values():
                 tasks.append(
                     asyncio.create_task(self._supervise(reader), name=f"reader:{reader.name}")
@@ -338,9 +346,12 @@ class Gateway:
         if health.online == online and health.error == error:
             return
         health.online, health.error = online, error
-        body = {"device": reader.name, "door": reader.door, "online": online, "error": error}
-        now = self.clock.now()
-        self.writer.append(new_event(EventType.DEVICE_STATUS, now, self.clock.monotonic(), body))
+        self.doors.device_status(reader.name, reader.door, online, error)
+
+    async def _supervise_doors(self) -> None:
+        while True:
+            await asyncio.sleep(DOOR_TICK_S)
+            self.doors.tick()
 
     def _swap_index(self, index: AccessIndex) -> None:
         self.doors.index = index
@@ -388,6 +399,14 @@ class Gateway:
                 "rejected": dict(self.downlink.stats.rejected or {}),
             },
             "alerts": {"raised": self.alerts.raised, "cleared": self.alerts.cleared},
+            "doors": {
+                name: {
+                    "open": supervisor.open_since is not None,
+                    "fail_mode": supervisor.fail_mode.value,
+                    "alarms": sorted(alarm.value for alarm in supervisor.active),
+                }
+                for name, supervisor in self.doors.supervisors.items()
+            },
             "decisions": dict(self.doors.counters.decisions),
             "rejected_inputs": dict(self.doors.counters.rejected),
             "credentials": len(self.doors.index),

@@ -165,6 +165,8 @@ class DoorSection(_Section):
     lock: Literal["sim"] = "sim"
     unlock_seconds: float = Field(5.0, gt=0, le=600)
     units: list[str] | None = Field(None, description="units this door serves; absent: all")
+    held_open_s: float = Field(60.0, gt=0, le=3600, description="open longer: held-open alarm")
+    fail_mode: Literal["secure", "safe"] = "secure"
 
 
 HANGZHOU_URBAN_DISTRICTS = [

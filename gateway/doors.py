@@ -20,6 +20,7 @@ from gateway.devices.protocols import CardRead, DoorSignal, Lock, Reader
 from gateway.domain.credentials import RejectReason
 from gateway.domain.events import EventType, OutboxEvent, new_event
 from gateway.store.crypto import KeyRing
+from gateway.supervision import AlarmChange, DoorSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class DoorCounters:
     decisions: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
     signals: Counter[str] = field(default_factory=Counter)
+    alarms: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class DoorController:
         record: Callable[[OutboxEvent], None],
         unrecorded: Callable[[], int] = lambda: 0,
         observe: Callable[[CardRead, Decision], None] | None = None,
+        supervisors: Mapping[str, DoorSupervisor] | None = None,
     ) -> None:
         self.index = index
         self._doors = doors
@@ -66,6 +69,7 @@ class DoorController:
         self._record = record
         self._unrecorded = unrecorded
         self._observe = observe
+        self.supervisors = dict(supervisors or {})
         self.counters = DoorCounters()
         self._last_reject_log = 0.0
 
@@ -77,6 +81,7 @@ class DoorController:
         if decision.allowed:
             door = self._doors[read.door]
             door.lock.unlock(door.unlock_seconds)
+            self.released(read.door, door.unlock_seconds)
         reader = self._readers.get(read.reader)
         if reader is not None:
             reader.indicate(decision.allowed)
@@ -114,12 +119,52 @@ class DoorController:
 
     def door_signal(self, device: str, door: str, signal: DoorSignal) -> None:
         self.counters.signals[signal.value] += 1
-        log.info("device %s at door %s: %s", device, door, signal.value)
+        supervisor = self.supervisors.get(door)
+        if supervisor is not None:
+            self._alarms(supervisor.signal(device, signal, self._clock.monotonic()))
 
     def device_status(self, device: str, door: str, online: bool, detail: str | None) -> None:
         body = {"device": device, "door": door, "online": online, "error": detail}
         now = self._clock.now()
         self._record(new_event(EventType.DEVICE_STATUS, now, self._clock.monotonic(), body))
+        supervisor = self.supervisors.get(door)
+        if supervisor is not None:
+            self._alarms(supervisor.device_status(device, online, detail))
+
+    def released(self, door: str, seconds: float) -> None:
+        """A door was released by other means than a card (remote unlock)."""
+        supervisor = self.supervisors.get(door)
+        if supervisor is not None:
+            supervisor.granted(self._clock.monotonic(), seconds)
+
+    def tick(self) -> None:
+        """Let time-based alarms (held open) fire; called a few times a second."""
+        now = self._clock.monotonic()
+        for supervisor in self.supervisors.values():
+            self._alarms(supervisor.tick(now))
+
+    def _alarms(self, changes: list[AlarmChange]) -> None:
+        for change in changes:
+            supervisor = self.supervisors[change.door]
+            state = "raised" if change.raised else "cleared"
+            self.counters.alarms[f"{change.alarm.value}:{state}"] += 1
+            body = {
+                "door": change.door,
+                "alarm": change.alarm.value,
+                "state": state,
+                "device": change.device,
+                "detail": change.detail,
+                "fail_mode": supervisor.fail_mode.value,
+            }
+            log.warning(
+                "door %s: %s %s%s",
+                change.door,
+                change.alarm.value,
+                body["state"],
+                f" ({change.detail})" if change.detail else "",
+            )
+            now = self._clock.now()
+            self._record(new_event(EventType.DOOR_ALARM, now, self._clock.monotonic(), body))
 
     def rejected(self, reader: str, door: str, reason: RejectReason) -> None:
         self.counters.rejected[reason.value] += 1

@@ -322,6 +322,10 @@ def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) 
     )
     with config_path.open("a", encoding="utf-8") as config_file:
         config_file.write('\n[[doors]]\nname = "front"\nunits = ["1"]\n')  # unit 2: wrong_door
+        # A reader whose device is missing: device.status offline and a door.alarm.
+        config_file.write(
+            '\n[[devices]]\nkind = "line"\ndoor = "front"\npath = "/nonexistent/back.reader"\n'
+        )
     config = load(config_path)
     enrol_cards(config, [GRANTED, LOST])
     _report(config, LOST, CredentialStatus.LOST)

@@ -27,6 +27,7 @@ class EventType(StrEnum):
     DEVICE_STATUS = "device.status"
     DOOR_UNLOCKED = "door.unlocked"
     """A remote unlock by the platform (`door.unlock`)."""
+    DOOR_ALARM = "door.alarm"
     ALERT_RAISED = "alert.raised"
     ALERT_CLEARED = "alert.cleared"
 
