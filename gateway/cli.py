@@ -242,6 +242,16 @@ def _render_status(report: dict[str, Any]) -> str:
     for name, reader in live["readers"].items():
         state = "online" if reader["online"] else f"OFFLINE ({reader['error']})"
         lines.append(f"  reader {name}: {state}")
+    for name, door in live.get("doors", {}).items():
+        alarms = ", ".join(door["alarms"]) or "no alarms"
+        state = "OPEN" if door["open"] else "closed"
+        lines.append(f"  door {name}: {state}, fail-{door['fail_mode']}, {alarms}")
+    commands = live.get("commands")
+    if commands and commands["received"]:
+        lines.append(
+            f"  platform commands: {commands['applied']} applied, {commands['duplicates']}"
+            f" repeated, rejected {commands['rejected'] or 'none'}"
+        )
     if live["rejected_inputs"]:
         lines.append(f"  rejected reader input: {live['rejected_inputs']}")
     if live["store"]["failing"]:
