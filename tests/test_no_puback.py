@@ -1,8 +1,9 @@
 """A broker that takes publishes but never PUBACKs them: nothing is marked delivered.
 
 The stand-in broker is a plain socket: it answers CONNECT with a CONNACK in the
-client's protocol version, PINGREQ with PINGRESP, and keeps every PUBLISH. It
-never acknowledges an event envelope. Afterwards a new gateway on the same data
+client's protocol version, PINGREQ with PINGRESP, grants every SUBSCRIBE at
+QoS 1 (the gateway subscribes to its command topics), and keeps every PUBLISH.
+It never acknowledges an event envelope. Afterwards a new gateway on the same data
 directory, pointed at a real Mosquitto, delivers every event: the unacknowledged
 session lost nothing.
 """
@@ -36,7 +37,7 @@ TAPS = [CARD, "04DEADBEEF", CARD, CARD, "04DEADBEEF", CARD]
 RESULTS = ["allow", "deny", "allow", "allow", "deny", "allow"]
 PROTOCOL_LEVEL = {"5": 5, "3.1.1": 4}
 
-CONNECT, PUBLISH, PINGREQ, DISCONNECT = 1, 3, 12, 14
+CONNECT, PUBLISH, SUBSCRIBE, PINGREQ, DISCONNECT = 1, 3, 8, 12, 14
 
 
 # ------------------------------------------------------------------- stand-in
@@ -50,6 +51,27 @@ class Publish:
     dup: bool
     packet_id: int | None
     payload: bytes
+
+
+def _suback(body: bytes, *, v5: bool) -> bytes:
+    """A SUBACK granting QoS 1 to every topic filter of a SUBSCRIBE body."""
+    packet_id, position = body[0:2], 2
+    if v5:
+        length, shift = 0, 0
+        while True:  # the properties' variable-length size, then skip them
+            byte = body[position]
+            position += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        position += length
+    filters = 0
+    while position < len(body):
+        position += 2 + int.from_bytes(body[position : position + 2], "big") + 1
+        filters += 1
+    payload = packet_id + (b"\x00" if v5 else b"") + b"\x01" * filters
+    return bytes([0x90, len(payload)]) + payload
 
 
 class ConnectionClosedError(Exception):
@@ -84,6 +106,7 @@ class StandInBroker:
         self._publishes: list[Publish] = []
         self.protocol_levels: list[int] = []
         self.pings = 0
+        self.subscriptions = 0
         self.pubacks_sent = 0
         self.goodbyes: list[str] = []
         self.errors: list[str] = []
@@ -162,6 +185,10 @@ class StandInBroker:
                             conn.sendall(b"\x40\x02" + publish.packet_id.to_bytes(2, "big"))
                             with self._lock:
                                 self.pubacks_sent += 1
+                    elif kind == SUBSCRIBE:
+                        conn.sendall(_suback(body, v5=level == 5))
+                        with self._lock:
+                            self.subscriptions += 1
                     elif kind == PINGREQ:
                         conn.sendall(b"\xd0\x00")
                         with self._lock:
