@@ -1,16 +1,19 @@
 """`rentgate demo`: the embedded default, on real parts.
 
-A private Mosquitto on a free loopback port, a gateway with two line readers
-on FIFOs (a card reader at the front door, an ID-card reader at unit 3's door),
-demo tenants enrolled, taps fed into the FIFOs (known cards, unknown ones, a
-lost card, now and then a garbled line), and a platform-side subscriber that
-prints every event the platform receives. Ctrl-C (or --duration) stops it.
+A private Mosquitto on a free loopback port, a gateway with a card reader on a
+FIFO at the front door and an ID-card SAM reader at unit 3's door (the SAM
+simulator, speaking the reader's real frame protocol on a pty, to the real
+driver), demo tenants enrolled, taps fed in (known cards, unknown ones, a lost
+card, now and then a garbled line; tenants' ID cards laid on the SAM reader),
+and a platform-side subscriber that prints every event the platform receives,
+residence alerts included. Ctrl-C (or --duration) stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -26,7 +29,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.app import open_store, run_gateway
 from gateway.clock import SystemClock
 from gateway.config import Config, load_config
+from gateway.devices.samsim import SamSimulator, make_card
 from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
+from gateway.domain.idcard import CardKind, IdCard
 from gateway.domain.ids import IdNumber, check_character
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
 from gateway.localbroker import LocalBroker
@@ -50,7 +55,7 @@ UNKNOWN_CARDS = ("04DEADBEEF", "0411223344")
 GARBLE = (b"\x00\x01\xfe\n", b"not-a-card\n", b"Z" * 3000 + b"\n")
 
 
-def write_config(workdir: Path, broker_url: str) -> Path:
+def write_config(workdir: Path, broker_url: str, sam_path: str) -> Path:
     path = workdir / "gateway.toml"
     data = workdir / "data"
     path.write_text(
@@ -77,10 +82,10 @@ path = "{workdir / "front.reader"}"
 credential = "card_uid"
 
 [[devices]]
-kind = "line"
+kind = "idcard-sam"
 door = "unit-3"
-path = "{workdir / "unit-3.reader"}"
-credential = "id_number"
+path = "{sam_path}"
+name = "unit-3-idcard"
 """,
         encoding="utf-8",
     )
@@ -122,18 +127,39 @@ def make_fifo(path: Path) -> None:
     os.mkfifo(path, 0o600)
 
 
-async def feed_taps(workdir: Path, rate: float, stop: asyncio.Event) -> None:
-    """Write simulated taps into the readers' FIFOs at about `rate` per second."""
+def id_cards() -> list[IdCard]:
+    """The tenants' ID cards as the SAM simulator holds them (one household is local)."""
+    rng = random.Random(3)  # noqa: S311 - made-up people
+    addresses = (
+        "浙江省杭州市西湖区文三路 90 号",
+        "四川省成都市武侯区人民南路 4 段",
+        "河南省郑州市金水区",
+    )
+    return [
+        dataclasses.replace(
+            make_card(rng, CardKind.RESIDENT), name=name, id_number=id_number.value, address=address
+        )
+        for (name, id_number, *_rest), address in zip(TENANTS, addresses, strict=True)
+    ]
+
+
+async def feed_taps(workdir: Path, rate: float, stop: asyncio.Event, sam: SamSimulator) -> None:
+    """Simulated taps at about `rate` per second: cards at the front, ID cards on the SAM reader."""
     front = os.open(workdir / "front.reader", os.O_RDWR | os.O_NONBLOCK)
-    unit3 = os.open(workdir / "unit-3.reader", os.O_RDWR | os.O_NONBLOCK)
     chooser = random.Random(7)  # noqa: S311 - a demo's taps, not a secret
+    cards = id_cards()
+    loop = asyncio.get_running_loop()
+    card_away_at = 0.0
     try:
         while not stop.is_set():
             roll = chooser.random()
             if roll < 0.5:
                 os.write(front, chooser.choice(TENANTS)[2].encode() + b"\n")
             elif roll < 0.7:
-                os.write(unit3, chooser.choice(TENANTS)[1].value.encode() + b"\n")
+                if loop.time() > card_away_at + 1.0:  # the last card has left the field
+                    sam.present(chooser.choice(cards))
+                    loop.call_later(0.8, sam.remove)  # lifted off after a moment
+                    card_away_at = loop.time() + 0.8
             elif roll < 0.8:
                 os.write(front, LOST_CARD.encode() + b"\n")
             elif roll < 0.93:
@@ -144,7 +170,6 @@ async def feed_taps(workdir: Path, rate: float, stop: asyncio.Event) -> None:
                 await asyncio.wait_for(stop.wait(), timeout=chooser.expovariate(rate))
     finally:
         os.close(front)
-        os.close(unit3)
 
 
 def describe(event: dict[str, object]) -> str:
@@ -158,6 +183,10 @@ def describe(event: dict[str, object]) -> str:
         )
     if kind == "device.status":
         return f"device={event['device']} online={event['online']}"
+    if kind in ("alert.raised", "alert.cleared"):
+        return f"{event['rule']} {event.get('id_masked') or ''} {event.get('deadline') or ''}"
+    if kind == "door.alarm":
+        return f"door={event['door']} {event['alarm']} {event['state']} {event['detail'] or ''}"
     return json.dumps(event, ensure_ascii=False)
 
 
@@ -195,10 +224,10 @@ def run_demo(duration: float | None, rate: float, workdir: Path | None) -> int:
     broker = LocalBroker(workdir=root)
     broker.start()
     subscriber = platform_subscriber(broker)
+    sam = SamSimulator().start()
     try:
-        config = load_config(write_config(root, broker.url))
+        config = load_config(write_config(root, broker.url, str(sam.path)))
         make_fifo(root / "front.reader")
-        make_fifo(root / "unit-3.reader")
         enrol_tenants(config)
         print(f"Rentgate demo: broker {broker.url}, files in {root}", flush=True)
         print(
@@ -206,8 +235,9 @@ def run_demo(duration: float | None, rate: float, workdir: Path | None) -> int:
             " receives. Ctrl-C stops.",
             flush=True,
         )
-        asyncio.run(_serve(config, root, rate, duration))
+        asyncio.run(_serve(config, root, rate, duration, sam))
     finally:
+        sam.stop()
         subscriber.loop_stop()
         subscriber.disconnect()
         broker.stop()
@@ -217,11 +247,13 @@ def run_demo(duration: float | None, rate: float, workdir: Path | None) -> int:
     return 0
 
 
-async def _serve(config: Config, root: Path, rate: float, duration: float | None) -> None:
+async def _serve(
+    config: Config, root: Path, rate: float, duration: float | None, sam: SamSimulator
+) -> None:
     stop = asyncio.Event()
     if duration is not None:
         asyncio.get_running_loop().call_later(duration, stop.set)
-    taps = asyncio.create_task(feed_taps(root, rate, stop), name="demo-taps")
+    taps = asyncio.create_task(feed_taps(root, rate, stop, sam), name="demo-taps")
     try:
         await run_gateway(config, stop)
     finally:
