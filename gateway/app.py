@@ -18,14 +18,13 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from gateway import __version__
 from gateway.access import AccessIndex, Decision, DecisionReason, DoorPolicy
 from gateway.access_sync import IndexKeeper
 from gateway.alerts import AlertEngine
-from gateway.clock import Clock, SystemClock, iso_ms
+from gateway.clock import Clock, SystemClock
 from gateway.config import Config, SamDevice
 from gateway.devices.idcard_sam import SamCardReader
 from gateway.devices.line import LineReader
@@ -35,6 +34,7 @@ from gateway.domain.signing import VerifyKey
 from gateway.doors import DoorController, DoorSetup
 from gateway.platform_commands import GatewayHooks, PlatformCommands, TrustedKeys
 from gateway.settings import RuntimeSettings
+from gateway.status import gateway_status
 from gateway.store.crypto import KeyRing
 from gateway.store.db import connect
 from gateway.store.migrations import migrate
@@ -363,54 +363,7 @@ class Gateway:
 
     def status(self, *, running: bool) -> dict[str, Any]:
         """What `rentgate status` shows besides the store's own numbers."""
-        uplink = self.uplink
-        link = uplink.link if uplink else None
-        stats = uplink.stats if uplink else None
-        return {
-            "gateway": self.config.gateway.id,
-            "pid": os.getpid(),
-            "running": running,
-            "updated": iso_ms(self.clock.now()),
-            "started": iso_ms(self.started_at),
-            "link": {
-                "connected": bool(link and link.connected),
-                "reconnects": link.reconnects if link else 0,
-                "last_error": link.last_error if link else None,
-                "last_puback": _iso_or_none(stats.last_puback if stats else None),
-                "envelopes_acked": stats.envelopes_acked if stats else 0,
-                "events_acked": stats.events_acked if stats else 0,
-            },
-            "store": {
-                "head_seq": self.writer.health.head_seq,
-                "commits": self.writer.health.commits,
-                "pending": self.writer.pending(),
-                "last_error": self.writer.health.last_error,
-                "failing": self.writer.health.failing_since is not None,
-            },
-            "readers": {
-                name: {"online": health.online, "error": health.error}
-                for name, health in self.reader_health.items()
-            },
-            "commands": {
-                "received": self.downlink.stats.received,
-                "applied": self.downlink.stats.applied,
-                "duplicates": self.downlink.stats.duplicates,
-                "dropped": self.downlink.stats.dropped,
-                "rejected": dict(self.downlink.stats.rejected or {}),
-            },
-            "alerts": {"raised": self.alerts.raised, "cleared": self.alerts.cleared},
-            "doors": {
-                name: {
-                    "open": supervisor.open_since is not None,
-                    "fail_mode": supervisor.fail_mode.value,
-                    "alarms": sorted(alarm.value for alarm in supervisor.active),
-                }
-                for name, supervisor in self.doors.supervisors.items()
-            },
-            "decisions": dict(self.doors.counters.decisions),
-            "rejected_inputs": dict(self.doors.counters.rejected),
-            "credentials": len(self.doors.index),
-        }
+        return gateway_status(self, running=running)
 
     def _dump_status(self, *, running: bool) -> None:
         path = self.config.gateway.status_file
@@ -422,10 +375,6 @@ class Gateway:
 def _log_task_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background task failed: %s", task.exception())
-
-
-def _iso_or_none(moment: datetime | None) -> str | None:
-    return iso_ms(moment) if moment is not None else None
 
 
 SWITCH_INTERVAL_S = 0.0005
