@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gateway import __version__
@@ -25,10 +26,11 @@ from gateway.access import AccessIndex, Decision, DecisionReason, DoorPolicy
 from gateway.access_sync import IndexKeeper
 from gateway.alerts import AlertEngine
 from gateway.clock import Clock, SystemClock
-from gateway.config import Config, SamDevice
+from gateway.config import Config, DoorSection, OsdpDevice, SamDevice
 from gateway.devices.idcard_sam import SamCardReader
 from gateway.devices.line import LineReader
-from gateway.devices.protocols import CardRead, Reader, ReaderError
+from gateway.devices.osdp import OsdpBus, OsdpDeviceConfig, OsdpReader, OutputMode
+from gateway.devices.protocols import CardRead, Lock, Reader, ReaderError
 from gateway.devices.sim import SimLock
 from gateway.domain.signing import VerifyKey
 from gateway.doors import DoorController, DoorSetup
@@ -119,10 +121,11 @@ class Gateway:
             door.name: DoorPolicy(door.name, frozenset(door.units) if door.units else None)
             for door in door_sections
         }
-        self.locks = {door.name: SimLock(door.name) for door in door_sections}
+        self.osdp_lines: list[OsdpBus] = []
         self.readers: dict[str, Reader] = {
             reader.name: reader for reader in (readers if readers is not None else self._readers())
         }
+        self.locks: dict[str, Lock] = {door.name: self._lock(door) for door in door_sections}
         self.reader_health = {name: ReaderHealth() for name in self.readers}
         self.index_keeper = IndexKeeper(config.gateway.database, self.policies)
         self.uplink: Uplink | None = None
@@ -229,16 +232,47 @@ class Gateway:
         task.add_done_callback(_log_task_failure)
 
     def _readers(self) -> list[Reader]:
+        """The one place that turns device config into drivers (OSDP lines grouped by path)."""
         readers: list[Reader] = []
+        lines: dict[Path, list[OsdpDeviceConfig]] = {}
+        bauds: dict[Path, int] = {}
         for index, device in enumerate(self.config.devices):
             name = self.config.reader_name(index)
             if isinstance(device, SamDevice):
                 readers.append(SamCardReader(name, device.door, device.path, device.baud))
+            elif isinstance(device, OsdpDevice):
+                bauds[device.path] = device.baud
+                lines.setdefault(device.path, []).append(
+                    OsdpDeviceConfig(
+                        name,
+                        device.door,
+                        device.address,
+                        device.key_file,
+                        install=device.install,
+                        output_no=device.output,
+                        output_mode=OutputMode(device.output_mode),
+                        led_number=device.led,
+                        contact_input=device.contact_input,
+                        exit_input=device.exit_input,
+                        contact_open_level=device.contact_open_level,
+                    )
+                )
             else:
                 readers.append(
                     LineReader(name, device.door, device.path, device.credential, baud=device.baud)
                 )
+        self.osdp_lines = [OsdpBus(path, bauds[path], devices) for path, devices in lines.items()]
+        for line in self.osdp_lines:
+            readers.extend(line.readers)
         return readers
+
+    def _lock(self, door: DoorSection) -> Lock:
+        """The door's strike: its OSDP reader's relay, or a simulated lock."""
+        if door.lock != "sim":
+            for reader in self.readers.values():
+                if isinstance(reader, OsdpReader) and reader.door == door.name:
+                    return reader
+        return SimLock(door.name)
 
     @property
     def registry_version(self) -> int:
@@ -326,10 +360,15 @@ class Gateway:
         attempt = 0
         while True:
             started = time.monotonic()
+            # An OSDP reader reports its own online state (its line can be open while the
+            # reader behind it is silent or has the wrong key); the others are online once open.
+            opened = (
+                (lambda: None)
+                if isinstance(reader, OsdpReader)
+                else (lambda: self._reader_state(reader, online=True, error=None))
+            )
             try:
-                await reader.run(
-                    self.doors, lambda: self._reader_state(reader, online=True, error=None)
-                )
+                await reader.run(self.doors, opened)
                 error = "reader stopped"
             except ReaderError as exc:
                 error = str(exc)

@@ -157,12 +157,41 @@ class SamDevice(_Section):
         return value
 
 
-Device = Annotated[LineDevice | SamDevice, Field(discriminator="kind")]
+class OsdpDevice(_Section):
+    """One OSDP reader (a peripheral device) on an RS-485 line; readers on the same
+    `path` share one line and are told apart by `address`."""
+
+    kind: Literal["osdp"]
+    door: str = Field(pattern=_DOOR)
+    path: Path
+    baud: int = 115200
+    address: int = Field(ge=0, le=126)
+    key_file: Path = Field(description="the reader's 16-byte secure-channel key, hex")
+    install: bool = Field(False, description="no key yet: provision one with KEYSET")
+    name: str | None = Field(None, pattern=_NAME)
+    output: int = Field(0, ge=0, le=255, description="relay output driving the strike")
+    output_mode: Literal["pulse", "latch"] = "pulse"
+    led: int = Field(0, ge=0, le=255)
+    contact_input: int | None = Field(0, ge=0, le=255)
+    exit_input: int | None = Field(1, ge=0, le=255)
+    contact_open_level: Literal[0, 1] = 1
+
+    @field_validator("baud")
+    @classmethod
+    def _baud(cls, value: int) -> int:
+        if value not in SUPPORTED_BAUD:
+            raise ValueError(f"must be one of {', '.join(map(str, SUPPORTED_BAUD))}")
+        return value
+
+
+Device = Annotated[LineDevice | SamDevice | OsdpDevice, Field(discriminator="kind")]
 
 
 class DoorSection(_Section):
     name: str = Field(pattern=_DOOR)
-    lock: Literal["sim"] = "sim"
+    lock: Literal["auto", "sim", "osdp"] = Field(
+        "auto", description="osdp: the relay of the door's OSDP reader; auto: that if any, else sim"
+    )
     unlock_seconds: float = Field(5.0, gt=0, le=600)
     units: list[str] | None = Field(None, description="units this door serves; absent: all")
     held_open_s: float = Field(60.0, gt=0, le=3600, description="open longer: held-open alarm")
@@ -221,9 +250,21 @@ class Config(_Section):
         reader_names = [device.name for device in self.devices if device.name]
         if len(set(reader_names)) != len(reader_names):
             problems.append("devices: device names must be unique")
-        paths = [device.path for device in self.devices]
-        if len(set(paths)) != len(paths):
-            problems.append("devices: two devices share a path")
+        paths = [device.path for device in self.devices if not isinstance(device, OsdpDevice)]
+        osdp = [device for device in self.devices if isinstance(device, OsdpDevice)]
+        if len(set(paths)) != len(paths) or set(paths) & {device.path for device in osdp}:
+            problems.append("devices: two devices share a path (only OSDP readers share a line)")
+        lines: dict[Path, list[OsdpDevice]] = {}
+        for device in osdp:
+            lines.setdefault(device.path, []).append(device)
+        for path, readers in lines.items():
+            if len({reader.address for reader in readers}) != len(readers):
+                problems.append(f"devices: two OSDP readers on {path} share an address")
+            if len({reader.baud for reader in readers}) != 1:
+                problems.append(f"devices: OSDP readers on {path} disagree on the baud rate")
+        for door in self.doors:
+            if door.lock == "osdp" and not any(device.door == door.name for device in osdp):
+                problems.append(f'doors: {door.name} has lock = "osdp" but no OSDP reader')
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -287,7 +328,7 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[
                 problems.append(f"{variable}: cannot set a key on a list")
 
 
-_DEVICE_KINDS = ("line", "idcard-sam")
+_DEVICE_KINDS = ("line", "idcard-sam", "osdp")
 
 
 def _describe(error: Mapping[str, Any]) -> str:

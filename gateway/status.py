@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.clock import iso_ms
+from gateway.devices.osdp import OsdpReader
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -38,10 +39,8 @@ def gateway_status(gateway: Gateway, *, running: bool) -> dict[str, Any]:
             "last_error": gateway.writer.health.last_error,
             "failing": gateway.writer.health.failing_since is not None,
         },
-        "readers": {
-            name: {"online": health.online, "error": health.error}
-            for name, health in gateway.reader_health.items()
-        },
+        "readers": {name: _reader(gateway, name) for name in gateway.reader_health},
+        "osdp_lines": {str(line.path): dict(line.counters) for line in gateway.osdp_lines},
         "commands": {
             "received": gateway.downlink.stats.received,
             "applied": gateway.downlink.stats.applied,
@@ -62,6 +61,14 @@ def gateway_status(gateway: Gateway, *, running: bool) -> dict[str, Any]:
         "rejected_inputs": dict(gateway.doors.counters.rejected),
         "credentials": len(gateway.doors.index),
     }
+
+
+def _reader(gateway: Gateway, name: str) -> dict[str, Any]:
+    reader = gateway.readers[name]
+    if isinstance(reader, OsdpReader):
+        return {"online": reader.online, "error": None if reader.online else reader.detail}
+    health = gateway.reader_health[name]
+    return {"online": health.online, "error": health.error}
 
 
 def _iso_or_none(moment: datetime | None) -> str | None:

@@ -86,7 +86,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "gateway.colour: unknown key",
         "mqtt.url: must be mqtt://host[:port] or mqtt",
         "mqtt.protocol: Input should be '5' or '3.1.1'",
-        "devices.0.kind: must be one of 'line', 'idcard-sam'",
+        "devices.0.kind: must be one of 'line', 'idcard-sam', 'osdp'",
         "devices.1.credential: Input should be 'card_uid', 'id_number' or 'voucher'",
     ):
         assert expected in problems
