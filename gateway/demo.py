@@ -1,12 +1,16 @@
 """`rentgate demo`: the embedded default, on real parts.
 
-A private Mosquitto on a free loopback port, a gateway with a card reader on a
-FIFO at the front door and an ID-card SAM reader at unit 3's door (the SAM
-simulator, speaking the reader's real frame protocol on a pty, to the real
-driver), demo tenants enrolled, taps fed in (known cards, unknown ones, a lost
-card, now and then a garbled line; tenants' ID cards laid on the SAM reader),
-and a platform-side subscriber that prints every event the platform receives,
-residence alerts included. Ctrl-C (or --duration) stops it.
+A private Mosquitto on a free loopback port and a gateway with three readers,
+each a simulator speaking its device's real protocol to the real driver: an
+OSDP card reader at the front door (a libosdp peripheral on a pty, secure
+channel on, its relay driving the strike and its door contact watched), an
+ID-card SAM reader at unit 3's door (the SAM frame protocol on a pty), and a
+line reader on a FIFO at the front door that now and then gets a garbled line.
+Demo tenants are enrolled; cards are shown (known, unknown, a lost one), ID
+cards laid on the SAM reader, the front door opened after a grant and now and
+then forced. A platform-side subscriber prints every event the platform
+receives, residence alerts and door alarms included. Ctrl-C (or --duration)
+stops it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import dataclasses
 import json
 import os
 import random
+import secrets
 import shutil
 import sys
 import tempfile
@@ -29,6 +34,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.app import open_store, run_gateway
 from gateway.clock import SystemClock
 from gateway.config import Config, load_config
+from gateway.devices.osdpkeys import write_key
+from gateway.devices.osdpsim import OsdpSimBus, SimPeripheral
 from gateway.devices.samsim import SamSimulator, make_card
 from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
 from gateway.domain.idcard import CardKind, IdCard
@@ -55,7 +62,7 @@ UNKNOWN_CARDS = ("04DEADBEEF", "0411223344")
 GARBLE = (b"\x00\x01\xfe\n", b"not-a-card\n", b"Z" * 3000 + b"\n")
 
 
-def write_config(workdir: Path, broker_url: str, sam_path: str) -> Path:
+def write_config(workdir: Path, broker_url: str, sam_path: str, osdp_path: str) -> Path:
     path = workdir / "gateway.toml"
     data = workdir / "data"
     path.write_text(
@@ -70,6 +77,15 @@ reconnect_max_s = 5
 
 [[doors]]
 name = "front"
+held_open_s = 8
+
+[[devices]]
+kind = "osdp"
+door = "front"
+path = "{osdp_path}"
+address = 1
+key_file = "{workdir / "front-osdp.key"}"
+name = "front-osdp"
 
 [[doors]]
 name = "unit-3"
@@ -143,7 +159,9 @@ def id_cards() -> list[IdCard]:
     ]
 
 
-async def feed_taps(workdir: Path, rate: float, stop: asyncio.Event, sam: SamSimulator) -> None:
+async def feed_taps(
+    workdir: Path, rate: float, stop: asyncio.Event, sam: SamSimulator, osdp: SimPeripheral
+) -> None:
     """Simulated taps at about `rate` per second: cards at the front, ID cards on the SAM reader."""
     front = os.open(workdir / "front.reader", os.O_RDWR | os.O_NONBLOCK)
     chooser = random.Random(7)  # noqa: S311 - a demo's taps, not a secret
@@ -153,17 +171,28 @@ async def feed_taps(workdir: Path, rate: float, stop: asyncio.Event, sam: SamSim
     try:
         while not stop.is_set():
             roll = chooser.random()
-            if roll < 0.5:
-                os.write(front, chooser.choice(TENANTS)[2].encode() + b"\n")
+            if roll < 0.45:
+                card = chooser.choice(TENANTS)[2]
+                osdp.present_card(int(card, 16), 4 * len(card))
+                if chooser.random() < 0.3:  # the tenant walks through
+                    loop.call_later(0.5, lambda: osdp.set_contact(open_=True))
+                    loop.call_later(2.5, lambda: osdp.set_contact(open_=False))
+            elif roll < 0.5:
+                if chooser.random() < 0.2:  # somebody forces the door
+                    osdp.set_contact(open_=True)
+                    loop.call_later(1.5, lambda: osdp.set_contact(open_=False))
+                else:
+                    os.write(front, chooser.choice(TENANTS)[2].encode() + b"\n")
             elif roll < 0.7:
                 if loop.time() > card_away_at + 1.0:  # the last card has left the field
                     sam.present(chooser.choice(cards))
                     loop.call_later(0.8, sam.remove)  # lifted off after a moment
                     card_away_at = loop.time() + 0.8
             elif roll < 0.8:
-                os.write(front, LOST_CARD.encode() + b"\n")
+                osdp.present_card(int(LOST_CARD, 16), 4 * len(LOST_CARD))
             elif roll < 0.93:
-                os.write(front, chooser.choice(UNKNOWN_CARDS).encode() + b"\n")
+                unknown = chooser.choice(UNKNOWN_CARDS)
+                osdp.present_card(int(unknown, 16), 4 * len(unknown))
             else:
                 os.write(front, chooser.choice(GARBLE))
             with contextlib.suppress(TimeoutError):
@@ -225,19 +254,25 @@ def run_demo(duration: float | None, rate: float, workdir: Path | None) -> int:
     broker.start()
     subscriber = platform_subscriber(broker)
     sam = SamSimulator().start()
+    osdp_line = OsdpSimBus()
+    key = secrets.token_bytes(16)
+    write_key(root / "front-osdp.key", key)
+    osdp_reader = osdp_line.add(1, key)
+    osdp_line.start()
     try:
-        config = load_config(write_config(root, broker.url, str(sam.path)))
+        config = load_config(write_config(root, broker.url, str(sam.path), str(osdp_line.path)))
         make_fifo(root / "front.reader")
         enrol_tenants(config)
         print(f"Rentgate demo: broker {broker.url}, files in {root}", flush=True)
         print(
-            "Simulated taps go to the readers' FIFOs; every line below is what the platform"
+            "Simulated cards and ID cards go to the readers; every line below is what the platform"
             " receives. Ctrl-C stops.",
             flush=True,
         )
-        asyncio.run(_serve(config, root, rate, duration, sam))
+        asyncio.run(_serve(config, root, rate=rate, duration=duration, sam=sam, osdp=osdp_reader))
     finally:
         sam.stop()
+        osdp_line.close()
         subscriber.loop_stop()
         subscriber.disconnect()
         broker.stop()
@@ -248,12 +283,18 @@ def run_demo(duration: float | None, rate: float, workdir: Path | None) -> int:
 
 
 async def _serve(
-    config: Config, root: Path, rate: float, duration: float | None, sam: SamSimulator
+    config: Config,
+    root: Path,
+    *,
+    rate: float,
+    duration: float | None,
+    sam: SamSimulator,
+    osdp: SimPeripheral,
 ) -> None:
     stop = asyncio.Event()
     if duration is not None:
         asyncio.get_running_loop().call_later(duration, stop.set)
-    taps = asyncio.create_task(feed_taps(root, rate, stop, sam), name="demo-taps")
+    taps = asyncio.create_task(feed_taps(root, rate, stop, sam, osdp), name="demo-taps")
     try:
         await run_gateway(config, stop)
     finally:
