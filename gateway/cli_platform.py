@@ -32,7 +32,9 @@ def add_parsers(commands: Any) -> None:
     send.add_argument("--key", type=Path, required=True, help="platform private key (PEM)")
     send.add_argument("name", help="command name, e.g. allowlist.delta")
     send.add_argument("body", nargs="?", default="{}", help="JSON body, @FILE, or - for stdin")
-    send.add_argument("--ttl", type=int, default=300, help="seconds until the command expires")
+    send.add_argument(
+        "--ttl", type=int, default=None, help="seconds until it expires (300; door.unlock 60)"
+    )
     send.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the reply")
     send.add_argument("--response-topic", help="MQTT 5 response topic (default: cmd-reply)")
 
@@ -98,7 +100,7 @@ def _read_body(text: str) -> Any:
 
 def _send(args: argparse.Namespace, key: Any) -> int:
     from gateway.domain.command_bodies import snapshot_pages
-    from gateway.domain.commands import CommandName, sign
+    from gateway.domain.commands import MAX_LIFETIME_S, CommandName, sign
     from gateway.sync.platform_client import PlatformClient
 
     try:
@@ -112,6 +114,7 @@ def _send(args: argparse.Namespace, key: Any) -> int:
     except (OSError, ValueError) as exc:
         print(f"rentgate platform: cannot read the body: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    ttl = args.ttl or min(300, MAX_LIFETIME_S.get(name, 300))
     bodies = [body]
     if name is CommandName.ALLOWLIST_SNAPSHOT and "page" not in body:
         bodies = snapshot_pages(body["version"], body["people"])  # one command per page
@@ -124,7 +127,7 @@ def _send(args: argparse.Namespace, key: Any) -> int:
                 name=name,
                 body=page,
                 now=int(time.time()),
-                ttl_s=args.ttl,
+                ttl_s=ttl,
             )
             reply = client.command(
                 args.gateway,

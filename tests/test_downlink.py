@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from gateway.app import Gateway
+from gateway.cli import main
 from gateway.devices.sim import SimLock
 from gateway.domain.signing import SigningKey
 from gateway.localbroker import LocalBroker
@@ -337,3 +339,57 @@ def test_revoked_card_is_denied_and_raises_an_alert(rig: Rig) -> None:
         "credential.revoke", {"kind": "card_uid", "value": "FFFF01", "status": "lost"}
     )
     assert (unknown["ok"], unknown["reason"]) == (False, "invalid")
+
+
+def test_the_platform_tool_makes_keys_sends_pages_and_watches(
+    rig: Rig, tmp_path: Path, broker: LocalBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["platform", "keygen", "--dir", str(tmp_path / "keys")]) == 0
+    made = capsys.readouterr().out
+    assert "key id k-" in made
+    private = next((tmp_path / "keys").glob("*.key"))
+    assert oct(private.stat().st_mode & 0o777) == "0o600"
+    assert main(["platform", "keygen", "--dir", str(tmp_path / "keys")]) == 0  # another pair
+    capsys.readouterr()
+
+    key_path = tmp_path / "platform.key"
+    key_path.write_bytes(
+        rig.key._private.private_bytes(  # the rig's trusted key, as a file
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    people = [person_entry(i, [f"D{i:05X}"]) for i in range(2500)]
+    (tmp_path / "allowlist.json").write_text(json.dumps({"version": 7, "people": people}))
+    common = ["--broker", broker.url, "--gateway", GW, "--key", str(key_path)]
+    code = main(["platform", "send", *common, "allowlist.snapshot", f"@{tmp_path}/allowlist.json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "page 1/3 staged" in err
+    assert json.loads(out)["allowlist_version"] == 7
+    refused = main(["platform", "send", *common, "door.unlock", '{"door": "nowhere"}'])
+    out, _ = capsys.readouterr()
+    assert refused == 1
+    assert json.loads(out)["reason"] == "invalid"
+    assert main(["platform", "send", *common, "self.destruct"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+    stranger = SigningKey.generate()
+    stranger.save(tmp_path / "stranger")
+    other = [
+        "--broker",
+        broker.url,
+        "--gateway",
+        GW,
+        "--key",
+        str(next((tmp_path / "stranger").glob("*.key"))),
+    ]
+    assert main(["platform", "send", *other, "resync"]) == 1
+    assert json.loads(capsys.readouterr().out)["reason"] == "unknown_key"
+    unreachable = ["--broker", "mqtt://127.0.0.1:1", "--gateway", GW, "--key", str(key_path)]
+    assert main(["platform", "send", *unreachable, "resync"]) == 3
+    assert "cannot reach broker" in capsys.readouterr().err
+    assert (
+        main(["platform", "watch", "--broker", broker.url, "--gateway", GW, "--seconds", "1"]) == 0
+    )
+    assert f"rentgate/v1/{GW}/state" in capsys.readouterr().out  # the retained birth
