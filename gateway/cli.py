@@ -15,6 +15,8 @@ from typing import Any
 
 from gateway import __version__
 from gateway.cli_platform import add_parsers, run_alerts, run_platform
+from gateway.cli_voucher import add_parsers as add_voucher_parsers
+from gateway.cli_voucher import run_voucher
 from gateway.config import Config, ConfigError, load_config, missing_files
 
 EXIT_CONFIG = 2
@@ -54,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=1.0, help="simulated taps per second")
     demo.add_argument("--workdir", type=Path, default=None, help="keep the demo's files here")
     add_parsers(commands)
+    add_voucher_parsers(commands)
     return parser
 
 
@@ -80,6 +83,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_demo(args.duration, args.rate, args.workdir)
     if args.command == "platform":
         return run_platform(args)
+    if args.command == "voucher":
+        return run_voucher(args)
     config = load_config(args.config)
     if args.command == "run":
         if problems := missing_files(config):
