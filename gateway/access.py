@@ -30,6 +30,8 @@ class DecisionReason(StrEnum):
     EXPIRED = "expired"
     WRONG_DOOR = "wrong_door"
     NO_TENANCY = "no_tenancy"
+    INVALID_VOUCHER = "invalid_voucher"
+    """A voucher QR that does not verify (forged, tampered, expired, unknown key…)."""
 
 
 @dataclass(frozen=True, slots=True)

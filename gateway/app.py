@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ from gateway.devices.osdp import OsdpBus, OsdpDeviceConfig, OsdpReader, OutputMo
 from gateway.devices.protocols import CardRead, Lock, Reader, ReaderError
 from gateway.devices.sim import SimLock
 from gateway.domain.signing import VerifyKey
-from gateway.doors import DoorController, DoorSetup
+from gateway.domain.voucher import VoucherError
+from gateway.domain.voucher import verify as verify_voucher
+from gateway.doors import DoorController, DoorSetup, VoucherOutcome
 from gateway.platform_commands import GatewayHooks, PlatformCommands, TrustedKeys
 from gateway.settings import RuntimeSettings
 from gateway.status import gateway_status
@@ -143,6 +146,7 @@ class Gateway:
             record=self.writer.append,
             unrecorded=self.writer.pending,
             observe=self._observe_decision,
+            vouchers=self._check_voucher,
             supervisors={
                 door.name: DoorSupervisor(door.name, door.held_open_s, FailMode(door.fail_mode))
                 for door in door_sections
@@ -204,6 +208,14 @@ class Gateway:
             self.alerts.cancelled_credential_used(
                 entry.person_id, read.door, decision.status_detail or "revoked"
             )
+
+    def _check_voucher(self, text: str, today: date) -> VoucherOutcome:
+        """A voucher QR shown at a door: verified offline with the platform's keys."""
+        try:
+            voucher = verify_voucher(text, self.trusted.current(), today)
+        except VoucherError as exc:
+            return VoucherOutcome(None, exc.reason.value)
+        return VoucherOutcome(str(voucher.voucher_id))
 
     def _remote_unlock(self, door: str, seconds: float) -> bool:
         lock = self.locks.get(door)

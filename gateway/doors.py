@@ -12,12 +12,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
-from gateway.access import AccessIndex, Decision
+from gateway.access import AccessIndex, Decision, DecisionReason
 from gateway.clock import Clock
 from gateway.devices.protocols import CardRead, DoorSignal, Lock, Reader
-from gateway.domain.credentials import RejectReason
+from gateway.domain.credentials import Credential, CredentialKind, RejectReason
 from gateway.domain.events import EventType, OutboxEvent, new_event
 from gateway.store.crypto import KeyRing
 from gateway.supervision import AlarmChange, DoorSupervisor
@@ -37,6 +37,18 @@ class DoorCounters:
     rejected: Counter[str] = field(default_factory=Counter)
     signals: Counter[str] = field(default_factory=Counter)
     alarms: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class VoucherOutcome:
+    """A presented voucher checked offline: its id when valid, else why not."""
+
+    voucher_id: str | None
+    problem: str | None = None
+
+
+def no_vouchers(_text: str, _today: date) -> VoucherOutcome:
+    return VoucherOutcome(None, "unknown_key")
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class DoorController:
         unrecorded: Callable[[], int] = lambda: 0,
         observe: Callable[[CardRead, Decision], None] | None = None,
         supervisors: Mapping[str, DoorSupervisor] | None = None,
+        vouchers: Callable[[str, date], VoucherOutcome] = no_vouchers,
     ) -> None:
         self.index = index
         self._doors = doors
@@ -70,14 +83,26 @@ class DoorController:
         self._unrecorded = unrecorded
         self._observe = observe
         self.supervisors = dict(supervisors or {})
+        self._vouchers = vouchers
         self.counters = DoorCounters()
         self._last_reject_log = 0.0
 
     def accepted(self, read: CardRead) -> None:
         credential = read.credential
-        lookup = self._keys.lookup(credential.kind.value, credential.value)
         now = self._clock.now()
-        decision = self.index.decide(lookup, read.door, now.timestamp())
+        voucher_problem = None
+        if credential.kind is CredentialKind.VOUCHER and credential.value.startswith("RV1:"):
+            # Verified offline against the platform's keys; decided by its voucher id.
+            checked = self._vouchers(credential.value, now.date())
+            if checked.voucher_id is None:
+                voucher_problem = checked.problem or "invalid"
+            else:
+                credential = Credential(CredentialKind.VOUCHER, checked.voucher_id)
+        lookup = self._keys.lookup(credential.kind.value, credential.value)
+        if voucher_problem is not None:
+            decision = Decision(False, DecisionReason.INVALID_VOUCHER)
+        else:
+            decision = self.index.decide(lookup, read.door, now.timestamp())
         if decision.allowed:
             door = self._doors[read.door]
             door.lock.unlock(door.unlock_seconds)
@@ -86,7 +111,7 @@ class DoorController:
         if reader is not None:
             reader.indicate(decision.allowed)
         self.counters.decisions[decision.reason.value] += 1
-        self._record(self._decision_event(read, lookup, decision, now))
+        self._record(self._decision_event(read, lookup, decision, now, voucher_problem))
         if self._observe is not None:
             self._observe(read, decision)
 
@@ -95,7 +120,12 @@ class DoorController:
         self._doors = doors
 
     def _decision_event(
-        self, read: CardRead, lookup: bytes, decision: Decision, now: datetime
+        self,
+        read: CardRead,
+        lookup: bytes,
+        decision: Decision,
+        now: datetime,
+        voucher_problem: str | None,
     ) -> OutboxEvent:
         entry = decision.entry
         body: dict[str, object] = {
@@ -112,6 +142,8 @@ class DoorController:
         }
         if decision.status_detail is not None:
             body["credential_status"] = decision.status_detail
+        if decision.reason is DecisionReason.INVALID_VOUCHER:
+            body["voucher_problem"] = voucher_problem
         return new_event(EventType.ACCESS_DECISION, now, self._clock.monotonic(), body)
 
     def saturated(self) -> bool:

@@ -7,7 +7,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -34,13 +34,16 @@ from gateway.config import Config
 from gateway.domain.commands import CommandName, Rejection
 from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
 from gateway.domain.events import EventType
+from gateway.domain.ids import IdNumber
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
 from gateway.domain.signing import SigningKey
+from gateway.domain.voucher import Voucher
+from gateway.domain.voucher import issue as issue_voucher
 from gateway.localbroker import LocalBroker
 from gateway.store import registry
 from gateway.store.db import connect, transaction
 from gateway.sync.wire import CONTRACT_VERSION, Topics
-from tests.platform_support import Platform, key_file, person_entry
+from tests.platform_support import Platform, id_number_for, key_file, person_entry
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.yaml"
 DOC_URI = "urn:rentgate:test:asyncapi"
@@ -278,10 +281,21 @@ def _platform_traffic(
 ) -> list[bytes]:
     """Commands that make the gateway reply, unlock a door, and raise then clear an alert."""
     platform = Platform(broker, gateway_id, key, running.gateway.clock)
+    voucher = Voucher.new(
+        registration_id="R-9",
+        holder_name="租户九",
+        id_number=IdNumber(id_number_for(9)),
+        binding_key=bytes(32),
+        building=gateway_id,
+        unit="1",
+        registered_on=date(2026, 1, 2),
+        valid_until=date(2099, 1, 1),
+        issued_at=datetime.now(SH),
+    )
+    entry = person_entry(9, ["CC09"])
+    entry["credentials"].append({"kind": "voucher", "value": str(voucher.voucher_id)})
     sent = [
-        platform.signed(
-            "allowlist.snapshot", {"version": 1, "people": [person_entry(9, ["CC09"])]}
-        ),
+        platform.signed("allowlist.snapshot", {"version": 1, "people": [entry]}),
         platform.signed("door.unlock", {"door": "front", "seconds": 2}, ttl_s=30),
         platform.signed(
             "person.status",
@@ -300,6 +314,9 @@ def _platform_traffic(
         before = decided.total()
         write_taps(fifo, ["CC09"])
         wait_until(lambda: decided.total() > before, 10, "the tap decided")
+        forged = issue_voucher(voucher, SigningKey.generate())
+        write_taps(fifo.parent / "qr.reader", [issue_voucher(voucher, key), forged])
+        wait_until(lambda: decided.total() > before + 2, 10, "the vouchers decided")
         assert platform.send_raw("door.unlock", sent[1])["ok"]
         assert platform.send_raw("door.unlock", sent[1])["reason"] == "already_seen"
         wait_until(lambda: running.gateway.alerts.raised >= 3, 10, "registration.due raised")
@@ -322,6 +339,12 @@ def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) 
     )
     with config_path.open("a", encoding="utf-8") as config_file:
         config_file.write('\n[[doors]]\nname = "front"\nunits = ["1"]\n')  # unit 2: wrong_door
+        # A QR reader printing voucher payloads.
+        config_file.write(
+            f'\n[[devices]]\nkind = "line"\ndoor = "front"\npath = "{tmp_path / "qr.reader"}"\n'
+            'credential = "voucher"\nname = "front-qr"\n'
+        )
+        os.mkfifo(tmp_path / "qr.reader", 0o600)
         # A reader whose device is missing: device.status offline and a door.alarm.
         config_file.write(
             '\n[[devices]]\nkind = "line"\ndoor = "front"\npath = "/nonexistent/back.reader"\n'
@@ -421,14 +444,19 @@ def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) 
         ("deny", "wrong_door"),
         ("allow", "granted"),
         ("allow", "granted"),  # the platform's allowlist entry
+        ("allow", "granted"),  # its voucher, verified offline
+        ("deny", "invalid_voucher"),  # a voucher signed with a key the gateway does not trust
     ]
     reasons = SCHEMAS["AccessDecisionEvent"]["properties"]["reason"]["enum"]
     assert {reason for _, reason in outcomes} == set(reasons), "every reason validated"
     revoked = decisions[2]
     assert revoked["credential_status"] == "lost"
     assert all("credential_status" not in d for d in decisions if d is not revoked)
+    assert all("voucher_problem" not in d for d in decisions[:-1])
     assert decisions[1]["person"] is None
-    assert decisions[0]["person"] == decisions[-2]["person"] is not None
+    assert decisions[0]["person"] == decisions[-4]["person"] is not None
+    assert decisions[-3]["person"] == decisions[-2]["person"] is not None  # card and voucher
+    assert decisions[-1]["voucher_problem"] == "unknown_key"
     statuses = [e for e in events if e["type"] == EventType.DEVICE_STATUS.value]
     assert statuses[0]["online"] is True
     assert statuses[0]["error"] is None

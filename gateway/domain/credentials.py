@@ -19,6 +19,7 @@ MAX_CREDENTIAL_LENGTH = 1024
 _CARD_UID = re.compile(r"^[0-9A-F]{4,20}$")
 _CARD_SEPARATORS = re.compile(r"[\s:-]")
 _VOUCHER = re.compile(r"^RV1:[0-9A-Z $%*+./:-]{1,1020}$")
+_VOUCHER_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class CredentialKind(StrEnum):
@@ -29,7 +30,8 @@ class CredentialKind(StrEnum):
     ID_NUMBER = "id_number"
     """An 18-character resident ID number, as a SAM reader returns it."""
     VOUCHER = "voucher"
-    """A residence-registration voucher QR payload (`RV1:` + Base45)."""
+    """A residence-registration voucher: presented as its QR payload (`RV1:` + Base45),
+    enrolled and decided by its voucher id (a UUID) once the payload has been verified."""
 
 
 class CredentialStatus(StrEnum):
@@ -80,7 +82,7 @@ class Credential:
     @property
     def masked(self) -> str:
         if self.kind is CredentialKind.VOUCHER:
-            return self.value[:8] + "…"
+            return self.value[:8] + "…"  # RV1:… text, or the first 8 of a voucher id
         return mask(self.value)
 
     def __str__(self) -> str:
@@ -110,6 +112,10 @@ def parse_credential(kind: CredentialKind, text: str) -> Credential:
         except ValueError as exc:
             reason = RejectReason.BAD_CHECK if "check" in str(exc) else RejectReason.BAD_FORMAT
             raise CredentialError(reason, str(exc)) from exc
+    if _VOUCHER_ID.match(value.lower()):
+        return Credential(kind, value.lower())
     if not _VOUCHER.match(value):
-        raise CredentialError(RejectReason.BAD_FORMAT, "voucher must be RV1: followed by Base45")
+        raise CredentialError(
+            RejectReason.BAD_FORMAT, "voucher must be RV1: followed by Base45, or a voucher id"
+        )
     return Credential(kind, value)
