@@ -26,6 +26,8 @@ from gateway import __version__
 from gateway.access import AccessIndex, Decision, DecisionReason, DoorPolicy
 from gateway.access_sync import IndexKeeper
 from gateway.alerts import AlertEngine
+from gateway.api.app import create_api
+from gateway.api.server import ApiServer, self_signed
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, DoorSection, OsdpDevice, SamDevice
 from gateway.devices.idcard_sam import SamCardReader
@@ -37,6 +39,7 @@ from gateway.domain.signing import VerifyKey
 from gateway.domain.voucher import VoucherError
 from gateway.domain.voucher import verify as verify_voucher
 from gateway.doors import DoorController, DoorSetup, VoucherOutcome
+from gateway.intake import RecordIntake, TerminalRegistry
 from gateway.platform_commands import GatewayHooks, PlatformCommands, TrustedKeys
 from gateway.settings import RuntimeSettings
 from gateway.status import gateway_status
@@ -183,6 +186,16 @@ class Gateway:
             clock=self.clock,
             session=lambda: self.uplink.session if self.uplink else None,
         )
+        self.terminals = TerminalRegistry(
+            config.gateway.database, writer=self.writer, clock=self.clock
+        )
+        self.intake = RecordIntake(writer=self.writer, keys=self.keys, clock=self.clock)
+        self.api = create_api(self.intake, self.terminals)
+        cert, key = config.api.cert, config.api.key
+        if cert is None or key is None:
+            cert, key = self_signed(config.gateway.data_dir / "tls", config.api.host)
+        self.api_server = ApiServer(self.api, config.api.listen, cert, key)
+        self.api_certificate = cert
         self.source = OutboxSource(config.gateway.database)
         self.started_at = self.clock.now()
         self.ready = asyncio.Event()
@@ -329,6 +342,7 @@ class Gateway:
             tasks.append(asyncio.create_task(self.downlink.run(), name="downlink"))
             tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
             tasks.append(asyncio.create_task(self._supervise_doors(), name="door-supervision"))
+            tasks.append(asyncio.create_task(self.api_server.run(), name="api"))
             for reader in self.readers.values():
                 tasks.append(
                     asyncio.create_task(self._supervise(reader), name=f"reader:{reader.name}")
@@ -353,6 +367,7 @@ class Gateway:
         for task in tasks:
             if task.get_name().startswith("reader:"):
                 task.cancel()
+        self.api_server.stop()  # finish the requests in hand; new ones are refused
         try:
             await asyncio.to_thread(self.writer.flush)
         except TimeoutError:
@@ -363,6 +378,7 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(self.writer.close)
+        self.terminals.close()
         self.source.close()
         self._dump_status(running=False)
         log.info("gateway %s stopped", self.config.gateway.id)

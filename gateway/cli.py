@@ -15,6 +15,8 @@ from typing import Any
 
 from gateway import __version__
 from gateway.cli_platform import add_parsers, run_alerts, run_platform
+from gateway.cli_terminal import add_parsers as add_terminal_parsers
+from gateway.cli_terminal import run_terminal
 from gateway.cli_voucher import add_parsers as add_voucher_parsers
 from gateway.cli_voucher import run_voucher
 from gateway.config import Config, ConfigError, load_config, missing_files
@@ -57,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, default=None, help="keep the demo's files here")
     add_parsers(commands)
     add_voucher_parsers(commands)
+    add_terminal_parsers(commands)
     return parser
 
 
@@ -91,6 +94,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise ConfigError(str(args.config), problems)
         return _run(config)
     commands = {
+        "terminal": lambda: run_terminal(config, args),
         "alerts": lambda: run_alerts(config, as_json=args.json),
         "enroll": lambda: _enroll(config, args),
         "status": lambda: _status(config, as_json=args.json),

@@ -113,15 +113,27 @@ class MqttSection(_Section):
 
 
 class ApiSection(_Section):
-    listen: str = "127.0.0.1:8080"
+    listen: str = Field("127.0.0.1:8080", description="host:port; port 0 picks a free one")
+    cert: Path | None = Field(None, description="TLS certificate (PEM); absent: self-signed")
+    key: Path | None = None
 
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError("must be host:port")
         return value
+
+    @model_validator(mode="after")
+    def _pair(self) -> ApiSection:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
 
 
 class LineDevice(_Section):
@@ -297,6 +309,7 @@ def missing_files(config: Config) -> list[str]:
         "mqtt.password_file": config.mqtt.password_file,
     }
     named |= {f"platform.keys.{i}": path for i, path in enumerate(config.platform.keys)}
+    named |= {"api.cert": config.api.cert, "api.key": config.api.key}
     problems = []
     for key, path in named.items():
         if path is not None and not os.access(path, os.R_OK):

@@ -75,6 +75,9 @@ data_dir = "{data}"
 url = "{broker_url}"
 reconnect_max_s = 5
 
+[api]
+listen = "127.0.0.1:0"
+
 [[doors]]
 name = "front"
 held_open_s = 8

@@ -99,6 +99,9 @@ url = "{broker_url}"
 reconnect_max_s = 1
 {extra_mqtt}
 
+[api]
+listen = "127.0.0.1:0"
+
 [[devices]]
 kind = "line"
 door = "front"

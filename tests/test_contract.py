@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import ssl
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import httpx
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
@@ -39,11 +41,13 @@ from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
 from gateway.domain.signing import SigningKey
 from gateway.domain.voucher import Voucher
 from gateway.domain.voucher import issue as issue_voucher
+from gateway.intake import issue_token_offline
 from gateway.localbroker import LocalBroker
 from gateway.store import registry
 from gateway.store.db import connect, transaction
 from gateway.sync.wire import CONTRACT_VERSION, Topics
 from tests.platform_support import Platform, id_number_for, key_file, person_entry
+from tests.terminal_support import record_json
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.yaml"
 DOC_URI = "urn:rentgate:test:asyncapi"
@@ -324,7 +328,23 @@ def _platform_traffic(
         assert platform.send_raw("resync", sent[3])["reason"] == "unknown_key"
     finally:
         platform.close()
+    _terminal_record(running)
     return sent
+
+
+def _terminal_record(running: InProcessGateway) -> None:
+    """A handheld terminal hands in a registration over HTTPS: registration.captured."""
+    gateway = running.gateway
+    token = issue_token_offline(gateway.config.gateway.database, "T-01", gateway.clock)
+    wait_until(lambda: gateway.api_server.url is not None, 10, "the API listening")
+    trust = ssl.create_default_context(cafile=str(gateway.api_certificate))
+    with httpx.Client(verify=trust, timeout=10) as client:
+        response = client.post(
+            f"{gateway.api_server.url}/api/v1/terminal/records",
+            json={"records": [record_json("T-01", 3, voucher=None)]},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 200, response.text
 
 
 def _decisions(platform: Subscriber) -> list[dict[str, Any]]:

@@ -64,6 +64,9 @@ data_dir = "{tmp_path / "data"}"
 url = "{broker.url}"
 reconnect_max_s = 1
 
+[api]
+listen = "127.0.0.1:0"
+
 [[doors]]
 name = "front"
 held_open_s = {HELD_OPEN_S}

@@ -113,6 +113,11 @@ _FIXTURE_SQL: dict[int, tuple[str, ...]] = {
         "INSERT INTO person_status (person_id, as_of, registration_state, updated_at)"
         " VALUES ('p1', 1, 'registered', '2026-01-01T00:00:00+08:00')",
     ),
+    5: (
+        "INSERT INTO terminals VALUES ('T-1', x'00', '2026-01-01T00:00:00+08:00', NULL)",
+        "INSERT INTO terminal_records VALUES ('0192f1c0-0000-7000-8000-000000000002', 'T-1',"
+        " 'registration', '2026-01-01T00:00:00+08:00', '2026-01-01T00:00:01+08:00', 1)",
+    ),
 }
 
 

@@ -30,6 +30,8 @@ class EventType(StrEnum):
     DOOR_ALARM = "door.alarm"
     ALERT_RAISED = "alert.raised"
     ALERT_CLEARED = "alert.cleared"
+    REGISTRATION_CAPTURED = "registration.captured"
+    """A handheld terminal's capture, accepted by the gateway (carries the full ID number)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,6 +198,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE UNIQUE INDEX alerts_open ON alerts (rule, person_id) WHERE cleared_at IS NULL",
         ),
     ),
+    Migration(
+        5,
+        "handheld terminals: per-terminal token hashes, and the record ids they delivered",
+        (
+            """CREATE TABLE terminals (
+                id TEXT PRIMARY KEY,
+                token_hash BLOB NOT NULL,
+                created_at TEXT NOT NULL,
+                revoked_at TEXT
+            )""",
+            """CREATE TABLE terminal_records (
+                record_id TEXT PRIMARY KEY,
+                terminal TEXT NOT NULL,
+                kind TEXT NOT NULL CHECK (kind IN ('registration', 'change', 'departure')),
+                captured_at TEXT NOT NULL,
+                received_at TEXT NOT NULL,
+                seq INTEGER NOT NULL
+            )""",
+            "CREATE INDEX terminal_records_by_terminal ON terminal_records (terminal, received_at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
