@@ -5,6 +5,9 @@
     rentgate-terminal pending
     rentgate-terminal sync
     rentgate-terminal status
+    rentgate-terminal scan --image voucher.jpg | --camera 0
+    rentgate-terminal read-id --sam /dev/ttyUSB0
+    rentgate-terminal precheck application.json
 
 Every command says what it did and what is still pending. Exit status: 0 done,
 1 the gateway or the queue failed (nothing lost: records stay pending), 2 bad
@@ -22,9 +25,12 @@ from typing import TextIO
 
 from pydantic import ValidationError
 
+from gateway.devices.protocols import ReaderError
 from gateway.domain.capture import CapturedRecord, CaptureKind
 from gateway.domain.events import uuid7
+from gateway.domain.signing import SigningKeyError, VerifyKey
 from terminal import config as cfg
+from terminal.checks import KEYS_DIR, CheckError, add_commands
 from terminal.queue import Queue, QueuedRecord, QueueError, RecordState, create_key, load_key
 from terminal.sync import GatewayClient, GatewaySettings, SyncError, sync
 
@@ -41,9 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     home: Path = args.home or cfg.default_home()
     try:
         return int(args.run(args, home))
-    except (_BadInput, cfg.ConfigError) as exc:
+    except (_BadInput, cfg.ConfigError, CheckError) as exc:
         print(f"rentgate-terminal: {exc}", file=sys.stderr)
         return BAD_INPUT
+    except ReaderError as exc:
+        print(f"rentgate-terminal: the ID-card reader failed: {exc}", file=sys.stderr)
+        return FAILED
     except QueueError as exc:
         print(f"rentgate-terminal: {exc}", file=sys.stderr)
         return FAILED
@@ -86,6 +95,14 @@ def _init(args: argparse.Namespace, home: Path) -> int:
                     " sync them before changing the terminal id (or use another --home)"
                 )
         path = cfg.save(home, config)
+    for key_path in args.platform_key:
+        try:
+            key = VerifyKey.load(key_path)
+        except SigningKeyError as exc:
+            raise _BadInput(f"platform key not kept: {exc}") from exc
+        (home / KEYS_DIR).mkdir(exist_ok=True)
+        (home / KEYS_DIR / f"{key.kid}.pub").write_bytes(key.pem())
+        print(f"Platform key {key.kid} kept for verifying vouchers.")
     print(f"Terminal {config.terminal} set up for gateway {config.gateway_url}.")
     print(f"Config written to {path} (it holds the token: readable by you only).")
     print(f"{_records(pending)} pending. Check the gateway with `rentgate-terminal status`.")
@@ -340,6 +357,13 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--token", help="the terminal's token (from `rentgate terminal add`)")
     token.add_argument("--token-file", type=Path, help="a file holding the token")
     init.add_argument("--ca", required=True, type=Path, help="CA file for the gateway's cert")
+    init.add_argument(
+        "--platform-key",
+        type=Path,
+        action="append",
+        default=[],
+        help="the platform's public key (PEM) to verify vouchers with; repeatable",
+    )
     init.set_defaults(run=_init)
 
     capture = commands.add_parser("capture", help="capture a registration, change or departure")
@@ -371,6 +395,7 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="queue counts and whether the gateway answers")
     status.set_defaults(run=_status)
+    add_commands(commands, lambda run: run)
     return parser
 
 
