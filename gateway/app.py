@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +39,12 @@ from gateway.domain.signing import VerifyKey
 from gateway.domain.voucher import VoucherError
 from gateway.domain.voucher import verify as verify_voucher
 from gateway.doors import DoorController, DoorSetup, VoucherOutcome
+from gateway.housekeeping import Housekeeper
 from gateway.intake import RecordIntake, TerminalRegistry
 from gateway.platform_commands import GatewayHooks, PlatformCommands, TrustedKeys
 from gateway.settings import RuntimeSettings
 from gateway.status import gateway_status
+from gateway.store import retention
 from gateway.store.crypto import KeyRing
 from gateway.store.db import connect
 from gateway.store.migrations import migrate
@@ -90,6 +92,8 @@ def open_store(config: Config, trusted: TrustedKeys | None = None) -> KeyRing:
     keys = KeyRing.load_or_create(config.gateway.keys)
     conn = connect(config.gateway.database)
     try:
+        if retention.ensure_incremental_vacuum(conn):
+            log.info("store %s switched to incremental vacuum", config.gateway.database)
         before = migrate(conn)
         if before == 0:
             log.info("created store %s", config.gateway.database)
@@ -196,6 +200,14 @@ class Gateway:
             cert, key = self_signed(config.gateway.data_dir / "tls", config.api.host)
         self.api_server = ApiServer(self.api, config.api.listen, cert, key)
         self.api_certificate = cert
+        self.housekeeper = Housekeeper(
+            writer=self.writer,
+            database=config.gateway.database,
+            clock=self.clock,
+            budget_bytes=int(config.storage.budget_mb * 1024 * 1024),
+            history=timedelta(days=config.storage.history_days),
+            every_s=config.storage.check_every_s,
+        )
         self.source = OutboxSource(config.gateway.database)
         self.started_at = self.clock.now()
         self.ready = asyncio.Event()
@@ -343,6 +355,7 @@ class Gateway:
             tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
             tasks.append(asyncio.create_task(self._supervise_doors(), name="door-supervision"))
             tasks.append(asyncio.create_task(self.api_server.run(), name="api"))
+            tasks.append(asyncio.create_task(self.housekeeper.run(), name="housekeeping"))
             for reader in self.readers.values():
                 tasks.append(
                     asyncio.create_task(self._supervise(reader), name=f"reader:{reader.name}")

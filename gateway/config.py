@@ -227,6 +227,14 @@ HANGZHOU_URBAN_DISTRICTS = [
 that older cards still carry."""
 
 
+class StorageSection(_Section):
+    budget_mb: float = Field(
+        1024.0, gt=0, description="the data dir's share of the disk; delivered history yields"
+    )
+    history_days: float = Field(30.0, gt=0, description="delivered events kept this long")
+    check_every_s: float = Field(300.0, gt=0, le=86400)
+
+
 class PlatformSection(_Section):
     keys: list[Path] = Field(
         default_factory=list, description="PEM public keys trusted to sign platform commands"
@@ -249,6 +257,7 @@ class Config(_Section):
     mqtt: MqttSection
     api: ApiSection = ApiSection()
     platform: PlatformSection = PlatformSection()
+    storage: StorageSection = StorageSection()
     residence: ResidenceSection = ResidenceSection()
     devices: list[Device] = Field(default_factory=list)
     doors: list[DoorSection] = Field(default_factory=list)

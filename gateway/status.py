@@ -40,6 +40,7 @@ def gateway_status(gateway: Gateway, *, running: bool) -> dict[str, Any]:
             "failing": gateway.writer.health.failing_since is not None,
         },
         "readers": {name: _reader(gateway, name) for name in gateway.reader_health},
+        "alarms": dict(gateway.housekeeper.alarms),
         "api": {"url": gateway.api_server.url, "error": gateway.api_server.error},
         "osdp_lines": {str(line.path): dict(line.counters) for line in gateway.osdp_lines},
         "commands": {

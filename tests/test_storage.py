@@ -1,0 +1,175 @@
+"""The data dir within its budget: history pruned, undelivered records never, alarms up and down;
+and a really full filesystem (a size-limited tmpfs) that loses nothing and keeps deciding doors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.domain.events import EventType, new_event
+from gateway.localbroker import LocalBroker
+from gateway.store import outbox, retention
+from gateway.store.db import connect, transaction
+from gateway.store.migrations import migrate
+from tests.support import (
+    InProcessGateway,
+    Subscriber,
+    enrol_cards,
+    load,
+    stats_of,
+    wait_until,
+    write_config,
+    write_taps,
+)
+from tests.test_contract import assert_valid, payload_ref, validator
+
+GW = "GW-STORAGE"
+
+
+def _event(ts: datetime, n: int) -> Any:
+    return new_event(
+        EventType.DEVICE_STATUS,
+        ts,
+        1.0,
+        {"device": f"d{n}", "door": "x", "online": True, "error": None},
+    )
+
+
+def test_only_delivered_history_is_pruned_and_space_comes_back(tmp_path: Path) -> None:
+    database = tmp_path / "db.sqlite"
+    conn = connect(database)
+    try:
+        assert retention.ensure_incremental_vacuum(conn)
+        assert not retention.ensure_incremental_vacuum(conn)
+        migrate(conn)
+        old = datetime.now().astimezone() - timedelta(days=40)
+        with transaction(conn):
+            outbox.append_rows(conn, [_event(old, n) for n in range(3000)])
+            outbox.append_rows(conn, [_event(datetime.now().astimezone(), n) for n in range(1000)])
+            outbox.mark_delivered(conn, 3500)  # the platform acknowledged all old, half the new
+        before = retention.usage(conn, database)
+        assert (before.undelivered, before.delivered_kept) == (500, 3500)
+        cutoff = datetime.now().astimezone() - timedelta(days=30)
+        with transaction(conn):
+            assert retention.prune_delivered(conn, before=cutoff, limit=10_000) == 3000
+        with transaction(conn):
+            assert retention.prune_delivered(conn, before=None, limit=10_000) == 500
+            assert retention.prune_delivered(conn, before=None, limit=10_000) == 0
+        after = retention.usage(conn, database)
+        assert (after.undelivered, after.delivered_kept) == (500, 0)
+        assert after.free_bytes > 0
+        retention.reclaim(conn, 100_000)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        reclaimed = retention.usage(conn, database)
+        assert reclaimed.free_bytes == 0
+        assert reclaimed.file_bytes < before.file_bytes
+        assert outbox.head_seq(conn) == 4000  # seq is never reused after pruning
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def outage(tmp_path: Path, own_broker: LocalBroker) -> tuple[Path, LocalBroker]:
+    own_broker.stop()
+    return tmp_path, own_broker
+
+
+def test_undelivered_records_over_budget_raise_an_alarm_and_are_all_delivered(
+    outage: tuple[Path, LocalBroker],
+) -> None:
+    tmp_path, broker = outage
+    path = write_config(tmp_path, broker.url, gateway_id=GW)
+    with path.open("a", encoding="utf-8") as config:
+        config.write("\n[storage]\nbudget_mb = 0.02\ncheck_every_s = 0.2\n")
+    cfg = load(path)
+    enrol_cards(cfg, ["0A000001"])
+    with InProcessGateway(cfg) as running:
+        gateway = running.gateway
+        for burst in range(4):
+            write_taps(tmp_path / "front.reader", [f"0B{burst:02X}{n:04X}" for n in range(40)])
+        write_taps(tmp_path / "front.reader", ["0A000001"])
+        wait_until(lambda: "storage_budget" in gateway.housekeeper.alarms, 20, "budget alarm")
+        assert gateway.doors.counters.decisions["granted"] == 1  # doors kept deciding
+        broker.start()
+        subscriber = Subscriber(broker.port, f"rentgate/v1/{GW}/events", client_id="storage")
+        try:
+            wait_until(lambda: "storage_budget" not in gateway.housekeeper.alarms, 30, "cleared")
+            head = stats_of(cfg.gateway.database).head_seq
+            wait_until(lambda: subscriber.unique_seqs() >= set(range(1, head + 1)), 30, "all")
+        finally:
+            subscriber.close()
+    alarms = [e for e in subscriber.events() if e["type"] == "gateway.alarm"]
+    assert [(a["alarm"], a["state"]) for a in alarms] == [
+        ("storage_budget", "raised"),
+        ("storage_budget", "cleared"),
+    ]
+    assert "nothing undelivered is dropped" in alarms[0]["detail"]
+    check = validator(payload_ref("events"))
+    for envelope in subscriber.envelopes():
+        assert_valid(check, envelope, "an envelope with gateway.alarm")
+    decisions = [e for e in subscriber.events() if e["type"] == "access.decision"]
+    assert len({d["seq"] for d in decisions}) == 161
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a size-limited tmpfs needs root (CI runs as root)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_really_full_disk_loses_no_record_and_doors_keep_deciding(
+    tmp_path: Path, small_disk: Path, own_broker: LocalBroker
+) -> None:
+    own_broker.stop()
+    path = write_config(tmp_path, own_broker.url, gateway_id=GW)
+    text = path.read_text().replace(str(tmp_path / "data"), str(small_disk / "data"))
+    path.write_text(text + "\n[storage]\nbudget_mb = 100\ncheck_every_s = 0.2\n")
+    cfg = load(path)
+    enrol_cards(cfg, ["0A000001"])
+    filler = small_disk / "filler"
+    with InProcessGateway(cfg) as running:
+        gateway = running.gateway
+        write_taps(tmp_path / "front.reader", ["0A000001"])
+        wait_until(lambda: gateway.writer.health.events_recorded >= 2, 10, "first records")
+        with filler.open("wb") as handle:  # fill the disk to the last block
+            try:
+                while True:
+                    handle.write(b"\0" * 65536)
+                    handle.flush()
+            except OSError:
+                pass
+        taps = [f"0C{n:06X}" for n in range(50)] + ["0A000001"]
+        write_taps(tmp_path / "front.reader", taps)
+        wait_until(lambda: gateway.writer.health.failing_since is not None, 20, "writes fail")
+        wait_until(lambda: "storage_failing" in gateway.housekeeper.alarms, 20, "failing alarm")
+        wait_until(lambda: gateway.doors.counters.decisions["granted"] == 2, 20, "door decided")
+        assert gateway.locks["front"].commands[-1].seconds > 0  # and opened, disk full or not
+        filler.unlink()  # the installer frees space
+        own_broker.start()
+        subscriber = Subscriber(own_broker.port, f"rentgate/v1/{GW}/events", client_id="full")
+        try:
+            wait_until(lambda: gateway.writer.health.failing_since is None, 30, "writes recover")
+            wait_until(lambda: gateway.writer.pending() == 0, 30, "everything recorded")
+            head = stats_of(cfg.gateway.database).head_seq
+            wait_until(lambda: subscriber.unique_seqs() >= set(range(1, head + 1)), 30, "all")
+        finally:
+            subscriber.close()
+    decisions = [e for e in subscriber.events() if e["type"] == "access.decision"]
+    assert len({d["seq"] for d in decisions}) == 52  # every tap accepted is there
+    kinds = [(e["alarm"], e["state"]) for e in subscriber.events() if e["type"] == "gateway.alarm"]
+    assert ("storage_failing", "raised") in kinds
+    assert json.dumps(kinds).count("storage_failing") >= 1
