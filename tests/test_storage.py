@@ -20,7 +20,6 @@ from gateway.store.db import connect, transaction
 from gateway.store.migrations import migrate
 from tests.support import (
     InProcessGateway,
-    Subscriber,
     enrol_cards,
     load,
     stats_of,
@@ -29,6 +28,7 @@ from tests.support import (
     write_taps,
 )
 from tests.test_contract import assert_valid, payload_ref, validator
+from tests.test_outage import PersistentSubscriber
 
 GW = "GW-STORAGE"
 
@@ -76,15 +76,19 @@ def test_only_delivered_history_is_pruned_and_space_comes_back(tmp_path: Path) -
 
 
 @pytest.fixture
-def outage(tmp_path: Path, own_broker: LocalBroker) -> tuple[Path, LocalBroker]:
-    own_broker.stop()
-    return tmp_path, own_broker
+def broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A broker that keeps the platform's session (and what is queued for it) across a stop."""
+    workdir = tmp_path / "mosquitto"
+    workdir.mkdir()
+    with LocalBroker(workdir=workdir, persistent=True) as running:
+        yield running
 
 
 def test_undelivered_records_over_budget_raise_an_alarm_and_are_all_delivered(
-    outage: tuple[Path, LocalBroker],
+    tmp_path: Path, broker: LocalBroker
 ) -> None:
-    tmp_path, broker = outage
+    subscriber = PersistentSubscriber(broker.port, f"rentgate/v1/{GW}/events")
+    broker.stop()
     path = write_config(tmp_path, broker.url, gateway_id=GW)
     with path.open("a", encoding="utf-8") as config:
         config.write("\n[storage]\nbudget_mb = 0.02\ncheck_every_s = 0.2\n")
@@ -98,7 +102,6 @@ def test_undelivered_records_over_budget_raise_an_alarm_and_are_all_delivered(
         wait_until(lambda: "storage_budget" in gateway.housekeeper.alarms, 20, "budget alarm")
         assert gateway.doors.counters.decisions["granted"] == 1  # doors kept deciding
         broker.start()
-        subscriber = Subscriber(broker.port, f"rentgate/v1/{GW}/events", client_id="storage")
         try:
             wait_until(lambda: "storage_budget" not in gateway.housekeeper.alarms, 30, "cleared")
             head = stats_of(cfg.gateway.database).head_seq
@@ -132,9 +135,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_really_full_disk_loses_no_record_and_doors_keep_deciding(
-    tmp_path: Path, small_disk: Path, own_broker: LocalBroker
+    tmp_path: Path, small_disk: Path, broker: LocalBroker
 ) -> None:
-    own_broker.stop()
+    subscriber = PersistentSubscriber(broker.port, f"rentgate/v1/{GW}/events")
+    broker.stop()
+    own_broker = broker
     path = write_config(tmp_path, own_broker.url, gateway_id=GW)
     text = path.read_text().replace(str(tmp_path / "data"), str(small_disk / "data"))
     path.write_text(text + "\n[storage]\nbudget_mb = 100\ncheck_every_s = 0.2\n")
@@ -160,12 +165,19 @@ def test_a_really_full_disk_loses_no_record_and_doors_keep_deciding(
         assert gateway.locks["front"].commands[-1].seconds > 0  # and opened, disk full or not
         filler.unlink()  # the installer frees space
         own_broker.start()
-        subscriber = Subscriber(own_broker.port, f"rentgate/v1/{GW}/events", client_id="full")
         try:
             wait_until(lambda: gateway.writer.health.failing_since is None, 30, "writes recover")
             wait_until(lambda: gateway.writer.pending() == 0, 30, "everything recorded")
             head = stats_of(cfg.gateway.database).head_seq
-            wait_until(lambda: subscriber.unique_seqs() >= set(range(1, head + 1)), 30, "all")
+            try:
+                wait_until(lambda: subscriber.unique_seqs() >= set(range(1, head + 1)), 30, "all")
+            except AssertionError:
+                missing = sorted(set(range(1, head + 1)) - subscriber.unique_seqs())
+                stats = stats_of(cfg.gateway.database)
+                raise AssertionError(
+                    f"missing {missing[:20]} of {head}; {stats}; "
+                    f"{gateway.status(running=True)['link']}"
+                ) from None
         finally:
             subscriber.close()
     decisions = [e for e in subscriber.events() if e["type"] == "access.decision"]
