@@ -20,6 +20,7 @@ from gateway.cli_terminal import run_terminal
 from gateway.cli_voucher import add_parsers as add_voucher_parsers
 from gateway.cli_voucher import run_voucher
 from gateway.config import Config, ConfigError, load_config, missing_files
+from gateway.store.errors import StoreError
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
@@ -75,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return EXIT_CONFIG
+    except StoreError as exc:  # a store from a newer release, an unreadable key file, …
+        print(f"rentgate: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 

@@ -1,7 +1,7 @@
 """Forward-only schema migrations, tracked in PRAGMA user_version.
 
-Each migration is applied in its own transaction together with the version
-bump, so a crash leaves the file at a whole version. A file whose version is
+All pending migrations are applied in one transaction together with the
+version bump, so a crash leaves the file as the previous release wrote it. A file whose version is
 newer than this code knows is refused, never "repaired".
 """
 
@@ -237,10 +237,14 @@ def migrate(conn: sqlite3.Connection, *, target: int = LATEST_VERSION) -> int:
             f"database schema is version {start}, this Rentgate knows up to "
             f"{LATEST_VERSION}: it was written by a newer release; refusing to start"
         )
-    for migration in MIGRATIONS:
-        if start < migration.version <= target:
-            with transaction(conn):
-                for statement in migration.script:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {migration.version}")
+    pending = [m for m in MIGRATIONS if start < m.version <= target]
+    if not pending:
+        return start
+    # All pending migrations in one transaction: an upgrade interrupted anywhere (power
+    # cut, kill) leaves the file exactly as the previous release wrote it.
+    with transaction(conn):
+        for migration in pending:
+            for statement in migration.script:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {pending[-1].version}")
     return start
