@@ -44,7 +44,7 @@ from gateway.intake import RecordIntake, TerminalRegistry
 from gateway.platform_commands import GatewayHooks, PlatformCommands, TrustedKeys
 from gateway.settings import RuntimeSettings
 from gateway.status import gateway_status
-from gateway.store import retention
+from gateway.store import maintenance, retention
 from gateway.store.crypto import KeyRing
 from gateway.store.db import connect
 from gateway.store.migrations import migrate
@@ -80,6 +80,17 @@ def broker_settings(config: Config) -> BrokerSettings:
         password=password,
         reconnect_max_s=mqtt.reconnect_max_s,
     )
+
+
+def check_store(database: Path) -> maintenance.Recovery | None:
+    """`PRAGMA quick_check` at start; a damaged store is kept aside and rebuilt."""
+    if not database.exists():
+        return None
+    problems = maintenance.quick_check(database)
+    if not problems:
+        return None
+    log.error("store %s failed its integrity check: %s", database, problems[:5])
+    return maintenance.recover(database)
 
 
 def open_store(config: Config, trusted: TrustedKeys | None = None) -> KeyRing:
@@ -124,6 +135,7 @@ class Gateway:
         self.config = config
         self.clock: Clock = clock or SystemClock(config.gateway.timezone)
         self.trusted = TrustedKeys([VerifyKey.load(path) for path in config.platform.keys])
+        self.recovery = check_store(config.gateway.database)
         self.keys = open_store(config, self.trusted)
         self.settings = RuntimeSettings(config.gateway.data_dir / "settings.json")
         door_sections = config.all_doors()
@@ -331,6 +343,14 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then shut down cleanly."""
         self.writer.start()
+        if self.recovery is not None:
+            self.housekeeper.raise_alarm(
+                "store_recovered",
+                f"the store was damaged and rebuilt from what was readable; the damaged file"
+                f" is kept as {self.recovery.damaged.name}; unreadable:"
+                f" {', '.join(self.recovery.unreadable) or 'nothing'}; seq jumps to"
+                f" {self.recovery.head_seq + 1}",
+            )
         self.uplink = Uplink(
             self.config.gateway.id,
             link_factory=self._link,

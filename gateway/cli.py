@@ -15,6 +15,8 @@ from typing import Any
 
 from gateway import __version__
 from gateway.cli_platform import add_parsers, run_alerts, run_platform
+from gateway.cli_store import add_parsers as add_store_parsers
+from gateway.cli_store import run_store_command
 from gateway.cli_terminal import add_parsers as add_terminal_parsers
 from gateway.cli_terminal import run_terminal
 from gateway.cli_voucher import add_parsers as add_voucher_parsers
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     add_parsers(commands)
     add_voucher_parsers(commands)
     add_terminal_parsers(commands)
+    add_store_parsers(commands)
     return parser
 
 
@@ -99,6 +102,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(config)
     commands = {
         "terminal": lambda: run_terminal(config, args),
+        "backup": lambda: run_store_command(config, args),
+        "restore": lambda: run_store_command(config, args),
         "alerts": lambda: run_alerts(config, as_json=args.json),
         "enroll": lambda: _enroll(config, args),
         "status": lambda: _status(config, as_json=args.json),

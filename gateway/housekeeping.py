@@ -127,6 +127,10 @@ class Housekeeper:
             " retried",
         )
 
+    def raise_alarm(self, kind: str, detail: str) -> None:
+        """An alarm that stays until the gateway restarts (a store that was rebuilt)."""
+        self._set(kind, True, detail)
+
     def _set(self, kind: str, active: bool, detail: str) -> None:
         if active == (kind in self.alarms):
             return
