@@ -29,6 +29,7 @@ from gateway.alerts import AlertEngine
 from gateway.api.app import create_api
 from gateway.api.server import ApiServer, self_signed
 from gateway.clock import Clock, SystemClock
+from gateway.clockwatch import ClockWatch
 from gateway.config import Config, DoorSection, OsdpDevice, SamDevice
 from gateway.devices.idcard_sam import SamCardReader
 from gateway.devices.line import LineReader
@@ -220,6 +221,7 @@ class Gateway:
             history=timedelta(days=config.storage.history_days),
             every_s=config.storage.check_every_s,
         )
+        self.clock_watch = ClockWatch(self.clock, self.housekeeper.set_alarm)
         self.source = OutboxSource(config.gateway.database)
         self.started_at = self.clock.now()
         self.ready = asyncio.Event()
@@ -376,6 +378,7 @@ class Gateway:
             tasks.append(asyncio.create_task(self._supervise_doors(), name="door-supervision"))
             tasks.append(asyncio.create_task(self.api_server.run(), name="api"))
             tasks.append(asyncio.create_task(self.housekeeper.run(), name="housekeeping"))
+            tasks.append(asyncio.create_task(self.clock_watch.run(), name="clock-watch"))
             for reader in self.readers.values():
                 tasks.append(
                     asyncio.create_task(self._supervise(reader), name=f"reader:{reader.name}")

@@ -127,6 +127,10 @@ class Housekeeper:
             " retried",
         )
 
+    def set_alarm(self, kind: str, active: bool, detail: str) -> None:
+        """Raise or clear an alarm some other part of the gateway watches (the clock)."""
+        self._set(kind, active, detail)
+
     def raise_alarm(self, kind: str, detail: str) -> None:
         """An alarm that stays until the gateway restarts (a store that was rebuilt)."""
         self._set(kind, True, detail)
