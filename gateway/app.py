@@ -42,6 +42,7 @@ from gateway.domain.voucher import verify as verify_voucher
 from gateway.doors import DoorController, DoorSetup, VoucherOutcome
 from gateway.housekeeping import Housekeeper
 from gateway.intake import RecordIntake, TerminalRegistry
+from gateway.metrics import essentials, metrics_router
 from gateway.platform_commands import GatewayHooks, PlatformCommands, TrustedKeys
 from gateway.settings import RuntimeSettings
 from gateway.status import gateway_status
@@ -208,6 +209,7 @@ class Gateway:
         )
         self.intake = RecordIntake(writer=self.writer, keys=self.keys, clock=self.clock)
         self.api = create_api(self.intake, self.terminals)
+        self.api.include_router(metrics_router(self))
         cert, key = config.api.cert, config.api.key
         if cert is None or key is None:
             cert, key = self_signed(config.gateway.data_dir / "tls", config.api.host)
@@ -365,6 +367,7 @@ class Gateway:
                 ack_timeout_s=self.config.mqtt.ack_timeout_s,
             ),
             software=f"rentgate/{__version__}",
+            health=lambda: essentials(self),
         )
         tasks: list[asyncio.Task[None]] = []
         try:

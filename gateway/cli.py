@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from gateway.cli_terminal import run_terminal
 from gateway.cli_voucher import add_parsers as add_voucher_parsers
 from gateway.cli_voucher import run_voucher
 from gateway.config import Config, ConfigError, load_config, missing_files
+from gateway.logs import FORMATS, configure_logging
 from gateway.store.errors import StoreError
 
 EXIT_CONFIG = 2
@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rentgate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"rentgate {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("RENTGATE_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=os.environ.get("RENTGATE_LOG_FORMAT", "json"),
+        help="json: one JSON object per line (journald, log shippers); text: for people",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the gateway in the foreground")
@@ -69,11 +75,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        configure_logging(args.log_format, args.log_level)
+    except ValueError as exc:
+        print(f"rentgate: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         return _dispatch(args)
     except ConfigError as exc:

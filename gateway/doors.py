@@ -19,6 +19,7 @@ from gateway.clock import Clock
 from gateway.devices.protocols import CardRead, DoorSignal, Lock, Reader
 from gateway.domain.credentials import Credential, CredentialKind, RejectReason
 from gateway.domain.events import EventType, OutboxEvent, new_event
+from gateway.latency import DecisionLatency
 from gateway.store.crypto import KeyRing
 from gateway.supervision import AlarmChange, DoorSupervisor
 
@@ -37,6 +38,7 @@ class DoorCounters:
     rejected: Counter[str] = field(default_factory=Counter)
     signals: Counter[str] = field(default_factory=Counter)
     alarms: Counter[str] = field(default_factory=Counter)
+    latency: DecisionLatency = field(default_factory=DecisionLatency)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class DoorController:
         self._record(self._decision_event(read, lookup, decision, now, voucher_problem))
         if self._observe is not None:
             self._observe(read, decision)
+        self.counters.latency.observe(time.perf_counter() - read.read_at)
 
     def set_doors(self, doors: Mapping[str, DoorSetup]) -> None:
         """Replace door settings (unlock time) between decisions."""

@@ -95,6 +95,7 @@ class ApiServer:
             ws="none",
             http="h11",
             log_level="warning",
+            log_config=None,  # uvicorn's records go through the gateway's own log handler
             access_log=False,
         )
         self.url: str | None = None
@@ -116,6 +117,7 @@ class ApiServer:
         while True:
             try:
                 sock = socket.create_server((self._config.host, self._config.port))
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as exc:
                 self.error = f"cannot listen on {where}: {exc.strerror}"
                 log.error("API %s; retrying in %.0f s", self.error, RETRY_S)

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +33,7 @@ from gateway.store.errors import StoreError
 from gateway.store.outbox import OutboxStats, StoredEvent
 from gateway.store.writer import Writer
 from gateway.sync.link import LinkLostError, MqttLink, Session, Will
-from gateway.sync.wire import GatewayState, Topics, envelope
+from gateway.sync.wire import GatewayState, StateHealth, Topics, envelope
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ class Uplink:
         clock: Clock,
         settings: UplinkSettings | None = None,
         software: str | None = None,
+        health: Callable[[], Awaitable[StateHealth]] | None = None,
     ) -> None:
         self._gw = gateway_id
         self._topics = Topics(gateway_id)
@@ -126,6 +127,7 @@ class Uplink:
         self._clock = clock
         self._settings = settings or UplinkSettings()
         self._software = software
+        self._health = health
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: Session | None = None
@@ -163,8 +165,9 @@ class Uplink:
         return Will(self._topics.state, state.encode())
 
     async def birth(self) -> bytes:
-        """The retained state message announcing this gateway and its backlog."""
+        """The retained state message announcing this gateway, its backlog and its health."""
         stats = await self._source.stats(self.stats.delivered_seq)
+        health = await self._health() if self._health is not None else None
         age = None
         if stats.oldest_unsent_ts is not None:
             age = round(max(0.0, (self._clock.now() - stats.oldest_unsent_ts).total_seconds()), 3)
@@ -176,6 +179,7 @@ class Uplink:
             oldest_unsent_s=age,
             head_seq=stats.head_seq,
             software=self._software,
+            health=health,
         ).encode()
 
     async def run(self) -> None:

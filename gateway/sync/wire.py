@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.store.outbox import StoredEvent
 
@@ -52,6 +53,26 @@ def envelope(gateway_id: str, events: Sequence[StoredEvent]) -> bytes:
     return (head + ",".join(parts) + "]}").encode("utf-8")
 
 
+class StateHealth(Protocol):
+    """The essentials of the gateway's /metrics that its birth message carries
+    (`gateway.metrics.Essentials` is one): counts since the gateway process started."""
+
+    @property
+    def decisions(self) -> int: ...
+    @property
+    def decisions_denied(self) -> int: ...
+    @property
+    def rejected_inputs(self) -> int: ...
+    @property
+    def readers(self) -> int: ...
+    @property
+    def readers_online(self) -> int: ...
+    @property
+    def store_failing(self) -> bool: ...
+    @property
+    def disk_free_mb(self) -> int | None: ...
+
+
 @dataclass(frozen=True)
 class GatewayState:
     """The retained birth/state message; the Last Will is the same with online=false."""
@@ -63,6 +84,7 @@ class GatewayState:
     oldest_unsent_s: float | None = None
     head_seq: int | None = None
     software: str | None = None
+    health: StateHealth | None = None
 
     def encode(self) -> bytes:
         document: dict[str, object] = {
@@ -77,5 +99,15 @@ class GatewayState:
             "head_seq": self.head_seq,
             "software": self.software,
         }
+        if self.health is not None:
+            optional.update(
+                decisions=self.health.decisions,
+                decisions_denied=self.health.decisions_denied,
+                rejected_inputs=self.health.rejected_inputs,
+                readers=self.health.readers,
+                readers_online=self.health.readers_online,
+                store_failing=self.health.store_failing,
+                disk_free_mb=self.health.disk_free_mb,
+            )
         document.update({key: value for key, value in optional.items() if value is not None})
         return json.dumps(document, separators=(",", ":")).encode("utf-8")
