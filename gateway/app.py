@@ -42,6 +42,7 @@ from gateway.domain.voucher import verify as verify_voucher
 from gateway.doors import DoorController, DoorSetup, VoucherOutcome
 from gateway.housekeeping import Housekeeper
 from gateway.intake import RecordIntake, TerminalRegistry
+from gateway.liveness import EVENT_LOOP, STORE_WRITER, UPLINK, Liveness
 from gateway.metrics import essentials, metrics_router
 from gateway.platform_commands import GatewayHooks, PlatformCommands, TrustedKeys
 from gateway.settings import RuntimeSettings
@@ -55,6 +56,7 @@ from gateway.supervision import DoorSupervisor, FailMode
 from gateway.sync.downlink import Downlink
 from gateway.sync.link import BrokerSettings, MqttLink, Subscriptions, TlsSettings, Will
 from gateway.sync.uplink import OutboxSource, Uplink, UplinkSettings
+from gateway.watchdog import Watchdog, heartbeat, uplink_probe, writer_pings
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +230,7 @@ class Gateway:
         self.started_at = self.clock.now()
         self.ready = asyncio.Event()
         self._background: set[asyncio.Future[Any]] = set()
+        self.watchdog: Watchdog | None = None
 
     def _door_setups(self) -> dict[str, DoorSetup]:
         return {
@@ -369,9 +372,24 @@ class Gateway:
             software=f"rentgate/{__version__}",
             health=lambda: essentials(self),
         )
+        liveness = Liveness(self.clock.monotonic)
+        liveness.register(EVENT_LOOP, 5.0)
+        liveness.register(UPLINK, self.config.mqtt.ack_timeout_s + 60)
+        liveness.register(STORE_WRITER, 60.0)
+        uplink = self.uplink
+        self.watchdog = Watchdog(
+            liveness,
+            probes=[uplink_probe(liveness, uplink, lambda: self.writer.health.head_seq)],
+            summary=self._summary,
+        )
         tasks: list[asyncio.Task[None]] = []
         try:
             tasks.append(asyncio.create_task(self.uplink.run(), name="uplink"))
+            tasks.append(asyncio.create_task(heartbeat(liveness), name="heartbeat"))
+            tasks.append(
+                asyncio.create_task(writer_pings(liveness, self.writer), name="writer-pings")
+            )
+            tasks.append(asyncio.create_task(self.watchdog.run(self.ready), name="watchdog"))
             tasks.append(
                 asyncio.create_task(self.index_keeper.follow(self._swap_index), name="index-keeper")
             )
@@ -402,7 +420,18 @@ class Gateway:
         finally:
             await self._shutdown(tasks)
 
+    def _summary(self) -> str:
+        """One line for `systemctl status`."""
+        link = self.uplink.link if self.uplink else None
+        connected = "connected" if link and link.connected else "broker unreachable"
+        return (
+            f"{self.doors.counters.decisions.total()} decisions, {connected},"
+            f" {self.writer.pending()} queued"
+        )
+
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stopping()
         for task in tasks:
             if task.get_name().startswith("reader:"):
                 task.cancel()

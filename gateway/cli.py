@@ -14,6 +14,8 @@ from typing import Any
 
 from gateway import __version__
 from gateway.cli_platform import add_parsers, run_alerts, run_platform
+from gateway.cli_service import add_parsers as add_service_parsers
+from gateway.cli_service import run_install_service
 from gateway.cli_store import add_parsers as add_store_parsers
 from gateway.cli_store import run_store_command
 from gateway.cli_terminal import add_parsers as add_terminal_parsers
@@ -70,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     add_voucher_parsers(commands)
     add_terminal_parsers(commands)
     add_store_parsers(commands)
+    add_service_parsers(commands)
     return parser
 
 
@@ -101,6 +104,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_platform(args)
     if args.command == "voucher":
         return run_voucher(args)
+    if args.command == "install-service":
+        return run_install_service(args)
     config = load_config(args.config)
     if args.command == "run":
         if problems := missing_files(config):
