@@ -24,6 +24,7 @@ from gateway.cli_voucher import add_parsers as add_voucher_parsers
 from gateway.cli_voucher import run_voucher
 from gateway.config import Config, ConfigError, load_config, missing_files
 from gateway.logs import FORMATS, configure_logging
+from gateway.running import live_status
 from gateway.store.errors import StoreError
 
 EXIT_CONFIG = 2
@@ -210,34 +211,12 @@ def _status(config: Config, *, as_json: bool) -> int:
             conn.close()
     except StoreError as exc:
         report["store_error"] = str(exc)
-    report["process"] = _live_status(config.gateway.status_file)
+    report["process"] = live_status(config.gateway.status_file)
     if as_json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
         print(_render_status(report))
     return 0 if "store_error" not in report else EXIT_FAILURE
-
-
-def _live_status(path: Path) -> dict[str, Any] | None:
-    try:
-        live: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    alive = live.get("running") and _pid_alive(int(live.get("pid", 0)))
-    live["running"] = bool(alive)
-    return live
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _render_status(report: dict[str, Any]) -> str:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from gateway.config import Config
+from gateway.running import live_status
 
 
 def add_parsers(commands: Any) -> None:
@@ -32,7 +31,8 @@ def run_store_command(config: Config, args: argparse.Namespace) -> int:
             print(f"backup written to {args.out} ({args.out.stat().st_size} bytes, checked)")
             print("it holds personal data sealed with the gateway's key file: keep both safe")
             return 0
-        if _running(config.gateway.status_file):
+        live = live_status(config.gateway.status_file)
+        if live is not None and live["running"]:
             print("rentgate restore: the gateway is running; stop it first", file=sys.stderr)
             return 1
         kept = maintenance.restore(args.backup, database)
@@ -44,20 +44,3 @@ def run_store_command(config: Config, args: argparse.Namespace) -> int:
         print(f"the store it replaced is kept as {kept}")
     print("undelivered events recorded after the backup are not in it: they are lost")
     return 0
-
-
-def _running(status_file: Path) -> bool:
-    try:
-        status = json.loads(status_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    pid = int(status.get("pid", 0))
-    if not status.get("running") or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
