@@ -224,6 +224,7 @@ class Gateway:
             budget_bytes=int(config.storage.budget_mb * 1024 * 1024),
             history=timedelta(days=config.storage.history_days),
             every_s=config.storage.check_every_s,
+            personal_grace=timedelta(hours=config.storage.personal_grace_hours),
         )
         self.clock_watch = ClockWatch(self.clock, self.housekeeper.set_alarm)
         self.source = OutboxSource(config.gateway.database)

@@ -232,6 +232,9 @@ class StorageSection(_Section):
         1024.0, gt=0, description="the data dir's share of the disk; delivered history yields"
     )
     history_days: float = Field(30.0, gt=0, description="delivered events kept this long")
+    personal_grace_hours: float = Field(
+        24.0, gt=0, description="delivered events with full ID numbers kept this long"
+    )
     check_every_s: float = Field(300.0, gt=0, le=86400)
 
 

@@ -1,6 +1,9 @@
 """Keeping the data dir within its budget, for years, with nobody looking after it.
 
-Every few minutes: delivered events older than the history period go; when the
+Every few minutes: delivered events carrying full ID numbers go once their
+grace period after acknowledgement is over (domain.md: hold a full ID number
+only until the platform has the record, plus a short grace); delivered events
+older than the history period go; when the
 file nears its budget, older delivered history goes first, whatever its age;
 freed pages are given back to the filesystem a chunk at a time. Undelivered
 records are never touched: when they alone reach the budget the gateway raises
@@ -54,6 +57,7 @@ class Housekeeper:
         budget_bytes: int,
         history: timedelta,
         every_s: float,
+        personal_grace: timedelta = timedelta(days=1),
     ) -> None:
         self._writer = writer
         self._database = database
@@ -61,6 +65,7 @@ class Housekeeper:
         self._budget = budget_bytes
         self._history = history
         self._every_s = every_s
+        self._grace = personal_grace
         self.alarms: dict[str, str] = {}
         """Active gateway alarms by kind, with their detail."""
         self.stats = HousekeepingStats()
@@ -93,6 +98,9 @@ class Housekeeper:
     async def check(self) -> retention.Usage:
         """One round: history period, budget, reclaim, alarms. Returns the usage after it."""
         self._storage_failing()
+        grace = self._clock.now() - self._grace
+        while (pruned := await self._op(lambda c: retention.prune_personal(c, before=grace))) > 0:
+            self.stats.pruned += pruned
         cutoff = self._clock.now() - self._history
         while (pruned := await self._op(lambda c: retention.prune_delivered(c, before=cutoff))) > 0:
             self.stats.pruned += pruned

@@ -185,3 +185,24 @@ def test_a_really_full_disk_loses_no_record_and_doors_keep_deciding(
     kinds = [(e["alarm"], e["state"]) for e in subscriber.events() if e["type"] == "gateway.alarm"]
     assert ("storage_failing", "raised") in kinds
     assert json.dumps(kinds).count("storage_failing") >= 1
+
+
+def test_full_id_numbers_leave_soon_after_the_platform_has_them(tmp_path: Path) -> None:
+    database = tmp_path / "db.sqlite"
+    conn = connect(database)
+    try:
+        migrate(conn)
+        two_days_ago = datetime.now().astimezone() - timedelta(days=2)
+        captured = new_event(
+            EventType.REGISTRATION_CAPTURED, two_days_ago, 1.0, {"id_number": "11010519491231002X"}
+        )
+        with transaction(conn):
+            outbox.append_rows(conn, [captured, _event(two_days_ago, 1), captured, captured])
+            outbox.mark_delivered(conn, 3)  # the last capture is not acknowledged yet
+        grace = datetime.now().astimezone() - timedelta(days=1)
+        with transaction(conn):
+            assert retention.prune_personal(conn, before=grace) == 2
+        kept = [row[0] for row in conn.execute("SELECT type FROM outbox ORDER BY seq")]
+        assert kept == ["device.status", "registration.captured"]  # history; the unacknowledged
+    finally:
+        conn.close()

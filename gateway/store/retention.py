@@ -86,6 +86,23 @@ def prune_delivered(
     return conn.execute(query, (before.isoformat(timespec="milliseconds"), limit)).rowcount
 
 
+PERSONAL_EVENT_TYPES = ("registration.captured",)
+"""Event types that carry a full ID number: kept only briefly once the platform has them."""
+
+
+def prune_personal(conn: sqlite3.Connection, *, before: datetime, limit: int = PRUNE_CHUNK) -> int:
+    """Delete delivered events carrying full ID numbers, stamped before `before` (the grace
+    period after acknowledgement), whatever the history period says. Call in a transaction."""
+    cursor = "(SELECT value FROM meta WHERE key = 'delivered_seq')"
+    marks = ", ".join("?" * len(PERSONAL_EVENT_TYPES))
+    query = (
+        f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE seq <= {cursor}"  # noqa: S608
+        f" AND type IN ({marks}) AND ts < ? ORDER BY seq LIMIT ?)"
+    )
+    args = (*PERSONAL_EVENT_TYPES, before.isoformat(timespec="milliseconds"), limit)
+    return conn.execute(query, args).rowcount
+
+
 def reclaim(conn: sqlite3.Connection, pages: int = RECLAIM_PAGES) -> None:
     """Give up to `pages` free pages back to the filesystem (the file shrinks at the next
     checkpoint). Not inside a transaction: give it a connection of its own.
