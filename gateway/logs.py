@@ -69,6 +69,23 @@ class JsonFormatter(logging.Formatter):
         return mask_id_numbers(line)  # json.dumps escapes newlines: one line, always
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record is emitted, not when it was made:
+    a redirected or replaced stderr (tests capturing output, a daemon reopening it)
+    never leaves the handler writing to a closed file."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        return None
+
+
 def configure_logging(
     fmt: LogFormat = "json", level: str | int = "INFO", stream: TextIO | None = None
 ) -> logging.Handler:
@@ -82,7 +99,7 @@ def configure_logging(
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else MaskingTextFormatter(TEXT_FORMAT))
     handler.set_name(__name__)
     root = logging.getLogger()
