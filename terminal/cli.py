@@ -17,6 +17,7 @@ input or no config (nothing changed).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -43,6 +44,8 @@ class _BadInput(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The co-ordinator reads stderr: progress and clear messages, not httpx's request log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     home: Path = args.home or cfg.default_home()
     try:
