@@ -26,7 +26,9 @@ from gateway import __version__
 from gateway.access import AccessIndex, Decision, DecisionReason, DoorPolicy
 from gateway.access_sync import IndexKeeper
 from gateway.alerts import AlertEngine
+from gateway.api.accounts import Accounts
 from gateway.api.app import create_api
+from gateway.api.security import security_router
 from gateway.api.server import ApiServer, self_signed
 from gateway.clock import Clock, SystemClock
 from gateway.clockwatch import ClockWatch
@@ -211,6 +213,14 @@ class Gateway:
         )
         self.intake = RecordIntake(writer=self.writer, keys=self.keys, clock=self.clock)
         self.api = create_api(self.intake, self.terminals)
+        self.accounts = Accounts(
+            config.gateway.database,
+            writer=self.writer,
+            clock=self.clock,
+            setup_code_file=config.gateway.data_dir / "setup-code",
+            terminals=self.terminals,
+        )
+        self.api.include_router(security_router(self.accounts))
         self.api.include_router(metrics_router(self))
         cert, key = config.api.cert, config.api.key
         if cert is None or key is None:
@@ -351,6 +361,7 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then shut down cleanly."""
         self.writer.start()
+        await asyncio.to_thread(self.accounts.prepare_setup)
         if self.recovery is not None:
             self.housekeeper.raise_alarm(
                 "store_recovered",
@@ -448,6 +459,7 @@ class Gateway:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(self.writer.close)
         self.terminals.close()
+        self.accounts.close()
         self.source.close()
         self._dump_status(running=False)
         log.info("gateway %s stopped", self.config.gateway.id)

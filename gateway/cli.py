@@ -20,6 +20,8 @@ from gateway.cli_store import add_parsers as add_store_parsers
 from gateway.cli_store import run_store_command
 from gateway.cli_terminal import add_parsers as add_terminal_parsers
 from gateway.cli_terminal import run_terminal
+from gateway.cli_users import add_parsers as add_user_parsers
+from gateway.cli_users import run_users
 from gateway.cli_voucher import add_parsers as add_voucher_parsers
 from gateway.cli_voucher import run_voucher
 from gateway.config import Config, ConfigError, load_config, missing_files
@@ -74,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     add_terminal_parsers(commands)
     add_store_parsers(commands)
     add_service_parsers(commands)
+    add_user_parsers(commands)
     return parser
 
 
@@ -114,6 +117,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(config)
     commands = {
         "terminal": lambda: run_terminal(config, args),
+        "user": lambda: run_users(config, args),
         "backup": lambda: run_store_command(config, args),
         "restore": lambda: run_store_command(config, args),
         "alerts": lambda: run_alerts(config, as_json=args.json),

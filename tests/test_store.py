@@ -118,6 +118,10 @@ _FIXTURE_SQL: dict[int, tuple[str, ...]] = {
         "INSERT INTO terminal_records VALUES ('0192f1c0-0000-7000-8000-000000000002', 'T-1',"
         " 'registration', '2026-01-01T00:00:00+08:00', '2026-01-01T00:00:01+08:00', 1)",
     ),
+    6: (
+        "INSERT INTO audit_log (at, actor, action) VALUES ('2026-01-01T00:00:00+08:00', 'cli:root',"
+        " 'user.add')",
+    ),
 }
 
 

@@ -36,6 +36,9 @@ _TABLES = (
     "alerts",
     "terminals",
     "terminal_records",
+    "users",
+    "user_units",
+    "audit_log",
     "outbox",
 )
 """Copied in this order (parents before children); staging and removal logs are not kept."""

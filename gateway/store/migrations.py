@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from gateway.store import users
 from gateway.store.db import transaction
 from gateway.store.errors import SchemaTooNewError, translated
 
@@ -219,6 +220,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX terminal_records_by_terminal ON terminal_records (terminal, received_at)",
         ),
     ),
+    Migration(users.MIGRATION_6_VERSION, users.MIGRATION_6_PURPOSE, users.MIGRATION_6_SCRIPT),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,39 @@
+"""First-run setup and login against the API a running gateway serves (HTTPS, its own cert)."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import httpx
+
+from gateway.localbroker import LocalBroker
+from tests.support import InProcessGateway, load, wait_until, write_config
+
+
+def test_first_admin_from_the_setup_code_then_login(tmp_path: Path, broker: LocalBroker) -> None:
+    config = load(write_config(tmp_path, broker.url, gateway_id="GW-AUTH"))
+    with InProcessGateway(config) as running:
+        gateway = running.gateway
+        code_file = config.gateway.data_dir / "setup-code"
+        wait_until(code_file.exists, 10, "the setup code written at first start")
+        assert oct(code_file.stat().st_mode & 0o777) == "0o600"
+        wait_until(lambda: gateway.api_server.url is not None, 10, "the API listening")
+        trust = ssl.create_default_context(cafile=str(gateway.api_certificate))
+        with httpx.Client(base_url=str(gateway.api_server.url), verify=trust, timeout=10) as web:
+            body = {"name": "admin", "password": "a long enough passphrase"}
+            assert web.post("/api/v1/setup", json={**body, "code": "wrong"}).status_code == 403
+            code = code_file.read_text().strip()
+            assert web.post("/api/v1/setup", json={**body, "code": code}).status_code == 201
+            assert not code_file.exists()
+            again = web.post("/api/v1/setup", json={**body, "code": code})
+            assert again.status_code == 409
+            assert web.get("/api/v1/me").status_code == 401
+            login = web.post("/api/v1/login", json=body)
+            assert login.status_code == 200
+            cookie = login.headers["set-cookie"].lower()
+            assert "httponly" in cookie
+            assert "samesite=strict" in cookie
+            assert "secure" in cookie
+            me = web.get("/api/v1/me")  # the client kept the session cookie
+            assert me.json()["role"] == "admin"
