@@ -178,7 +178,7 @@ def test_verify_names_the_rejection(platform: Platform, capsys: pytest.CaptureFi
     cases = {
         "expired": [*keys, "--today", "2100-01-01", text],
         "wrong_prefix": [*keys, "HC1:" + text[4:]],
-        "bad_base45": [*keys, text[:-1]],
+        "bad_base45": [*keys, text[:-1] + "~"],  # not in the alphabet, whatever the length
         "oversized": [*keys, text + "0" * 1024],
     }
     for reason, argv in cases.items():
