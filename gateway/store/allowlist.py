@@ -150,9 +150,10 @@ def stage(
     now: datetime,
     *,
     live: bool = False,
-) -> None:
+) -> list[str]:
     """Write one chunk of a snapshot under `generation` into the staging tables (or, for a
-    delta, `live` into the allowlist in force). Call in a transaction."""
+    delta, `live` into the allowlist in force); return each entry's person id. Call in a
+    transaction."""
     prefix = "" if live else "staged_"
     stamp = now.isoformat()
     allowlisted, credentials, tenancies = [], [], []
@@ -214,6 +215,7 @@ def stage(
             " valid_to, created_at, generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             tenancies,
         )
+    return person_ids
 
 
 def switch(conn: sqlite3.Connection, version: int) -> None:
@@ -292,9 +294,7 @@ def apply_delta(
     changed = 0
     for platform_id in [*delta.remove, *(entry.person for entry in delta.upsert)]:
         changed += _drop_person(conn, generation, platform_id)
-    stage(conn, keys, generation, delta.upsert, now, live=True)
-    for entry in delta.upsert:
-        person_id = _person_for(conn, keys, entry.id_number, now.isoformat())
+    for person_id in stage(conn, keys, generation, delta.upsert, now, live=True):
         record_change(conn, person_id)
     conn.execute("UPDATE meta SET value = ? WHERE key = 'allowlist_version'", (delta.to_version,))
     return changed + len(delta.upsert)
@@ -395,28 +395,6 @@ def _people_for(
         new_rows,
     )
     return [known[id_hash] for id_hash in hashes]
-
-
-def _person_for(conn: sqlite3.Connection, keys: KeyRing, id_number: str, stamp: str) -> str:
-    """The person with this ID number, created (identity only) if new."""
-    id_hash = keys.lookup(CredentialKind.ID_NUMBER.value, id_number)
-    row = conn.execute("SELECT id FROM people WHERE id_hash = ?", (id_hash,)).fetchone()
-    if row is not None:
-        return str(row[0])
-    person_id = str(uuid.uuid4())
-    conn.execute(
-        "INSERT INTO people (id, id_hash, id_masked, id_number_sealed, name_sealed, created_at,"
-        " updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?)",
-        (
-            person_id,
-            id_hash,
-            mask(id_number),
-            keys.seal(id_number, f"people.id_number:{person_id}"),
-            stamp,
-            stamp,
-        ),
-    )
-    return person_id
 
 
 def _masked(kind: CredentialKind, value: str) -> str:
