@@ -29,7 +29,7 @@ from gateway.store import commands as seen
 from gateway.store.crypto import KeyRing
 from gateway.store.errors import StoreError
 from gateway.store.writer import Writer
-from gateway.sync.downlink import Applied
+from gateway.sync.downlink import Applied, refusal
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +125,12 @@ class PlatformCommands:
         return Applied(seen.Outcome(True), extra)
 
     async def _refuse(self, command: Command, reason: Rejection, detail: str) -> Applied:
-        outcome = seen.Outcome(False, reason.value, detail)
+        applied = refusal(reason, detail)
         try:
-            await self._op(lambda conn: self._remember(conn, command, outcome))
+            await self._op(lambda conn: self._remember(conn, command, applied.outcome))
         except StoreError as exc:
             log.error("could not record the refusal of command %s: %s", command.id, exc)
-        extra = {"need": "allowlist.snapshot"} if reason is Rejection.VERSION_MISMATCH else None
-        return Applied(outcome, extra)
+        return applied
 
     def _remember(self, conn: sqlite3.Connection, command: Command, outcome: seen.Outcome) -> None:
         seen.remember(

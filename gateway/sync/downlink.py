@@ -121,7 +121,7 @@ class Downlink:
         except CommandRejected as rejected:
             self._count_rejection(name, rejected.reason, rejected.detail)
             command_id = rejected.command_id or _best_effort_id(message.payload)
-            self._reply(message, name, command_id, _rejection(rejected))
+            self._reply(message, name, command_id, refusal(rejected.reason, rejected.detail))
             return
         previous = await self._handler.previous_outcome(command.id)
         if previous is not None:
@@ -208,11 +208,10 @@ def _publishable(topic: str) -> bool:
     return 0 < len(topic) <= 256 and not any(c in topic for c in "+#\0")
 
 
-def _rejection(rejected: CommandRejected) -> Applied:
-    extra = (
-        {"need": "allowlist.snapshot"} if rejected.reason is Rejection.VERSION_MISMATCH else None
-    )
-    return Applied(Outcome(False, rejected.reason.value, rejected.detail), extra)
+def refusal(reason: Rejection, detail: str) -> Applied:
+    """A refused command's reply; a delta on the wrong base also says what to send instead."""
+    extra = {"need": "allowlist.snapshot"} if reason is Rejection.VERSION_MISMATCH else None
+    return Applied(Outcome(False, reason.value, detail), extra)
 
 
 def _ignore_outcome(future: asyncio.Future[Any]) -> None:
