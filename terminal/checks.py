@@ -76,20 +76,27 @@ def platform_keys(home: Path) -> dict[str, VerifyKey]:
     return keys
 
 
-def frames(args: argparse.Namespace) -> Iterator[Any]:
-    """Frames from an image, a video file or a camera, for at most `seconds`."""
+def read_image(path: Path) -> Any:
+    """A photo as a BGR frame; `CheckError` saying why when it cannot be read or decoded."""
     import cv2
     import numpy as np
 
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckError(f"cannot read image {path}: {exc.strerror}") from exc
+    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if frame is None:
+        raise CheckError(f"{path} is not a readable image (corrupt or unsupported)")
+    return frame
+
+
+def frames(args: argparse.Namespace) -> Iterator[Any]:
+    """Frames from an image, a video file or a camera, for at most `seconds`."""
+    import cv2
+
     if args.image is not None:
-        try:
-            data = args.image.read_bytes()
-        except OSError as exc:
-            raise CheckError(f"cannot read image {args.image}: {exc.strerror}") from exc
-        frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-        if frame is None:
-            raise CheckError(f"{args.image} is not a readable image (corrupt or unsupported)")
-        yield frame
+        yield read_image(args.image)
         return
     source = str(args.video) if args.video is not None else args.camera
     capture = cv2.VideoCapture(source)

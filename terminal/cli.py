@@ -31,7 +31,7 @@ from gateway.domain.capture import CapturedRecord, CaptureKind
 from gateway.domain.events import uuid7
 from gateway.domain.signing import SigningKeyError, VerifyKey
 from terminal import config as cfg
-from terminal.checks import KEYS_DIR, CheckError, add_commands
+from terminal.checks import KEYS_DIR, CheckError, add_commands, read_image
 from terminal.queue import Queue, QueuedRecord, QueueError, RecordState, create_key, load_key
 from terminal.sync import GatewayClient, GatewaySettings, SyncError, sync
 
@@ -168,18 +168,12 @@ def _capture(args: argparse.Namespace, home: Path) -> int:
 
 def _voucher_from_image(path: Path) -> str:
     """The voucher QR text in a photo: the hook to the scanner (verification is elsewhere)."""
-    import cv2
-    import numpy as np
-
     from terminal.scan import decode
 
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise _BadInput(f"not captured: cannot read image {path}: {exc.strerror}") from exc
-    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if frame is None:
-        raise _BadInput(f"not captured: {path} is not a readable image (corrupt or unsupported)")
+        frame = read_image(path)
+    except CheckError as exc:
+        raise _BadInput(f"not captured: {exc}") from exc
     texts = sorted(set(decode(frame)))
     if not texts:
         raise _BadInput(f"not captured: no voucher QR code found in {path}; take another photo")
