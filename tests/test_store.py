@@ -122,6 +122,8 @@ _FIXTURE_SQL: dict[int, tuple[str, ...]] = {
         "INSERT INTO audit_log (at, actor, action) VALUES ('2026-01-01T00:00:00+08:00', 'cli:root',"
         " 'user.add')",
     ),
+    # 7 adds generated columns and indexes, no table: an event with a door and a person.
+    7: ("""UPDATE outbox SET payload = '{"door":"front","person":"p1"}' WHERE seq = 2""",),
 }
 
 

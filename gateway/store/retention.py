@@ -16,7 +16,9 @@ from pathlib import Path
 
 from gateway.store.errors import translated
 
-PRUNE_CHUNK = 5_000
+PRUNE_CHUNK = 1_000
+"""Rows deleted per writer transaction: with the event-history indexes (migration 7) a
+1,000-row chunk holds the events queued behind it back ~20 ms, 5,000 rows ~85 ms."""
 RECLAIM_PAGES = 2_000
 
 

@@ -1,0 +1,624 @@
+"""The event history the web API lists (gateway/store/events.py) on a real SQLite file.
+
+Events are written the way the gateway writes them (`new_event`, then
+`outbox.append_rows` in a transaction) and every answer is compared with a
+brute-force reference: all rows read back, the payload parsed in Python, `ts`
+compared as instants.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.domain.events import EventType, new_event
+from gateway.store import events, maintenance, outbox
+from gateway.store.db import connect, transaction
+from gateway.store.errors import StoreError
+from gateway.store.events import CLOCK_SLACK, EventFilter, EventRow, EventScope
+from gateway.store.migrations import LATEST_VERSION, migrate, schema_version
+
+CST = timezone(timedelta(hours=8))
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=CST)
+P1, P2, P3 = (f"5f0c6c0e-8a1e-4c4e-9a55-00000000000{n}" for n in (1, 2, 3))
+TYPES = (
+    EventType.ACCESS_DECISION,
+    EventType.DEVICE_STATUS,
+    EventType.DOOR_ALARM,
+    EventType.ALERT_RAISED,
+)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One event to record: its type, wall-clock stamp, door and person (None: no key)."""
+
+    type: EventType
+    at: datetime
+    door: str | None = None
+    person: str | None = None
+
+
+def _body(spec: Spec) -> dict[str, Any]:
+    body: dict[str, Any] = {"detail": "x"}
+    if spec.door is not None:
+        body["door"] = spec.door
+    if spec.type is EventType.ACCESS_DECISION or spec.person is not None:
+        body["person"] = spec.person  # access.decision writes null for an unknown card
+    return body
+
+
+def _record(conn: sqlite3.Connection, specs: Sequence[Spec]) -> None:
+    rows = [new_event(spec.type, spec.at, 1.0, _body(spec)) for spec in specs]
+    with transaction(conn):
+        outbox.append_rows(conn, rows)
+
+
+@contextmanager
+def _store(directory: Path, specs: Sequence[Spec] = ()) -> Iterator[sqlite3.Connection]:
+    conn = connect(directory / "gateway.db")
+    try:
+        migrate(conn)
+        if specs:
+            _record(conn, specs)
+        yield conn
+    finally:
+        conn.close()
+
+
+def _everything(conn: sqlite3.Connection) -> list[EventRow]:
+    """All rows, newest first, with door and person taken from the payload in Python."""
+    found = []
+    for seq, event_id, kind, ts, payload in conn.execute(
+        "SELECT seq, id, type, ts, payload FROM outbox ORDER BY seq DESC"
+    ):
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            body = {}
+        door, person = body.get("door"), body.get("person")
+        found.append(EventRow(seq, event_id, kind, ts, door, person, payload))
+    return found
+
+
+def _matches(row: EventRow, wanted: EventFilter, scope: EventScope | None) -> bool:
+    moment = datetime.fromisoformat(row.ts)
+    return (
+        (wanted.door is None or row.door == wanted.door)
+        and (wanted.person is None or row.person == wanted.person)
+        and (wanted.type is None or row.type == wanted.type)
+        and (wanted.since is None or moment >= wanted.since)
+        and (wanted.until is None or moment < wanted.until)
+        and (
+            scope is None
+            or row.person in scope.people
+            or (row.person is None and row.door in scope.doors)
+        )
+    )
+
+
+def _reference(
+    conn: sqlite3.Connection, wanted: EventFilter, scope: EventScope | None
+) -> list[EventRow]:
+    return [row for row in _everything(conn) if _matches(row, wanted, scope)]
+
+
+def _all_pages(
+    conn: sqlite3.Connection, wanted: EventFilter, scope: EventScope | None, limit: int
+) -> list[EventRow]:
+    """Page through to the end; every page but the last is full, and the one after it empty."""
+    found: list[EventRow] = []
+    before = None
+    while True:
+        rows = events.page(conn, wanted, scope, before_seq=before, limit=limit)
+        assert len(rows) <= limit
+        assert [row.seq for row in rows] == sorted((row.seq for row in rows), reverse=True)
+        if before is not None:
+            assert all(row.seq < before for row in rows)
+        found += rows
+        if len(rows) < limit:
+            if rows:
+                assert events.page(conn, wanted, scope, before_seq=rows[-1].seq, limit=limit) == []
+            return found
+        before = rows[-1].seq
+
+
+def _building() -> list[Spec]:
+    """Two days at two doors: taps by three people and unknown cards, status, alarms, alerts."""
+    specs = []
+    for n in range(120):
+        at = T0 + timedelta(minutes=23 * n)
+        door = ("front", "back")[n % 2]
+        kind = TYPES[0] if n % 5 else TYPES[1 + n // 5 % 3]
+        person = (P1, P2, P3, None)[n % 4] if kind in (TYPES[0], TYPES[3]) else None
+        specs.append(Spec(kind, at, None if kind is TYPES[3] and n % 3 else door, person))
+    return specs
+
+
+@pytest.fixture
+def building(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    with _store(tmp_path, _building()) as conn:
+        yield conn
+
+
+# -- filters ------------------------------------------------------------------
+
+SINCE = T0 + timedelta(hours=10)
+UNTIL = T0 + timedelta(hours=30)
+FIELDS: dict[str, object] = {
+    "door": "back",
+    "person": P2,
+    "type": EventType.ACCESS_DECISION.value,
+    "since": SINCE,
+    "until": UNTIL,
+}
+COMBINATIONS = [
+    dict(chosen)
+    for size in range(len(FIELDS) + 1)
+    for chosen in itertools.combinations(FIELDS.items(), size)
+]
+
+
+@pytest.mark.parametrize("fields", COMBINATIONS, ids=lambda f: "+".join(f) or "none")
+@pytest.mark.parametrize("scoped", [False, True], ids=["all", "scope"])
+def test_every_filter_and_combination_matches_the_reference(
+    building: sqlite3.Connection, fields: dict[str, Any], scoped: bool
+) -> None:
+    wanted = EventFilter(**fields)
+    scope = EventScope(frozenset({P1, P2}), frozenset({"back"})) if scoped else None
+    expected = _reference(building, wanted, scope)
+    assert expected or {"person", "door"} <= fields.keys()  # the fixture exercises the filter
+    assert _all_pages(building, wanted, scope, limit=7) == expected
+    assert events.page(building, wanted, scope, before_seq=None, limit=200) == expected
+
+
+def test_door_and_person_are_read_from_the_payload(building: sqlite3.Connection) -> None:
+    rows = events.page(building, EventFilter(), None, before_seq=None, limit=200)
+    assert rows == _everything(building)
+    assert {row.door for row in rows} == {"front", "back", None}
+    assert {row.person for row in rows} == {P1, P2, P3, None}
+
+
+def test_a_filter_value_nobody_has_finds_nothing(building: sqlite3.Connection) -> None:
+    for wanted in (
+        EventFilter(door="cellar"),
+        EventFilter(person="nobody"),
+        EventFilter(type="door.unlocked"),
+        EventFilter(door="front", type="door.unlocked"),
+        EventFilter(since=T0 + timedelta(days=30)),
+        EventFilter(until=T0 - timedelta(days=30)),
+    ):
+        assert events.page(building, wanted, None, before_seq=None, limit=50) == []
+
+
+def test_an_empty_store_has_no_events(tmp_path: Path) -> None:
+    with _store(tmp_path) as conn:
+        for wanted in (EventFilter(), EventFilter(door="front"), EventFilter(since=T0)):
+            assert events.page(conn, wanted, None, before_seq=None, limit=50) == []
+        assert events.after(conn, 0, 50) == []
+
+
+# -- scope ------------------------------------------------------------------------
+
+
+def test_a_scope_is_its_people_anywhere_plus_person_less_events_at_its_doors(
+    tmp_path: Path,
+) -> None:
+    specs = [
+        Spec(EventType.ACCESS_DECISION, T0, "front", P1),  # scope person, scope door
+        Spec(EventType.ACCESS_DECISION, T0, "back", P1),  # scope person, other door
+        Spec(EventType.ALERT_RAISED, T0, None, P1),  # scope person, no door
+        Spec(EventType.ACCESS_DECISION, T0, "front", P3),  # other person at a scope door
+        Spec(EventType.ACCESS_DECISION, T0, "front", None),  # unknown card at a scope door
+        Spec(EventType.DEVICE_STATUS, T0, "front"),  # person-less at a scope door
+        Spec(EventType.DOOR_ALARM, T0, "back"),  # person-less at another door
+        Spec(EventType.ACCESS_DECISION, T0, "back", None),  # unknown card, other door
+        Spec(EventType.ALERT_RAISED, T0, "front", P2),  # scope person 2
+    ]
+    with _store(tmp_path, specs) as conn:
+        scope = EventScope(frozenset({P1, P2}), frozenset({"front"}))
+
+        def seqs(wanted: EventFilter, limit: int = 50, within: EventScope = scope) -> list[int]:
+            return [
+                row.seq for row in events.page(conn, wanted, within, before_seq=None, limit=limit)
+            ]
+
+        assert seqs(EventFilter()) == [9, 6, 5, 3, 2, 1]
+        assert seqs(EventFilter(), limit=4) == [9, 6, 5, 3]
+        assert seqs(EventFilter(door="back")) == [2]  # the scope's person at another door
+        assert seqs(EventFilter(door="front")) == [9, 6, 5, 1]
+        assert seqs(EventFilter(person=P1)) == [3, 2, 1]
+        assert seqs(EventFilter(person=P3)) == []  # not the landlord's tenant
+        assert seqs(EventFilter(type=EventType.ACCESS_DECISION.value)) == [5, 2, 1]
+        assert seqs(EventFilter(), within=EventScope(frozenset(), frozenset())) == []
+        assert seqs(EventFilter(), within=EventScope(frozenset(), frozenset({"back"}))) == [8, 7]
+        assert seqs(EventFilter(door="cellar")) == []
+
+
+def test_scope_reads_merge_newest_first_across_many_people_and_doors(tmp_path: Path) -> None:
+    people = [f"person-{n:03d}" for n in range(60)]
+    doors = [f"door-{n}" for n in range(6)]
+    specs = [
+        Spec(
+            TYPES[n % 4],
+            T0 + timedelta(seconds=n),
+            doors[n % 6],
+            people[n * 7 % 60] if n % 4 in (0, 3) and n % 9 else None,
+        )
+        for n in range(3000)
+    ]
+    with _store(tmp_path, specs) as conn:
+        scope = EventScope(frozenset(people[:40]), frozenset(doors[:2]))
+        for wanted in (EventFilter(), EventFilter(type=TYPES[2].value), EventFilter(door="door-1")):
+            expected = _reference(conn, wanted, scope)
+            assert len(expected) > 100
+            for limit in (1, 13, 50, 200):
+                assert _all_pages(conn, wanted, scope, limit) == expected
+
+
+# -- paging, as a property ---------------------------------------------------------
+
+DOORS = ("front", "back", None)
+PEOPLE = (P1, P2, P3, None)
+
+
+@st.composite
+def stores(draw: st.DrawFn) -> list[Spec]:
+    """Events on a clock that advances with seq, each stamp displaced by up to the slack
+    (less a minute): out of order with seq, as a clock stepping back and forth writes them."""
+    slack = int(CLOCK_SLACK.total_seconds()) - 60
+    event = st.tuples(
+        st.sampled_from(TYPES),
+        st.integers(0, 3600),
+        st.integers(0, slack),
+        st.sampled_from(DOORS),
+        st.sampled_from(PEOPLE),
+    )
+    clock = T0
+    specs = []
+    for kind, step, jitter, door, person in draw(st.lists(event, max_size=80)):
+        clock += timedelta(seconds=step)
+        specs.append(Spec(kind, clock + timedelta(seconds=jitter), door, person))
+    return specs
+
+
+bounds = st.one_of(
+    st.none(),
+    st.builds(
+        lambda seconds, micros, zone: (
+            T0 + timedelta(seconds=seconds, microseconds=micros)
+        ).astimezone(zone),
+        st.integers(-3600, 3 * 86400),
+        st.integers(0, 999_999),
+        st.sampled_from([CST, UTC, timezone(timedelta(hours=-5))]),
+    ),
+)
+
+
+@st.composite
+def filters(draw: st.DrawFn) -> EventFilter:
+    since, until = draw(bounds), draw(bounds)
+    if since is not None and until is not None and until < since:
+        since, until = until, since
+    return EventFilter(
+        door=draw(st.sampled_from([None, "front", "back", "cellar"])),
+        person=draw(st.sampled_from([None, P1, P2, "nobody"])),
+        type=draw(st.sampled_from([None, *(t.value for t in TYPES[:3])])),
+        since=since,
+        until=until,
+    )
+
+
+scopes = st.one_of(
+    st.none(),
+    st.builds(
+        EventScope,
+        st.frozensets(st.sampled_from([P1, P2, P3, "nobody"])),
+        st.frozensets(st.sampled_from(["front", "back", "cellar"])),
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(specs=stores(), wanted=filters(), scope=scopes, limit=st.integers(1, 12))
+def test_paging_returns_the_reference_without_gaps_or_repeats(
+    specs: list[Spec], wanted: EventFilter, scope: EventScope | None, limit: int
+) -> None:
+    with tempfile.TemporaryDirectory() as directory, _store(Path(directory), specs) as conn:
+        expected = _reference(conn, wanted, scope)
+        found = _all_pages(conn, wanted, scope, limit)
+        assert [row.seq for row in found] == [row.seq for row in expected]
+        assert found == expected
+
+
+# -- time bounds and a clock that steps back ------------------------------------------
+
+
+def test_time_bounds_are_instants_to_the_millisecond(tmp_path: Path) -> None:
+    specs = [
+        Spec(EventType.DEVICE_STATUS, T0 + timedelta(milliseconds=n), "front") for n in range(5)
+    ]
+    with _store(tmp_path, specs) as conn:
+
+        def seqs(wanted: EventFilter) -> list[int]:
+            return [row.seq for row in events.page(conn, wanted, None, before_seq=None, limit=50)]
+
+        assert seqs(EventFilter(since=T0 + timedelta(milliseconds=2))) == [5, 4, 3]
+        assert seqs(EventFilter(since=T0 + timedelta(microseconds=2001))) == [5, 4]
+        assert seqs(EventFilter(until=T0 + timedelta(milliseconds=2))) == [2, 1]
+        assert seqs(EventFilter(until=T0 + timedelta(microseconds=2001))) == [3, 2, 1]
+        in_utc = (T0 + timedelta(milliseconds=1)).astimezone(UTC)  # the same instant
+        assert seqs(EventFilter(since=in_utc, until=in_utc + timedelta(milliseconds=1))) == [2]
+
+
+def test_events_stamped_with_another_offset_compare_as_instants(tmp_path: Path) -> None:
+    """A zone change between events: `ts` texts no longer sort as instants; bounds still do."""
+    tokyo = timezone(timedelta(hours=9))
+    specs = [
+        Spec(EventType.DEVICE_STATUS, T0, "front"),  # 09:00+08:00
+        Spec(EventType.DEVICE_STATUS, (T0 + timedelta(minutes=30)).astimezone(tokyo), "front"),
+        Spec(EventType.DEVICE_STATUS, T0 + timedelta(minutes=50), "front"),  # 09:50+08:00
+    ]
+    with _store(tmp_path, specs) as conn:
+        assert _everything(conn)[1].ts.startswith("2026-11-28T10:30:00.000+09:00")
+        for wanted in (
+            EventFilter(since=T0 + timedelta(minutes=40)),
+            EventFilter(until=T0 + timedelta(minutes=40)),
+            EventFilter(since=T0 + timedelta(minutes=10), until=T0 + timedelta(minutes=31)),
+        ):
+            found = events.page(conn, wanted, None, before_seq=None, limit=50)
+            assert found == _reference(conn, wanted, None)
+            assert found
+
+
+def _stepped_clock(step_back: timedelta) -> list[Spec]:
+    """Taps every 10 minutes; at 10:00 the clock is found `step_back` fast and set right.
+
+    Seq 1-6 are stamped 09:00..09:50, seq 7 at 10:00 + step_back (the fast clock),
+    seq 8-13 at 10:00..10:50 again, after the correction.
+    """
+    specs = [
+        Spec(EventType.ACCESS_DECISION, T0 + timedelta(minutes=10 * n), "front", P1)
+        for n in range(6)
+    ]
+    specs.append(Spec(EventType.ACCESS_DECISION, T0 + timedelta(hours=1) + step_back, "front", P2))
+    specs += [
+        Spec(EventType.ACCESS_DECISION, T0 + timedelta(hours=1, minutes=10 * n), "front", P1)
+        for n in range(6)
+    ]
+    return specs
+
+
+@pytest.mark.parametrize("scoped", [False, True], ids=["all", "scope"])
+def test_an_event_stamped_before_the_clock_stepped_back_within_the_slack_is_found(
+    tmp_path: Path, scoped: bool
+) -> None:
+    step = CLOCK_SLACK - timedelta(minutes=5)
+    scope = EventScope(frozenset({P1, P2}), frozenset()) if scoped else None
+    with _store(tmp_path, _stepped_clock(step)) as conn:
+        fast = T0 + timedelta(hours=1) + step
+        for wanted in (
+            EventFilter(since=fast - timedelta(minutes=1)),  # only the fast-clock event
+            EventFilter(since=T0 + timedelta(minutes=55), until=T0 + timedelta(hours=1, minutes=5)),
+            EventFilter(until=T0 + timedelta(minutes=5)),
+            EventFilter(since=fast, until=fast + timedelta(milliseconds=1)),
+        ):
+            expected = _reference(conn, wanted, scope)
+            assert expected
+            for limit in (1, 2, 50):
+                assert _all_pages(conn, wanted, scope, limit) == expected
+        only = events.page(conn, EventFilter(since=fast), scope, before_seq=None, limit=50)
+        assert [row.seq for row in only] == [7]
+
+
+def test_beyond_the_slack_the_events_of_the_stretch_lived_twice_may_be_left_out(
+    tmp_path: Path,
+) -> None:
+    """The documented limit (events.py, "What that guarantees"): seq 7 was stamped a day
+    ahead, then the clock was set back a day. A page starting after 10:00 the next day
+    has seq 8 (stamped 10:00 today, recorded after seq 7) more than CLOCK_SLACK before its
+    bound, so its seq range starts above 7: seq 7 is left out. A bound outside the stretch
+    lived twice finds it."""
+    with _store(tmp_path, _stepped_clock(timedelta(days=1))) as conn:
+        fast = T0 + timedelta(days=1, hours=1)
+        late = EventFilter(since=fast - timedelta(minutes=1))
+        assert [row.seq for row in _reference(conn, late, None)] == [7]
+        assert events.page(conn, late, None, before_seq=None, limit=50) == []
+        early = EventFilter(since=T0 + timedelta(minutes=45))
+        found = events.page(conn, early, None, before_seq=None, limit=50)
+        assert [row.seq for row in found] == list(range(13, 5, -1))
+    # The other end: seq 2 stamped a day behind, recorded after seq 1 (stamped today); a
+    # page ending inside the stretch lived twice has seq 1 after its bound + CLOCK_SLACK.
+    with _store(
+        tmp_path / "slow",
+        [
+            Spec(EventType.DEVICE_STATUS, T0, "front"),
+            Spec(EventType.DEVICE_STATUS, T0 - timedelta(days=1), "front"),
+        ],
+    ) as conn:
+        before = EventFilter(until=T0 - timedelta(hours=20))
+        assert [row.seq for row in _reference(conn, before, None)] == [2]
+        assert events.page(conn, before, None, before_seq=None, limit=50) == []
+        assert [
+            row.seq
+            for row in events.page(conn, EventFilter(until=T0), None, before_seq=None, limit=50)
+        ] == [2]
+
+
+# -- the live feed ---------------------------------------------------------------
+
+
+def test_after_is_oldest_first_from_a_seq(building: sqlite3.Connection) -> None:
+    everything = list(reversed(_everything(building)))
+    assert events.after(building, 0, 5) == everything[:5]
+    assert events.after(building, 100, 200) == everything[100:]
+    assert events.after(building, 120, 10) == []
+
+
+# -- the queries' plans -------------------------------------------------------------
+
+
+def _statements(
+    conn: sqlite3.Connection, wanted: EventFilter, scope: EventScope | None
+) -> list[str]:
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    try:
+        events.page(conn, wanted, scope, before_seq=100, limit=50)
+    finally:
+        conn.set_trace_callback(None)
+    return [sql for sql in seen if sql.startswith("SELECT")]
+
+
+@pytest.mark.parametrize(
+    ("wanted", "scope", "index"),
+    [
+        (EventFilter(door="front"), None, "outbox_by_door"),
+        (EventFilter(door="front", type="door.alarm"), None, "outbox_by_door"),
+        (EventFilter(person=P1), None, "outbox_by_person"),
+        (EventFilter(person=P1, door="front", since=T0, until=UNTIL), None, "outbox_by_person"),
+        (EventFilter(), EventScope(frozenset({P1}), frozenset({"front"})), "outbox_by_person"),
+        (EventFilter(), EventScope(frozenset(), frozenset({"front"})), "outbox_personless_by_door"),
+    ],
+    ids=["door", "door+type", "person", "person+door+time", "scope", "scope-doors"],
+)
+def test_door_and_person_filters_read_their_index_never_the_table(
+    building: sqlite3.Connection, wanted: EventFilter, scope: EventScope | None, index: str
+) -> None:
+    statements = _statements(building, wanted, scope)
+    plans = {
+        sql: [row[3] for row in building.execute(f"EXPLAIN QUERY PLAN {sql}")] for sql in statements
+    }
+    assert any(f"USING INDEX {index} " in step for steps in plans.values() for step in steps)
+    for sql, steps in plans.items():
+        assert not any(step.startswith("SCAN outbox") for step in steps), (sql, steps)
+        assert not any("TEMP B-TREE" in step for step in steps), (sql, steps)  # no sort
+
+
+# -- validation and errors ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [0, -1, 201, True, 2.5])
+def test_a_limit_outside_1_to_200_is_refused(building: sqlite3.Connection, limit: Any) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        events.page(building, EventFilter(), None, before_seq=None, limit=limit)
+    with pytest.raises(ValueError, match="limit"):
+        events.after(building, 0, limit)
+
+
+def test_malformed_arguments_are_refused(building: sqlite3.Connection) -> None:
+    with pytest.raises(ValueError, match="UTC offset"):
+        EventFilter(since=datetime(2026, 11, 28, 9, 0))
+    with pytest.raises(ValueError, match="years"):
+        EventFilter(since=datetime.min.replace(tzinfo=UTC))
+    with pytest.raises(ValueError, match="years"):
+        EventFilter(until=datetime.max.replace(tzinfo=CST))
+    with pytest.raises(ValueError, match="before since"):
+        EventFilter(since=T0, until=T0 - timedelta(seconds=1))
+    with pytest.raises(ValueError, match="before_seq"):
+        events.page(building, EventFilter(), None, before_seq=0, limit=5)
+    with pytest.raises(ValueError, match="after_seq"):
+        events.after(building, -1, 5)
+    assert events.page(building, EventFilter(), None, before_seq=1, limit=5) == []
+    assert len(events.page(building, EventFilter(), None, before_seq=2**70, limit=5)) == 5
+    assert (
+        events.page(building, EventFilter(since=T0, until=T0), None, before_seq=None, limit=5) == []
+    )
+
+
+def test_sqlite_errors_come_out_as_store_errors(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "v6.db")
+    try:
+        migrate(conn, target=6)  # no migration 7: none of its indexes
+        with pytest.raises(StoreError, match="no such index"):
+            events.page(conn, EventFilter(door="front"), None, before_seq=None, limit=5)
+    finally:
+        conn.close()
+    with pytest.raises(StoreError):
+        events.after(conn, 0, 5)  # closed
+
+
+# -- migration 7 -----------------------------------------------------------------------
+
+
+def test_a_v6_store_with_rows_upgrades_and_its_rows_read_right(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "gateway.db")
+    try:
+        migrate(conn, target=6)
+        _record(conn, _building())
+        with transaction(conn):  # a row whose payload is not JSON (a damaged copy)
+            conn.execute(
+                "INSERT INTO outbox (seq, id, type, ts, payload) VALUES"
+                " (121, 'x', 'device.status', '2026-11-30T00:00:00.000+08:00', 'not json')"
+            )
+            conn.execute("UPDATE meta SET value = 121 WHERE key = 'head_seq'")
+        before = conn.execute(
+            "SELECT seq, id, type, ts, payload FROM outbox ORDER BY seq"
+        ).fetchall()
+        assert migrate(conn) == 6
+        assert schema_version(conn) == LATEST_VERSION == 7
+        assert (
+            conn.execute("SELECT seq, id, type, ts, payload FROM outbox ORDER BY seq").fetchall()
+            == before
+        )
+        indexes = {
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE tbl_name = 'outbox' AND type = 'index'"
+            )
+        }
+        assert {
+            "outbox_by_door",
+            "outbox_by_person",
+            "outbox_personless_by_door",
+            "outbox_by_type",
+            "outbox_by_ts",
+        } <= indexes
+        rows = events.page(conn, EventFilter(), None, before_seq=None, limit=200)
+        assert (rows[0].seq, rows[0].door, rows[0].person) == (121, None, None)
+        assert rows == _everything(conn)
+        wanted = EventFilter(door="back", person=P2)
+        assert events.page(conn, wanted, None, before_seq=None, limit=200) == _reference(
+            conn, wanted, None
+        )
+        # New rows after the upgrade: the columns list of append_rows still fits.
+        _record(conn, [Spec(EventType.DOOR_ALARM, T0, "cellar")])
+        assert [
+            row.door
+            for row in events.page(conn, EventFilter(door="cellar"), None, before_seq=None, limit=5)
+        ] == ["cellar"]
+    finally:
+        conn.close()
+
+
+def test_a_recovered_store_keeps_its_history_and_reads_it_right(tmp_path: Path) -> None:
+    """maintenance.recover copies rows by column name (generated columns are not among
+    them) into a fresh store, whose indexes recompute door and person, a payload that is
+    not JSON included."""
+    with _store(tmp_path, _building()) as conn:
+        with transaction(conn):
+            conn.execute(
+                "INSERT INTO outbox (seq, id, type, ts, payload) VALUES"
+                " (121, 'x', 'device.status', '2026-11-30T00:00:00.000+08:00', '{not json')"
+            )
+            conn.execute("UPDATE meta SET value = 121 WHERE key = 'head_seq'")
+        expected = _everything(conn)
+    report = maintenance.recover(tmp_path / "gateway.db")
+    assert report.copied["outbox"] == 121
+    with _store(tmp_path) as conn:
+        assert events.page(conn, EventFilter(), None, before_seq=None, limit=200) == expected
+        wanted = EventFilter(person=P1, door="front")
+        found = events.page(conn, wanted, None, before_seq=None, limit=200)
+        assert found == _reference(conn, wanted, None)
