@@ -26,10 +26,9 @@ from gateway import __version__
 from gateway.access import AccessIndex, Decision, DecisionReason, DoorPolicy
 from gateway.access_sync import IndexKeeper
 from gateway.alerts import AlertEngine
-from gateway.api.accounts import Accounts
-from gateway.api.app import create_api
-from gateway.api.security import security_router
+from gateway.api.assembly import build_web
 from gateway.api.server import ApiServer, self_signed
+from gateway.captures import CardCaptures
 from gateway.clock import Clock, SystemClock
 from gateway.clockwatch import ClockWatch
 from gateway.config import Config, DoorSection, OsdpDevice, SamDevice
@@ -45,7 +44,7 @@ from gateway.doors import DoorController, DoorSetup, VoucherOutcome
 from gateway.housekeeping import Housekeeper
 from gateway.intake import RecordIntake, TerminalRegistry
 from gateway.liveness import EVENT_LOOP, STORE_WRITER, UPLINK, Liveness
-from gateway.metrics import essentials, metrics_router
+from gateway.metrics import essentials
 from gateway.platform_commands import GatewayHooks, PlatformCommands, TrustedKeys
 from gateway.settings import RuntimeSettings
 from gateway.status import gateway_status
@@ -156,6 +155,7 @@ class Gateway:
         self.locks: dict[str, Lock] = {door.name: self._lock(door) for door in door_sections}
         self.reader_health = {name: ReaderHealth() for name in self.readers}
         self.index_keeper = IndexKeeper(config.gateway.database, self.policies)
+        self.captures = CardCaptures(self.clock)
         self.uplink: Uplink | None = None
         self.writer = Writer(
             config.gateway.database,
@@ -172,6 +172,7 @@ class Gateway:
             unrecorded=self.writer.pending,
             observe=self._observe_decision,
             vouchers=self._check_voucher,
+            capture=self.captures.offer,
             supervisors={
                 door.name: DoorSupervisor(door.name, door.held_open_s, FailMode(door.fail_mode))
                 for door in door_sections
@@ -212,16 +213,8 @@ class Gateway:
             config.gateway.database, writer=self.writer, clock=self.clock
         )
         self.intake = RecordIntake(writer=self.writer, keys=self.keys, clock=self.clock)
-        self.api = create_api(self.intake, self.terminals)
-        self.accounts = Accounts(
-            config.gateway.database,
-            writer=self.writer,
-            clock=self.clock,
-            setup_code_file=config.gateway.data_dir / "setup-code",
-            terminals=self.terminals,
-        )
-        self.api.include_router(security_router(self.accounts))
-        self.api.include_router(metrics_router(self))
+        self.web = build_web(self, self.captures)
+        self.api, self.accounts = self.web.app, self.web.accounts
         cert, key = config.api.cert, config.api.key
         if cert is None or key is None:
             cert, key = self_signed(config.gateway.data_dir / "tls", config.api.host)
@@ -349,6 +342,7 @@ class Gateway:
     def _on_commit(self, head: int) -> None:
         if self.uplink is not None:
             self.uplink.notify_threadsafe(head)
+        self.web.feed.committed(head)
 
     def _link(self, will: Callable[[], Will]) -> MqttLink:
         return MqttLink(
@@ -410,6 +404,7 @@ class Gateway:
             tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
             tasks.append(asyncio.create_task(self._supervise_doors(), name="door-supervision"))
             tasks.append(asyncio.create_task(self.api_server.run(), name="api"))
+            tasks.append(asyncio.create_task(self.web.feed.run(), name="live-feed"))
             tasks.append(asyncio.create_task(self.housekeeper.run(), name="housekeeping"))
             tasks.append(asyncio.create_task(self.clock_watch.run(), name="clock-watch"))
             for reader in self.readers.values():
@@ -447,6 +442,7 @@ class Gateway:
         for task in tasks:
             if task.get_name().startswith("reader:"):
                 task.cancel()
+        self.web.feed.close()  # live event streams end, so the API can finish its requests
         self.api_server.stop()  # finish the requests in hand; new ones are refused
         try:
             await asyncio.to_thread(self.writer.flush)
@@ -459,7 +455,7 @@ class Gateway:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(self.writer.close)
         self.terminals.close()
-        self.accounts.close()
+        self.web.close()
         self.source.close()
         self._dump_status(running=False)
         log.info("gateway %s stopped", self.config.gateway.id)

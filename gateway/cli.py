@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     demo.add_argument("--rate", type=float, default=1.0, help="simulated taps per second")
     demo.add_argument("--workdir", type=Path, default=None, help="keep the demo's files here")
+    demo.add_argument(
+        "--web-port", type=int, default=8443, help="the web UI's port (any free one if taken)"
+    )
     add_parsers(commands)
     add_voucher_parsers(commands)
     add_terminal_parsers(commands)
@@ -103,7 +106,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from gateway.demo import run_demo
 
-        return run_demo(args.duration, args.rate, args.workdir)
+        return run_demo(args.duration, args.rate, args.workdir, args.web_port)
     if args.command == "platform":
         return run_platform(args)
     if args.command == "voucher":

@@ -23,6 +23,7 @@ import os
 import random
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 from datetime import timedelta
@@ -32,6 +33,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.app import open_store, run_gateway
+from gateway.auth import hash_password
 from gateway.clock import SystemClock
 from gateway.config import Config, load_config
 from gateway.devices.osdpkeys import write_key
@@ -42,7 +44,7 @@ from gateway.domain.idcard import CardKind, IdCard
 from gateway.domain.ids import IdNumber, check_character
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
 from gateway.localbroker import LocalBroker
-from gateway.store import registry
+from gateway.store import registry, users
 from gateway.store.db import connect, transaction
 
 GATEWAY_ID = "GW-DEMO"
@@ -62,7 +64,9 @@ UNKNOWN_CARDS = ("04DEADBEEF", "0411223344")
 GARBLE = (b"\x00\x01\xfe\n", b"not-a-card\n", b"Z" * 3000 + b"\n")
 
 
-def write_config(workdir: Path, broker_url: str, sam_path: str, osdp_path: str) -> Path:
+def write_config(
+    workdir: Path, broker_url: str, sam_path: str, osdp_path: str, web_port: int = 0
+) -> Path:
     path = workdir / "gateway.toml"
     data = workdir / "data"
     path.write_text(
@@ -76,7 +80,7 @@ url = "{broker_url}"
 reconnect_max_s = 5
 
 [api]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{web_port}"
 
 [[doors]]
 name = "front"
@@ -138,6 +142,40 @@ def enrol_tenants(config: Config) -> None:
             registry.set_credential_status(conn, lost.credential_ids[0], CredentialStatus.LOST, now)
     finally:
         conn.close()
+
+
+WEB_PORT = 8443
+DEMO_ACCOUNTS = (("demo-admin", "admin", ()), ("demo-landlord", "landlord", ("3",)))
+
+
+def free_web_port(preferred: int) -> int:
+    """`preferred` if nothing listens there on loopback, else any free port."""
+    for port in (preferred, 0):
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))
+            return int(probe.getsockname()[1])
+    return 0
+
+
+def add_demo_accounts(config: Config) -> dict[str, str]:
+    """An admin and the landlord of unit 3, each with a fresh random password (printed once:
+    there is no default password, in the demo either)."""
+    passwords = {name: secrets.token_urlsafe(9) for name, _role, _units in DEMO_ACCOUNTS}
+    conn = connect(config.gateway.database)
+    try:
+        with transaction(conn):
+            for name, role, units in DEMO_ACCOUNTS:
+                users.create_user(
+                    conn,
+                    name=name,
+                    role=role,
+                    password_hash=hash_password(passwords[name]),
+                    created_at=SystemClock(config.gateway.timezone).now().isoformat(),
+                    units=units,
+                )
+    finally:
+        conn.close()
+    return passwords
 
 
 def make_fifo(path: Path) -> None:
@@ -249,7 +287,9 @@ def platform_subscriber(broker: LocalBroker) -> paho.Client:
     return client
 
 
-def run_demo(duration: float | None, rate: float, workdir: Path | None) -> int:
+def run_demo(
+    duration: float | None, rate: float, workdir: Path | None, web_port: int = WEB_PORT
+) -> int:
     keep = workdir is not None
     root = workdir or Path(tempfile.mkdtemp(prefix="rentgate-demo-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -263,10 +303,20 @@ def run_demo(duration: float | None, rate: float, workdir: Path | None) -> int:
     osdp_reader = osdp_line.add(1, key)
     osdp_line.start()
     try:
-        config = load_config(write_config(root, broker.url, str(sam.path), str(osdp_line.path)))
+        port = free_web_port(web_port)
+        config = load_config(
+            write_config(root, broker.url, str(sam.path), str(osdp_line.path), port)
+        )
         make_fifo(root / "front.reader")
         enrol_tenants(config)
+        passwords = add_demo_accounts(config)
         print(f"Rentgate demo: broker {broker.url}, files in {root}", flush=True)
+        print(
+            f"Web UI: https://127.0.0.1:{port}/ui/ (the gateway's own self-signed certificate)",
+            flush=True,
+        )
+        for name, password in passwords.items():
+            print(f"  log in as {name}, password {password}", flush=True)
         print(
             "Simulated cards and ID cards go to the readers; every line below is what the platform"
             " receives. Ctrl-C stops.",

@@ -75,6 +75,7 @@ class DoorController:
         observe: Callable[[CardRead, Decision], None] | None = None,
         supervisors: Mapping[str, DoorSupervisor] | None = None,
         vouchers: Callable[[str, date], VoucherOutcome] = no_vouchers,
+        capture: Callable[[CardRead], bool] | None = None,
     ) -> None:
         self.index = index
         self._doors = doors
@@ -86,10 +87,13 @@ class DoorController:
         self._observe = observe
         self.supervisors = dict(supervisors or {})
         self._vouchers = vouchers
+        self._capture = capture
         self.counters = DoorCounters()
         self._last_reject_log = 0.0
 
     def accepted(self, read: CardRead) -> None:
+        if self._capture is not None and self._capture(read):
+            return  # enrol by tap: the card is being enrolled, not let in
         credential = read.credential
         now = self._clock.now()
         voucher_problem = None

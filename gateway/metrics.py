@@ -226,6 +226,7 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("rentgate_api_batches_refused", "counter", "Terminal batches refused.", ("reason",)),
     ("rentgate_api_records", "counter", "Terminal records by outcome.", ("outcome",)),
     ("rentgate_api_records_rejected", "counter", "Terminal records rejected.", ("reason",)),
+    ("rentgate_api_refused", "counter", "Web and REST requests refused.", ("reason",)),
 )
 
 
@@ -320,6 +321,9 @@ def _samples(gateway: Monitored, storage: StorageReading) -> dict[str, Samples]:
         values["rentgate_api_batches_refused"] = _by(terminals.batches_refused)
         values["rentgate_api_records"] = _by(terminals.records)
         values["rentgate_api_records_rejected"] = _by(terminals.records_rejected)
+    refused = getattr(gateway.api.state, "refused", None)
+    if isinstance(refused, Counter):
+        values["rentgate_api_refused"] = _by(refused)
     return values
 
 

@@ -22,6 +22,8 @@ def test_demo_prints_the_platforms_view_and_stops_by_itself(tmp_path: Path) -> N
             "8",
             "--workdir",
             str(tmp_path / "demo"),
+            "--web-port",
+            "0",
         ],
         capture_output=True,
         text=True,
@@ -40,5 +42,9 @@ def test_demo_prints_the_platforms_view_and_stops_by_itself(tmp_path: Path) -> N
     assert any("DENY  unknown" in line for line in lines)
     assert any("DENY  revoked" in line for line in lines)
     assert lines[-1].endswith("online=False backlog=None"), "a clean stop is announced"
+    web = next(line for line in lines if line.startswith("Web UI: https://127.0.0.1:"))
+    assert re.search(r"https://127\.0\.0\.1:\d+/ui/", web)
+    logins = [line for line in lines if line.startswith("  log in as demo-")]
+    assert len(logins) == 2, "an admin and a landlord, each with a fresh password"
     for line in lines:
         assert not re.search(r"\d{17}[\dX]", line), "no full ID number is ever printed"

@@ -1,10 +1,9 @@
 """The state behind the web UI's security: logins, sessions, terminals' tokens, the audit log.
 
-Reads (session lookups) use a read-only connection of its own in a worker
-thread, so authenticating a request never queues behind the writer's group
-commit; writes go through the gateway's single `Writer` (as `TerminalRegistry`
-does). An audit entry is committed before what it records is shown: if it
-cannot be written, the caller gets STORE_UNAVAILABLE and nothing is revealed.
+Reads (session lookups) and writes go through `StoreAccess`, so
+authenticating a request never queues behind the writer's group commit. An
+audit entry is committed before what it records is shown: if it cannot be
+written, the caller gets STORE_UNAVAILABLE and nothing is revealed.
 Everything refused raises `AuthFailure`; `gateway.api.security` turns that
 into HTTP at one place.
 """
@@ -14,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,12 +20,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway import auth
+from gateway.api.storeaccess import StoreAccess
 from gateway.api.terminal import TokenVerifier
 from gateway.auth import AuthFailure, AuthProblem, LoginLimit, Principal, Role
 from gateway.clock import Clock
 from gateway.store import users
-from gateway.store.db import connect
-from gateway.store.errors import StoreError, translated
+from gateway.store.errors import StoreError
 from gateway.store.users import AccountError, AccountProblem
 from gateway.store.writer import Writer
 
@@ -63,8 +61,7 @@ class Accounts:
         session_s: int = SESSION_S,
         idle_s: int = IDLE_S,
     ) -> None:
-        self._database = database
-        self._writer = writer
+        self._store = StoreAccess(database, writer)
         self._clock = clock
         self._terminals = terminals
         self.setup_code_file = setup_code_file
@@ -72,8 +69,6 @@ class Accounts:
         self.session_s = session_s
         self.idle_s = idle_s
         self.stats = AccountStats()
-        self._lock = threading.Lock()
-        self._reader: sqlite3.Connection | None = None
 
     def fail(
         self, problem: AuthProblem, message: str, retry_after_s: int | None = None
@@ -82,21 +77,15 @@ class Accounts:
         self.stats.refused[problem] += 1
         return AuthFailure(problem, message, retry_after_s)
 
-    def _read_now(self, query: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock, translated():
-            if self._reader is None:
-                self._reader = connect(self._database, readonly=True)
-            return query(self._reader)
-
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            return await asyncio.to_thread(self._read_now, query)
+            return await self._store.read(query)
         except StoreError as exc:
             raise self._unavailable(exc) from exc
 
     async def _write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            return await asyncio.wrap_future(self._writer.submit(operation))
+            return await self._store.write(operation)
         except AccountError:
             raise
         except StoreError as exc:
@@ -107,10 +96,7 @@ class Accounts:
         return self.fail(AuthProblem.STORE_UNAVAILABLE, "the gateway cannot store now")
 
     def close(self) -> None:
-        with self._lock:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+        self._store.close()
 
     # -- audit -------------------------------------------------------------
 
@@ -122,9 +108,11 @@ class Accounts:
         detail: str | None = None,
     ) -> int:
         """Append an entry (committed when this returns); the entry's id."""
-        return await self._write(lambda conn: self._audit(conn, principal, action, subject, detail))
+        return await self._write(
+            lambda conn: self.record_audit(conn, principal, action, subject, detail)
+        )
 
-    def _audit(
+    def record_audit(
         self,
         conn: sqlite3.Connection,
         principal: Principal,
@@ -209,7 +197,7 @@ class Accounts:
                 now_s=int(now.timestamp()),
                 expires_at=int(now.timestamp()) + self.session_s,
             )
-            self._audit(conn, principal, "login", f"user:{principal.name}", f"from {address}")
+            self.record_audit(conn, principal, "login", f"user:{principal.name}", f"from {address}")
 
         await self._write(open_session)
         self.stats.logins += 1
@@ -219,7 +207,7 @@ class Accounts:
     async def logout(self, session_id: str, principal: Principal) -> None:
         def close_session(conn: sqlite3.Connection) -> None:
             if users.revoke_session(conn, auth.session_hash(session_id)):
-                self._audit(conn, principal, "logout", f"user:{principal.name}")
+                self.record_audit(conn, principal, "logout", f"user:{principal.name}")
 
         await self._write(close_session)
 
@@ -268,7 +256,7 @@ class Accounts:
     def prepare_setup(self) -> Path | None:
         """At start: while there is no admin, make sure the setup code file exists (0600)
         and say where; None (and no file) once an admin exists."""
-        if self._read_now(users.active_admin_exists):
+        if self._store.read_now(users.active_admin_exists):
             self.setup_code_file.unlink(missing_ok=True)
             return None
         auth.issue_setup_code(self.setup_code_file)
@@ -298,7 +286,7 @@ class Accounts:
                 conn, name=name, password_hash=password_hash, created_at=now
             )
             admin = Principal(user_id, name, Role.ADMIN)
-            self._audit(conn, admin, "setup", f"user:{name}", f"first admin, from {address}")
+            self.record_audit(conn, admin, "setup", f"user:{name}", f"first admin, from {address}")
             return admin
 
         try:

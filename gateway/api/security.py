@@ -21,9 +21,11 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway import auth
 from gateway.api.accounts import Accounts
+from gateway.api.models import ERROR_RESPONSES
 from gateway.auth import SESSION_COOKIE, UNSAFE_METHODS, AuthFailure, AuthProblem, Principal, Role
 
 MAX_FORM_BYTES = 8 * 1024
+LOGIN_PAGE = "/ui/login"
 
 STATUS = {
     AuthProblem.NOT_AUTHENTICATED: 401,
@@ -72,23 +74,55 @@ def current_principal(accounts: Accounts) -> Callable[[Request], Awaitable[Princ
     return dependency
 
 
+_GATES: dict[Callable[..., Awaitable[Principal]], frozenset[Role]] = {}
+
+
 def require(accounts: Accounts, *roles: Role) -> Callable[..., Awaitable[Principal]]:
-    """A dependency admitting only principals with one of `roles` (403 otherwise)."""
+    """A dependency admitting only principals with one of `roles` (403 otherwise).
+
+    The gate is the route's access policy and its enforcement at once: the
+    authorization tests read the roles of every route's gate (`gate_roles`), so
+    a new route is tested the moment it is added, and one without a gate fails.
+    """
     allowed = frozenset(roles)
     current = current_principal(accounts)
 
-    async def dependency(principal: Annotated[Principal, Depends(current)]) -> Principal:
+    async def gate(principal: Annotated[Principal, Depends(current)]) -> Principal:
         if principal.role not in allowed:
             message = f"this needs the role {' or '.join(sorted(allowed))}"
             raise http_error(accounts.fail(AuthProblem.FORBIDDEN, message))
         return principal
 
-    return dependency
+    _GATES[gate] = allowed
+    return gate
+
+
+def require_page(accounts: Accounts, *roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """`require` for web pages: whoever is not logged in is sent to the login page (303)."""
+    gate = require(accounts, *roles)
+    allowed = _GATES[gate]
+
+    async def page_gate(request: Request) -> Principal:
+        try:
+            principal = await current_principal(accounts)(request)
+        except HTTPException as refused:
+            if refused.status_code == 401:
+                raise HTTPException(303, "log in first", {"Location": LOGIN_PAGE}) from refused
+            raise
+        return await gate(principal)
+
+    _GATES[page_gate] = allowed
+    return page_gate
+
+
+def gate_roles(dependency: object) -> frozenset[Role] | None:
+    """The roles a `require` gate admits; None for any other dependency."""
+    return _GATES.get(dependency) if callable(dependency) else None
 
 
 def security_router(accounts: Accounts) -> APIRouter:
     """`POST /api/v1/login`, `POST /api/v1/logout`, `GET /api/v1/me`, `POST /api/v1/setup`."""
-    router = APIRouter(prefix="/api/v1", tags=["auth"])
+    router = APIRouter(prefix="/api/v1", tags=["auth"], responses=ERROR_RESPONSES)
     Current = Annotated[Principal, Depends(current_principal(accounts))]
 
     @router.post("/login")
@@ -96,19 +130,11 @@ def security_router(accounts: Accounts) -> APIRouter:
         """Name and password → session cookie, and the CSRF token for unsafe requests."""
         name, password = await _fields(accounts, request, ("name", "password"))
         try:
-            session_id, principal = await accounts.login(name, password, _address(request))
+            session_id, principal = await accounts.login(name, password, client_address(request))
         except AuthFailure as failure:
             raise http_error(failure) from failure
         response = JSONResponse(_describe(principal) | {"csrf_token": auth.csrf_token(session_id)})
-        response.set_cookie(
-            SESSION_COOKIE,
-            session_id,
-            max_age=accounts.session_s,
-            path="/",
-            secure=True,
-            httponly=True,
-            samesite="strict",
-        )
+        set_session_cookie(response, session_id, accounts.session_s)
         return response
 
     @router.post("/logout", status_code=204)
@@ -120,9 +146,7 @@ def security_router(accounts: Accounts) -> APIRouter:
             except AuthFailure as failure:
                 raise http_error(failure) from failure
         response = Response(status_code=204)
-        response.delete_cookie(
-            SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict"
-        )
+        clear_session_cookie(response)
         return response
 
     @router.get("/me")
@@ -140,7 +164,7 @@ def security_router(accounts: Accounts) -> APIRouter:
         password. Refused (409) once an admin exists."""
         code, name, password = await _fields(accounts, request, ("code", "name", "password"))
         try:
-            admin = await accounts.setup(code, name, password, _address(request))
+            admin = await accounts.setup(code, name, password, client_address(request))
         except AuthFailure as failure:
             raise http_error(failure) from failure
         return JSONResponse(_describe(admin), status_code=201)
@@ -148,12 +172,29 @@ def security_router(accounts: Accounts) -> APIRouter:
     return router
 
 
+def set_session_cookie(response: Response, session_id: str, max_age_s: int) -> None:
+    """The session cookie: HttpOnly (no script reads it), Secure, SameSite=Strict."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_id,
+        max_age=max_age_s,
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def _describe(principal: Principal) -> dict[str, Any]:
     return {"name": principal.name, "role": principal.role.value, "units": sorted(principal.units)}
-
-
-def _address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 async def _fields(accounts: Accounts, request: Request, names: tuple[str, ...]) -> list[str]:
@@ -162,7 +203,7 @@ async def _fields(accounts: Accounts, request: Request, names: tuple[str, ...]) 
     if len(body) > MAX_FORM_BYTES:
         failure = accounts.fail(AuthProblem.BAD_REQUEST, "the body is too large")
         raise http_error(failure)
-    document = _parse(body, request.headers.get("content-type", ""))
+    document = parse_body(body, request.headers.get("content-type", ""))
     missing = [name for name in names if not isinstance(document.get(name), str)]
     missing += [name for name in names if document.get(name) == ""]
     if missing:
@@ -170,7 +211,7 @@ async def _fields(accounts: Accounts, request: Request, names: tuple[str, ...]) 
     return [str(document[name]) for name in names]
 
 
-def _parse(body: bytes, content_type: str) -> dict[str, Any]:
+def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
     try:
         if content_type.startswith("application/x-www-form-urlencoded"):
             form = parse_qs(body.decode("utf-8"), max_num_fields=16)
@@ -186,5 +227,5 @@ async def _form_csrf(request: Request) -> str | None:
     if not content_type.startswith("application/x-www-form-urlencoded"):
         return None
     body = await request.body()
-    value = _parse(body[:MAX_FORM_BYTES], content_type).get(auth.CSRF_FIELD)
+    value = parse_body(body[:MAX_FORM_BYTES], content_type).get(auth.CSRF_FIELD)
     return value if isinstance(value, str) else None

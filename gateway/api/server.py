@@ -97,6 +97,7 @@ class ApiServer:
             log_level="warning",
             log_config=None,  # uvicorn's records go through the gateway's own log handler
             access_log=False,
+            timeout_graceful_shutdown=3,  # live event streams never end by themselves
         )
         self.url: str | None = None
         self.error: str | None = None

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.domain.capture import CapturedRecord
 from gateway.domain.ids import mask
@@ -102,6 +102,14 @@ class _Refused(Exception):
         self.response = _error(status, reason.value, detail)
 
 
+class TerminalRefusal(BaseModel):
+    """What the terminal endpoints answer when they refuse (a whole batch, or a token)."""
+
+    error: str | None = None
+    detail: str | None = None
+    results: list[dict[str, Any]] | None = None
+
+
 def _error(status: int, reason: str, detail: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if status == 503:
@@ -113,7 +121,19 @@ def terminal_router(
     sink: RecordSink, terminals: TokenVerifier, stats: TerminalApiStats
 ) -> APIRouter:
     """The terminal endpoints; what they refuse and judge is counted in `stats`."""
-    router = APIRouter(prefix="/api/v1/terminal", tags=["terminal"])
+    router = APIRouter(
+        prefix="/api/v1/terminal",
+        tags=["terminal"],
+        responses={
+            status: {"model": TerminalRefusal, "description": text}
+            for status, text in (
+                (401, "No valid terminal token"),
+                (413, "The batch is too large"),
+                (422, "The batch, or some records in it, are not valid"),
+                (503, "The gateway cannot store now"),
+            )
+        },
+    )
 
     async def authenticate(request: Request) -> str:
         header = request.headers.get("authorization", "")

@@ -15,10 +15,11 @@ from enum import StrEnum
 from gateway.domain.registration import (
     RegistrationFacts,
     RegistrationState,
+    RegistrationStatus,
     is_local,
     registration_status,
 )
-from gateway.domain.rules import PermitState, permit_status
+from gateway.domain.rules import PermitState, PermitStatus, permit_status
 
 
 class AlertRule(StrEnum):
@@ -75,16 +76,24 @@ DERIVED_RULES = frozenset(rule for rule, _ in _REGISTRATION_ALERTS.values()) | {
 """Rules whose alerts are cleared when the facts no longer call for them."""
 
 
-def wanted_alerts(
+@dataclass(frozen=True)
+class Standing:
+    """Where a person stands under R1 (registration) and R4 (permit) on one day."""
+
+    registration: RegistrationStatus
+    permit: PermitStatus | None
+    """None without a permit issued by then."""
+
+
+def standing(
     facts: PersonFacts, *, building: str, local_districts: Sequence[str], today: date
-) -> list[WantedAlert]:
-    """The alerts that should be open for this person at `building` on `today`.
+) -> Standing:
+    """The registration and permit status the tenants page shows and the alerts follow.
 
     A person whose household address is not known is treated as non-local: the
     law puts the duty to register on everyone from outside, and reading the ID
     card at a SAM reader (or the platform's status) settles it.
     """
-    wanted: list[WantedAlert] = []
     local = facts.household_address is not None and is_local(
         facts.household_address, local_districts
     )
@@ -108,15 +117,27 @@ def wanted_alerts(
         building,
         today,
     )
+    permit = None
+    if facts.permit_issued_on is not None and facts.permit_issued_on <= today:
+        endorsed = [day for day in facts.permit_endorsed_on if day >= facts.permit_issued_on]
+        permit = permit_status(facts.permit_issued_on, endorsed, today)
+    return Standing(status, permit)
+
+
+def wanted_alerts(
+    facts: PersonFacts, *, building: str, local_districts: Sequence[str], today: date
+) -> list[WantedAlert]:
+    """The alerts that should be open for this person at `building` on `today`."""
+    wanted: list[WantedAlert] = []
+    now = standing(facts, building=building, local_districts=local_districts, today=today)
+    status, permit = now.registration, now.permit
     if status.state in _REGISTRATION_ALERTS:
         rule, severity = _REGISTRATION_ALERTS[status.state]
         action = status.action
         if facts.household_address is None:
             action += " (Household address unknown: read the ID card to check whether local.)"
         wanted.append(WantedAlert(rule, severity, status.deadline, action))
-    if facts.permit_issued_on is not None and facts.permit_issued_on <= today:
-        endorsed = [day for day in facts.permit_endorsed_on if day >= facts.permit_issued_on]
-        permit = permit_status(facts.permit_issued_on, endorsed, today)
+    if permit is not None:
         if permit.state is PermitState.WINDOW:
             wanted.append(
                 WantedAlert(

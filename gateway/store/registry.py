@@ -20,6 +20,10 @@ from gateway.store.crypto import KeyRing
 from gateway.store.errors import StoreError, translated
 
 
+class CredentialTakenError(StoreError):
+    """The card (or ID number, voucher) is already another person's credential."""
+
+
 @dataclass(frozen=True)
 class EnrolResult:
     person_id: str
@@ -153,6 +157,18 @@ def enrol(
     return EnrolResult(person_id, credential_ids, tenancy_id, new_person)
 
 
+def add_credentials(
+    conn: sqlite3.Connection,
+    keys: KeyRing,
+    person_id: str,
+    grants: Iterable[CredentialGrant],
+    now: datetime,
+) -> list[str]:
+    """Add (or re-activate) credentials of an enrolled person. Call in a transaction."""
+    stamp = now.isoformat()
+    return [_add_credential(conn, keys, person_id, grant, stamp) for grant in grants]
+
+
 def _add_credential(
     conn: sqlite3.Connection, keys: KeyRing, person_id: str, grant: CredentialGrant, stamp: str
 ) -> str:
@@ -164,7 +180,9 @@ def _add_credential(
         (kind.value, lookup),
     ).fetchone()
     if owner is not None and owner[0] != person_id:
-        raise StoreError(f"credential {kind.value}:{masked} is already enrolled to another person")
+        raise CredentialTakenError(
+            f"credential {kind.value}:{masked} is already enrolled to another person"
+        )
     if owner is not None:
         conn.execute(
             "UPDATE credentials SET status = 'active', valid_from = ?, valid_to = ?, updated_at = ?"
@@ -269,7 +287,7 @@ def changes_since(conn: sqlite3.Connection, version: int) -> RegistrySnapshot | 
             conn.execute("COMMIT")
 
 
-_IN_FORCE = " WHERE generation IN (0, (SELECT value FROM meta WHERE key = 'allowlist_generation'))"
+IN_FORCE = " WHERE generation IN (0, (SELECT value FROM meta WHERE key = 'allowlist_generation'))"
 _CHANGED_SINCE = " AND person_id IN (SELECT person_id FROM registry_changes WHERE version > ?)"
 _PLATFORM_LAST = " ORDER BY generation"
 """A card enrolled both locally and by the platform: the platform's row is read last and wins."""
@@ -280,7 +298,7 @@ def iter_credentials(
 ) -> Iterator[CredentialRow]:
     """Every credential, or those of people changed after registry version `changed_since`."""
     query = "SELECT id, person_id, lookup, kind, status, valid_from, valid_to FROM credentials"
-    query += _IN_FORCE
+    query += IN_FORCE
     if changed_since is not None:
         query += _CHANGED_SINCE
     query += _PLATFORM_LAST
@@ -302,7 +320,7 @@ def iter_tenancies(
     conn: sqlite3.Connection, *, changed_since: int | None = None
 ) -> Iterator[TenancyRow]:
     """Every tenancy, or those of people changed after registry version `changed_since`."""
-    query = "SELECT person_id, unit, valid_from, valid_to FROM tenancies" + _IN_FORCE  # noqa: S608
+    query = "SELECT person_id, unit, valid_from, valid_to FROM tenancies" + IN_FORCE  # noqa: S608
     if changed_since is not None:
         query += _CHANGED_SINCE
     with translated():

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from gateway.store.errors import translated
+
 _SEPARATOR = ":"
 
 
@@ -132,3 +134,27 @@ def person_for(conn: sqlite3.Connection, id_hash: bytes) -> str | None:
     """The gateway's person id for an ID number's lookup hash, if enrolled here."""
     row = conn.execute("SELECT id FROM people WHERE id_hash = ?", (id_hash,)).fetchone()
     return str(row[0]) if row else None
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    record_id: str
+    terminal: str
+    kind: str
+    captured_at: str
+    received_at: str
+    seq: int
+
+
+def recent_records(
+    conn: sqlite3.Connection, *, terminal: str | None = None, limit: int = 50
+) -> list[RecordRow]:
+    """The latest records received (from one terminal, or from all), newest first."""
+    sql = "SELECT record_id, terminal, kind, captured_at, received_at, seq FROM terminal_records"
+    params: tuple[object, ...] = ()
+    if terminal is not None:
+        sql += " WHERE terminal = ?"
+        params = (terminal,)
+    with translated():
+        rows = conn.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*params, limit)).fetchall()
+    return [RecordRow(*row) for row in rows]

@@ -1,0 +1,445 @@
+"""Tenants for the web UI and REST API: enrol, list, card and tenancy operations, scoped.
+
+Every method takes the caller's `Principal`. A landlord reaches only people
+with a tenancy in one of their units; anyone else's person, card or tenancy
+is NOT_FOUND to them, exactly as if it did not exist. Each view of personal
+data and each change is audited, in the same transaction as the change (or
+before the view is returned), so nothing is shown or changed unrecorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TypeVar
+
+from gateway.api import models
+from gateway.api.accounts import Accounts, reveal_id_number
+from gateway.api.storeaccess import StoreAccess
+from gateway.auth import AuthFailure, AuthProblem, Principal, Role
+from gateway.captures import CaptureError, CardCaptures
+from gateway.clock import Clock
+from gateway.domain.alerting import PersonFacts, standing
+from gateway.domain.credentials import (
+    Credential,
+    CredentialError,
+    CredentialKind,
+    parse_credential,
+)
+from gateway.domain.ids import IdNumber
+from gateway.domain.keycards import ActionRefused, CardAction, extendable, next_status
+from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
+from gateway.store import registry, residents, tenants
+from gateway.store.crypto import KeyRing
+from gateway.store.errors import StoreError
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class Problem(StrEnum):
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    PLATFORM_MANAGED = "platform_managed"
+    BAD_REQUEST = "bad_request"
+    FORBIDDEN = "forbidden"
+    STORE_UNAVAILABLE = "store_unavailable"
+
+
+STATUS = {
+    Problem.NOT_FOUND: 404,
+    Problem.CONFLICT: 409,
+    Problem.PLATFORM_MANAGED: 409,
+    Problem.BAD_REQUEST: 422,
+    Problem.FORBIDDEN: 403,
+    Problem.STORE_UNAVAILABLE: 503,
+}
+
+
+class DirectoryError(Exception):
+    def __init__(self, problem: Problem, message: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Residence:
+    """What the residence rules need besides a person's facts."""
+
+    building: str
+    local_districts: Callable[[], Sequence[str]]
+
+
+class Directory:
+    """People, cards and tenancies as the caller may see and change them."""
+
+    def __init__(
+        self,
+        store: StoreAccess,
+        *,
+        keys: KeyRing,
+        clock: Clock,
+        accounts: Accounts,
+        residence: Residence,
+        captures: CardCaptures,
+    ) -> None:
+        self._store = store
+        self._keys = keys
+        self._clock = clock
+        self._accounts = accounts
+        self._residence = residence
+        self._captures = captures
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    # -- reading -------------------------------------------------------------
+
+    async def people(
+        self, principal: Principal, *, unit: str | None, offset: int, limit: int
+    ) -> models.PeoplePage:
+        scope = _units(principal)
+
+        def read(conn: sqlite3.Connection) -> models.PeoplePage:
+            ids, total = tenants.people_in_scope(conn, scope, unit=unit, offset=offset, limit=limit)
+            people = [self._person_out(conn, pid) for pid in ids]
+            return models.PeoplePage(
+                people=[p for p in people if p is not None], total=total, offset=offset, limit=limit
+            )
+
+        page = await self._read(read)
+        detail = f"{len(page.people)} people" + (f" of unit {unit}" if unit else "")
+        await self._audit(principal, "people.list", None, detail)
+        return page
+
+    async def person(self, principal: Principal, person_id: str) -> models.PersonOut:
+        def read(conn: sqlite3.Connection) -> models.PersonOut | None:
+            if not self._in_scope(conn, principal, person_id):
+                return None
+            return self._person_out(conn, person_id)
+
+        found = await self._read(read)
+        if found is None:
+            raise _not_found("person")
+        await self._audit(principal, "person.view", f"person:{person_id}")
+        return found
+
+    async def reveal(self, principal: Principal, person_id: str) -> models.Revealed:
+        """The full ID number, for an admin; the reveal (or the attempt) is audited first."""
+        exists = await self._read(lambda conn: tenants.person(conn, self._keys, person_id))
+        if exists is None:
+            raise _not_found("person")
+
+        def unseal() -> str:
+            number = self._store.read_now(
+                lambda conn: tenants.reveal_id_number(conn, self._keys, person_id)
+            )
+            return number or ""
+
+        try:
+            number = await reveal_id_number(self._accounts, principal, person_id, unseal)
+        except AuthFailure as failure:
+            problem = (
+                Problem.FORBIDDEN
+                if failure.problem is AuthProblem.FORBIDDEN
+                else Problem.STORE_UNAVAILABLE
+            )
+            raise DirectoryError(problem, failure.message) from failure
+        return models.Revealed(person=person_id, id_number=number)
+
+    # -- changing ------------------------------------------------------------
+
+    async def enrol(self, principal: Principal, request: models.EnrolRequest) -> models.Enrolled:
+        """A tenant with their tenancy in one of the caller's units and their cards."""
+        if principal.role is Role.LANDLORD and request.unit not in principal.units:
+            raise DirectoryError(Problem.FORBIDDEN, f"unit {request.unit} is not one of yours")
+        now = self._clock.now()
+        try:
+            id_number = IdNumber(request.id_number)
+            tenancy = Tenancy(
+                request.unit, request.valid_from or now, request.valid_to, request.room
+            )
+            grants = self._grants(principal, request.cards)
+            enrolment = Enrolment(id_number, request.name, grants, tenancy)
+        except (ValueError, CredentialError) as exc:
+            raise DirectoryError(Problem.BAD_REQUEST, str(exc)) from exc
+
+        def write(conn: sqlite3.Connection) -> models.Enrolled:
+            result = registry.enrol(conn, self._keys, enrolment, now)
+            self._audit_in(
+                conn,
+                principal,
+                "person.enrol",
+                f"person:{result.person_id}",
+                f"unit {request.unit}, {len(grants)} card(s)",
+            )
+            person = self._person_out(conn, result.person_id)
+            assert person is not None
+            return models.Enrolled(person=person, new_person=result.new_person)
+
+        enrolled = await self._write(write)
+        log.info("%s enrolled %s in unit %s", principal.name, id_number.masked, request.unit)
+        return enrolled
+
+    async def add_cards(
+        self, principal: Principal, person_id: str, request: models.AddCardsRequest
+    ) -> models.PersonOut:
+        try:
+            grants = self._grants(principal, request.cards)
+        except (ValueError, CredentialError) as exc:
+            raise DirectoryError(Problem.BAD_REQUEST, str(exc)) from exc
+
+        def write(conn: sqlite3.Connection) -> models.PersonOut:
+            self._require_person(conn, principal, person_id)
+            tenants.add_cards(conn, self._keys, person_id, grants, self._clock.now())
+            self._audit_in(conn, principal, "card.add", f"person:{person_id}", f"{len(grants)}")
+            return self._changed(conn, person_id)
+
+        return await self._write(write)
+
+    async def card_action(
+        self, principal: Principal, card_id: str, action: CardAction
+    ) -> models.PersonOut:
+        """Report lost, unblock, return or cancel a card."""
+
+        def write(conn: sqlite3.Connection) -> models.PersonOut:
+            card = self._own_card(conn, principal, card_id)
+            try:
+                status = next_status(card.status, action)
+            except ActionRefused as exc:
+                raise DirectoryError(Problem.CONFLICT, str(exc)) from exc
+            now = self._clock.now()
+            registry.set_credential_status(conn, card_id, status, now)
+            self._audit_in(
+                conn, principal, f"card.{action.value}", f"person:{card.person_id}", card.masked
+            )
+            return self._changed(conn, card.person_id)
+
+        return await self._write(write)
+
+    async def extend_card(
+        self, principal: Principal, card_id: str, valid_to: datetime
+    ) -> models.PersonOut:
+        def write(conn: sqlite3.Connection) -> models.PersonOut:
+            card = self._own_card(conn, principal, card_id)
+            if not extendable(card.status):
+                raise DirectoryError(
+                    Problem.CONFLICT, f"a {card.status.value} card is not extended"
+                )
+            if card.valid_from and valid_to <= datetime.fromisoformat(card.valid_from):
+                raise DirectoryError(Problem.BAD_REQUEST, "valid_to must be after valid_from")
+            tenants.set_card_validity(conn, card_id, valid_to, self._clock.now())
+            detail = f"{card.masked} to {valid_to.isoformat()}"
+            self._audit_in(conn, principal, "card.extend", f"person:{card.person_id}", detail)
+            return self._changed(conn, card.person_id)
+
+        return await self._write(write)
+
+    async def set_tenancy_end(
+        self, principal: Principal, tenancy_id: str, valid_to: datetime, *, action: str
+    ) -> models.PersonOut:
+        """Extend a tenancy (`action` "extend") or end it at move-out ("end")."""
+
+        def write(conn: sqlite3.Connection) -> models.PersonOut:
+            tenancy = tenants.tenancy(conn, tenancy_id)
+            if tenancy is None or not _may_see(principal, {tenancy.unit}):
+                raise _not_found("tenancy")
+            if tenancy.managed_by != "gateway":
+                raise _platform_managed("tenancy")
+            if valid_to <= datetime.fromisoformat(tenancy.valid_from):
+                raise DirectoryError(Problem.BAD_REQUEST, "the end must be after the start")
+            tenants.set_tenancy_end(conn, tenancy_id, valid_to, self._clock.now())
+            detail = f"unit {tenancy.unit} to {valid_to.isoformat()}"
+            self._audit_in(
+                conn, principal, f"tenancy.{action}", f"person:{tenancy.person_id}", detail
+            )
+            return self._changed(conn, tenancy.person_id)
+
+        return await self._write(write)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _grants(
+        self, principal: Principal, cards: Sequence[models.CardIn]
+    ) -> tuple[CredentialGrant, ...]:
+        grants = []
+        for card in cards:
+            if (card.card_uid is None) == (card.capture is None):
+                raise ValueError("each card needs exactly one of card_uid or capture")
+            if card.capture is not None:
+                try:
+                    credential = self._captures.take(card.capture, capture_owner(principal))
+                except CaptureError as exc:
+                    raise ValueError(str(exc)) from exc
+            else:
+                credential = parse_credential(CredentialKind.CARD_UID, card.card_uid or "")
+            grants.append(CredentialGrant(_as_card(credential), valid_to=card.valid_to))
+        return tuple(grants)
+
+    def _in_scope(self, conn: sqlite3.Connection, principal: Principal, person_id: str) -> bool:
+        if principal.role is Role.LANDLORD:
+            return _may_see(principal, tenants.units_of_person(conn, person_id))
+        return principal.role in (Role.ADMIN, Role.COORDINATOR)
+
+    def _require_person(
+        self, conn: sqlite3.Connection, principal: Principal, person_id: str
+    ) -> None:
+        if (
+            not self._in_scope(conn, principal, person_id)
+            or tenants.person(conn, self._keys, person_id) is None
+        ):
+            raise _not_found("person")
+
+    def _own_card(
+        self, conn: sqlite3.Connection, principal: Principal, card_id: str
+    ) -> tenants.CardView:
+        card = tenants.card(conn, card_id)
+        if card is None or not self._in_scope(conn, principal, card.person_id):
+            raise _not_found("card")
+        if card.managed_by != "gateway":
+            raise _platform_managed("card")
+        return card
+
+    def _changed(self, conn: sqlite3.Connection, person_id: str) -> models.PersonOut:
+        person = self._person_out(conn, person_id)
+        if person is None:
+            raise _not_found("person")
+        return person
+
+    def _person_out(self, conn: sqlite3.Connection, person_id: str) -> models.PersonOut | None:
+        view = tenants.person(conn, self._keys, person_id)
+        if view is None:
+            return None
+        found = list(residents.facts(conn, self._keys, person_id))
+        facts = (
+            PersonFacts(
+                first_seen_on=found[0].first_seen_on,
+                registration_state=found[0].registration_state,
+                registered_building=found[0].registered_building,
+                moved_out_on=found[0].moved_out_on,
+                household_address=found[0].household_address,
+                permit_issued_on=found[0].permit_issued_on,
+                permit_endorsed_on=found[0].permit_endorsed_on,
+            )
+            if found
+            else PersonFacts(None, None, None, None, None, None, ())
+        )
+        now = standing(
+            facts,
+            building=self._residence.building,
+            local_districts=self._residence.local_districts(),
+            today=self._clock.now().date(),
+        )
+        permit = now.permit
+        return models.PersonOut(
+            id=view.id,
+            id_masked=view.id_masked,
+            name=view.name,
+            tenancies=[
+                models.TenancyOut(
+                    id=t.id,
+                    unit=t.unit,
+                    room=t.room,
+                    valid_from=t.valid_from,
+                    valid_to=t.valid_to,
+                    managed_by="gateway" if t.managed_by == "gateway" else "platform",
+                )
+                for t in view.tenancies
+            ],
+            cards=[
+                models.CardOut(
+                    id=c.id,
+                    kind=c.kind.value,
+                    masked=c.masked,
+                    status=c.status.value,
+                    valid_from=c.valid_from,
+                    valid_to=c.valid_to,
+                    managed_by="gateway" if c.managed_by == "gateway" else "platform",
+                )
+                for c in view.cards
+            ],
+            registration=models.RegistrationOut(
+                state=now.registration.state.value,
+                deadline=now.registration.deadline,
+                overdue_from=now.registration.overdue_from,
+            ),
+            permit=models.PermitOut(
+                state=permit.state.value,
+                due_anniversary=permit.due_anniversary,
+                suspended_since=permit.suspended_since,
+            )
+            if permit is not None
+            else None,
+            open_alerts=len(residents.open_alerts(conn, person_id)),
+        )
+
+    async def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            return await self._store.read(query)
+        except StoreError as exc:
+            raise _unavailable(exc) from exc
+
+    async def _write(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            return await self._store.write(operation)
+        except registry.CredentialTakenError as exc:
+            raise DirectoryError(Problem.CONFLICT, str(exc)) from exc
+        except StoreError as exc:
+            raise _unavailable(exc) from exc
+
+    async def _audit(
+        self, principal: Principal, action: str, subject: str | None, detail: str | None = None
+    ) -> None:
+        await self._write(lambda conn: self._audit_in(conn, principal, action, subject, detail))
+
+    def _audit_in(
+        self,
+        conn: sqlite3.Connection,
+        principal: Principal,
+        action: str,
+        subject: str | None,
+        detail: str | None = None,
+    ) -> None:
+        self._accounts.record_audit(conn, principal, action, subject, detail)
+
+
+def _units(principal: Principal) -> frozenset[str] | None:
+    return principal.units if principal.role is Role.LANDLORD else None
+
+
+def _may_see(principal: Principal, units: frozenset[str] | set[str]) -> bool:
+    if principal.role is Role.LANDLORD:
+        return bool(principal.units & set(units))
+    return principal.role in (Role.ADMIN, Role.COORDINATOR)
+
+
+def capture_owner(principal: Principal) -> str:
+    """Who a capture belongs to: the user who armed it."""
+    return f"user:{principal.user_id}"
+
+
+def _as_card(credential: Credential) -> Credential:
+    if credential.kind not in (CredentialKind.CARD_UID, CredentialKind.ID_NUMBER):
+        raise ValueError("only cards and ID cards are enrolled by tap")
+    return credential
+
+
+def _not_found(what: str) -> DirectoryError:
+    return DirectoryError(Problem.NOT_FOUND, f"no such {what} (or not in your units)")
+
+
+def _platform_managed(what: str) -> DirectoryError:
+    return DirectoryError(
+        Problem.PLATFORM_MANAGED,
+        f"this {what} comes from the platform's allowlist: change it there",
+    )
+
+
+def _unavailable(exc: StoreError) -> DirectoryError:
+    log.error("directory: store unavailable: %s", exc)
+    return DirectoryError(Problem.STORE_UNAVAILABLE, "the gateway cannot store now")

@@ -1,0 +1,140 @@
+"""What the dashboard watches: doors and readers, the platform link, alerts, terminal records.
+
+The running gateway's in-memory state reaches the API through `GatewayView`
+(a small protocol, so the API can be tested without doors); stored facts come
+from the store. A landlord sees the doors that serve one of their units (and
+the building's shared doors) and alerts about their tenants only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from gateway.api import models
+from gateway.api.directory import DirectoryError, Problem
+from gateway.api.storeaccess import StoreAccess
+from gateway.auth import Principal, Role
+from gateway.store import outbox, residents, tenants, terminal_records
+from gateway.store.errors import StoreError
+
+_R = TypeVar("_R")
+
+
+@dataclass(frozen=True)
+class LinkState:
+    connected: bool
+    reconnects: int
+    last_error: str | None
+    last_puback: str | None
+    acked_through: int
+    """Events PUBACKed so far, including those whose cursor write is still queued."""
+
+
+class GatewayView(Protocol):
+    """The running gateway, as the API may look at it."""
+
+    def doors(self) -> list[models.DoorOut]: ...
+
+    def link(self) -> LinkState: ...
+
+    def acknowledge_alert(self, alert_id: str) -> Awaitable[bool]: ...
+
+
+def door_visible(principal: Principal, door: models.DoorOut) -> bool:
+    """Admins see every door; a landlord the shared doors and those serving their units."""
+    if principal.role is Role.ADMIN:
+        return True
+    if principal.role is Role.LANDLORD:
+        return door.units is None or bool(principal.units & set(door.units))
+    return False
+
+
+class Monitor:
+    def __init__(self, store: StoreAccess, view: GatewayView) -> None:
+        self._store = store
+        self._view = view
+
+    def doors(self, principal: Principal) -> models.DoorsOut:
+        return models.DoorsOut(
+            doors=[door for door in self._view.doors() if door_visible(principal, door)]
+        )
+
+    def door_names(self, principal: Principal) -> frozenset[str]:
+        return frozenset(door.name for door in self.doors(principal).doors)
+
+    async def sync(self) -> models.SyncOut:
+        link = self._view.link()
+        stats = await self._read(lambda conn: outbox.stats(conn, link.acked_through))
+        return models.SyncOut(
+            connected=link.connected,
+            reconnects=link.reconnects,
+            last_error=link.last_error,
+            last_puback=link.last_puback,
+            head_seq=stats.head_seq,
+            delivered_seq=stats.delivered_seq,
+            outbox_depth=stats.depth,
+            oldest_unsent=stats.oldest_unsent_ts.isoformat() if stats.oldest_unsent_ts else None,
+        )
+
+    async def alerts(self, principal: Principal) -> models.AlertsOut:
+        def read(conn: sqlite3.Connection) -> list[residents.OpenAlert]:
+            found = residents.open_alerts(conn)
+            if principal.role is Role.LANDLORD:
+                mine = tenants.people_of_units(conn, principal.units)
+                found = [alert for alert in found if alert.person_id in mine]
+            return found
+
+        found = await self._read(read)
+        return models.AlertsOut(
+            alerts=[
+                models.AlertOut(
+                    id=alert.id,
+                    rule=alert.rule,
+                    person=alert.person_id,
+                    id_masked=_text(alert.detail.get("id_masked")),
+                    raised_at=alert.raised_at,
+                    deadline=alert.deadline,
+                    severity=_text(alert.detail.get("severity")),
+                    action=_text(alert.detail.get("action")),
+                    door=_text(alert.detail.get("door")),
+                )
+                for alert in reversed(found)
+            ]
+        )
+
+    async def acknowledge(self, principal: Principal, alert_id: str) -> None:
+        """Close an alert the caller may see (raised again if its cause is still there)."""
+        visible = {alert.id for alert in (await self.alerts(principal)).alerts}
+        if alert_id not in visible or not await self._view.acknowledge_alert(alert_id):
+            raise DirectoryError(Problem.NOT_FOUND, "no such open alert (or not in your units)")
+
+    async def terminal_records(self, terminal: str | None, limit: int) -> models.TerminalRecordsOut:
+        rows = await self._read(
+            lambda conn: terminal_records.recent_records(conn, terminal=terminal, limit=limit)
+        )
+        return models.TerminalRecordsOut(
+            records=[
+                models.TerminalRecordOut(
+                    record_id=row.record_id,
+                    terminal=row.terminal,
+                    kind=row.kind,
+                    captured_at=row.captured_at,
+                    received_at=row.received_at,
+                    seq=row.seq,
+                )
+                for row in rows
+            ]
+        )
+
+    async def _read(self, query: Callable[[sqlite3.Connection], _R]) -> _R:
+        try:
+            return await self._store.read(query)
+        except StoreError as exc:
+            raise DirectoryError(Problem.STORE_UNAVAILABLE, "the gateway cannot read now") from exc
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

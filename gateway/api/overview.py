@@ -1,0 +1,137 @@
+"""REST for the dashboard: doors, sync status, alerts, enrol-by-tap captures, records, audit."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+
+from gateway.api import models
+from gateway.api.accounts import Accounts
+from gateway.api.directory import DirectoryError, capture_owner
+from gateway.api.monitor import Monitor
+from gateway.api.people import directory_http
+from gateway.api.security import require
+from gateway.api.storeaccess import StoreAccess
+from gateway.auth import Principal, Role
+from gateway.captures import Capture, CaptureError, CardCaptures
+from gateway.clock import iso_ms
+from gateway.store import users
+
+WAIT_MAX_S = 25.0
+
+
+def overview_router(
+    accounts: Accounts, monitor: Monitor, captures: CardCaptures, store: StoreAccess
+) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["gateway"], responses=models.ERROR_RESPONSES)
+    Anyone = Annotated[
+        Principal, Depends(require(accounts, Role.ADMIN, Role.LANDLORD, Role.COORDINATOR))
+    ]
+    DoorUser = Annotated[Principal, Depends(require(accounts, Role.ADMIN, Role.LANDLORD))]
+    Registrar = Annotated[Principal, Depends(require(accounts, Role.ADMIN, Role.COORDINATOR))]
+    Admin = Annotated[Principal, Depends(require(accounts, Role.ADMIN))]
+
+    @router.get("/doors")
+    async def doors(principal: DoorUser) -> models.DoorsOut:
+        """Doors (the caller's), whether open, their alarms, and their readers' health."""
+        return monitor.doors(principal)
+
+    @router.get("/sync")
+    async def sync(_principal: Anyone) -> models.SyncOut:
+        """The link to the platform: connected, outbox depth, oldest unsent, last PUBACK."""
+        try:
+            return await monitor.sync()
+        except DirectoryError as error:
+            raise directory_http(error) from error
+
+    @router.get("/alerts")
+    async def alerts(principal: Anyone) -> models.AlertsOut:
+        """Open alerts about the caller's tenants, newest first, with what to do."""
+        try:
+            return await monitor.alerts(principal)
+        except DirectoryError as error:
+            raise directory_http(error) from error
+
+    @router.post("/alerts/{alert_id}/acknowledge", status_code=204)
+    async def acknowledge(principal: DoorUser, alert_id: str) -> Response:
+        """Close an alert once dealt with (a rule still broken raises it again)."""
+        try:
+            await monitor.acknowledge(principal, alert_id)
+        except DirectoryError as error:
+            raise directory_http(error) from error
+        await accounts.audit(principal, "alert.acknowledge", f"alert:{alert_id}")
+        return Response(status_code=204)
+
+    @router.post("/captures", status_code=201)
+    async def arm_capture(principal: DoorUser, request: models.CaptureRequest) -> models.CaptureOut:
+        """Capture the next card tapped at `door` (for enrolment) instead of deciding it."""
+        if request.door not in monitor.door_names(principal):
+            raise _not_found("door")
+        capture = captures.arm(capture_owner(principal), request.door)
+        return _capture_out(capture, captures)
+
+    @router.get("/captures/{capture_id}")
+    async def get_capture(
+        principal: DoorUser,
+        capture_id: str,
+        wait_s: Annotated[float, Query(ge=0, le=WAIT_MAX_S)] = 0,
+    ) -> models.CaptureOut:
+        """The capture's state, waiting up to `wait_s` for the tap."""
+        try:
+            capture = await captures.wait(capture_id, capture_owner(principal), wait_s)
+        except CaptureError as error:
+            raise _not_found("capture") from error
+        return _capture_out(capture, captures)
+
+    @router.get("/terminal-records")
+    async def records(
+        _principal: Registrar,
+        terminal: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> models.TerminalRecordsOut:
+        """Records the handheld terminals delivered, newest first."""
+        try:
+            return await monitor.terminal_records(terminal, limit)
+        except DirectoryError as error:
+            raise directory_http(error) from error
+
+    @router.get("/audit")
+    async def audit(
+        _principal: Admin,
+        after_id: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> models.AuditPage:
+        """Who viewed or changed personal data, logged in, or was refused, oldest first."""
+        entries = await store.read(
+            lambda conn: users.audit_entries(conn, after_id=after_id, limit=limit)
+        )
+        return models.AuditPage(
+            entries=[
+                models.AuditOut(
+                    id=e.id,
+                    at=e.at,
+                    actor=e.actor,
+                    action=e.action,
+                    subject=e.subject,
+                    detail=e.detail,
+                )
+                for e in entries
+            ]
+        )
+
+    return router
+
+
+def _capture_out(capture: Capture, captures: CardCaptures) -> models.CaptureOut:
+    state = capture.state(captures.now())
+    return models.CaptureOut(
+        id=capture.id,
+        door=capture.door,
+        state=state.value,
+        masked=capture.credential.masked if capture.credential else None,
+        expires_at=iso_ms(capture.expires_at),
+    )
+
+
+def _not_found(what: str) -> HTTPException:
+    detail = {"error": "not_found", "message": f"no such {what} (or not yours)"}
+    return HTTPException(404, detail)
