@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections import Counter
 
 from fastapi import FastAPI, Request
+from fastapi import HTTPException as FastApiHTTPException
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from gateway import __version__
+from gateway.api.directory import STATUS, DirectoryError
 from gateway.api.terminal import RecordSink, TerminalApiStats, TokenVerifier, terminal_router
 
 
@@ -30,6 +32,7 @@ def create_api(
     app.state.refused = Counter[str]()
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _refused)
+    app.add_exception_handler(DirectoryError, _directory_refused)
     app.include_router(terminal_router(intake, terminals, app.state.terminal_stats))
     return app
 
@@ -42,6 +45,15 @@ async def _refused(request: Request, exc: Exception) -> Response:
     if exc.status_code >= 400:
         request.app.state.refused[str(reason or exc.status_code)] += 1
     return await http_exception_handler(request, exc)
+
+
+async def _directory_refused(request: Request, exc: Exception) -> Response:
+    """What the services refused (not found or not yours, conflict, store down), as HTTP."""
+    assert isinstance(exc, DirectoryError)
+    detail = {"error": exc.problem.value, "message": exc.message}
+    status = STATUS[exc.problem]
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return await _refused(request, FastApiHTTPException(status, detail, headers))
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:

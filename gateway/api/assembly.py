@@ -134,7 +134,7 @@ def build_web(gateway: Gateway, captures: CardCaptures) -> WebSide:
     app.state.zone = ZoneInfo(config.gateway.timezone)  # how pages show times
     app.include_router(security_router(accounts))
     app.include_router(people_router(accounts, directory))
-    app.include_router(overview_router(accounts, monitor, captures, store))
+    app.include_router(overview_router(accounts, monitor, captures))
     app.include_router(events_router(accounts, history, feed))
     app.include_router(metrics_router(gateway))
     app.include_router(pages_router(accounts, directory, monitor, history))

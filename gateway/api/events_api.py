@@ -8,9 +8,7 @@ from pydantic import AwareDatetime
 
 from gateway.api import models
 from gateway.api.accounts import Accounts
-from gateway.api.directory import DirectoryError
 from gateway.api.history import History, LiveFeed, stream
-from gateway.api.people import directory_http
 from gateway.api.security import require
 from gateway.auth import Principal, Role
 from gateway.store.events import EventFilter
@@ -40,10 +38,7 @@ def events_router(accounts: Accounts, history: History, feed: LiveFeed) -> APIRo
         except ValueError as exc:
             refusal = {"error": "bad_request", "message": str(exc)}
             raise HTTPException(422, refusal) from exc
-        try:
-            page = await history.page(principal, wanted, before_seq=before_seq, limit=limit)
-        except DirectoryError as error:
-            raise directory_http(error) from error
+        page = await history.page(principal, wanted, before_seq=before_seq, limit=limit)
         if person is not None or page.events:
             detail = f"{len(page.events)} events" + (" of one person" if person else "")
             await accounts.audit(principal, "events.list", None, detail)

@@ -17,7 +17,7 @@ from gateway.api import models
 from gateway.api.directory import DirectoryError, Problem
 from gateway.api.storeaccess import StoreAccess
 from gateway.auth import Principal, Role
-from gateway.store import outbox, residents, tenants, terminal_records
+from gateway.store import outbox, residents, tenants, terminal_records, users
 from gateway.store.errors import StoreError
 
 _R = TypeVar("_R")
@@ -117,16 +117,16 @@ class Monitor:
         )
         return models.TerminalRecordsOut(
             records=[
-                models.TerminalRecordOut(
-                    record_id=row.record_id,
-                    terminal=row.terminal,
-                    kind=row.kind,
-                    captured_at=row.captured_at,
-                    received_at=row.received_at,
-                    seq=row.seq,
-                )
-                for row in rows
+                models.TerminalRecordOut.model_validate(row, from_attributes=True) for row in rows
             ]
+        )
+
+    async def audit(self, after_id: int, limit: int) -> models.AuditPage:
+        entries = await self._read(
+            lambda conn: users.audit_entries(conn, after_id=after_id, limit=limit)
+        )
+        return models.AuditPage(
+            entries=[models.AuditOut.model_validate(e, from_attributes=True) for e in entries]
         )
 
     async def _read(self, query: Callable[[sqlite3.Connection], _R]) -> _R:

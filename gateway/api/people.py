@@ -2,25 +2,18 @@
 
 Admins and landlords change; co-ordinators read. Which people a caller
 reaches is decided in `Directory`, not here: a route only names who may call
-it (its `require` gate) and translates `DirectoryError` into HTTP.
+it (its `require` gate); `DirectoryError` becomes HTTP in `gateway.api.app`.
 """
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 
 from gateway.api import models
 from gateway.api.accounts import Accounts
-from gateway.api.directory import STATUS, Directory, DirectoryError
+from gateway.api.directory import Directory
 from gateway.api.security import require
 from gateway.auth import Principal, Role
-
-
-def directory_http(error: DirectoryError) -> HTTPException:
-    """`{"detail": {"error": reason, "message": text}}` with the problem's status."""
-    detail = {"error": error.problem.value, "message": error.message}
-    headers = {"Retry-After": "5"} if STATUS[error.problem] == 503 else None
-    return HTTPException(STATUS[error.problem], detail, headers)
 
 
 def people_router(accounts: Accounts, directory: Directory) -> APIRouter:
@@ -40,83 +33,56 @@ def people_router(accounts: Accounts, directory: Directory) -> APIRouter:
     ) -> models.PeoplePage:
         """Tenants in the caller's units (everyone for admins and co-ordinators), newest first,
         with registration and permit status and their deadlines."""
-        try:
-            return await directory.people(principal, unit=unit, offset=offset, limit=limit)
-        except DirectoryError as error:
-            raise directory_http(error) from error
+        return await directory.people(principal, unit=unit, offset=offset, limit=limit)
 
     @router.post("/people", status_code=201)
     async def enrol(principal: Changer, request: models.EnrolRequest) -> models.Enrolled:
         """Enrol a tenant: the person, a tenancy in one of the caller's units, key cards
         (typed serials or taps captured at a reader)."""
-        try:
-            return await directory.enrol(principal, request)
-        except DirectoryError as error:
-            raise directory_http(error) from error
+        return await directory.enrol(principal, request)
 
     @router.get("/people/{person_id}")
     async def get_person(principal: Reader, person_id: str) -> models.PersonOut:
-        try:
-            return await directory.person(principal, person_id)
-        except DirectoryError as error:
-            raise directory_http(error) from error
+        return await directory.person(principal, person_id)
 
     @router.post("/people/{person_id}/reveal")
     async def reveal(principal: Admin, person_id: str) -> models.Revealed:
         """The full ID number: admins only, and audited before it is shown."""
-        try:
-            return await directory.reveal(principal, person_id)
-        except DirectoryError as error:
-            raise directory_http(error) from error
+        return await directory.reveal(principal, person_id)
 
     @router.post("/people/{person_id}/cards")
     async def add_cards(
         principal: Changer, person_id: str, request: models.AddCardsRequest
     ) -> models.PersonOut:
-        try:
-            return await directory.add_cards(principal, person_id, request)
-        except DirectoryError as error:
-            raise directory_http(error) from error
+        return await directory.add_cards(principal, person_id, request)
 
     @router.post("/cards/{card_id}/action")
     async def card_action(
         principal: Changer, card_id: str, request: models.CardActionRequest
     ) -> models.PersonOut:
         """Report a card lost, unblock it when found, take it back (return) or cancel it."""
-        try:
-            return await directory.card_action(principal, card_id, request.action)
-        except DirectoryError as error:
-            raise directory_http(error) from error
+        return await directory.card_action(principal, card_id, request.action)
 
     @router.post("/cards/{card_id}/extend")
     async def extend_card(
         principal: Changer, card_id: str, request: models.ExtendRequest
     ) -> models.PersonOut:
-        try:
-            return await directory.extend_card(principal, card_id, request.valid_to)
-        except DirectoryError as error:
-            raise directory_http(error) from error
+        return await directory.extend_card(principal, card_id, request.valid_to)
 
     @router.post("/tenancies/{tenancy_id}/extend")
     async def extend_tenancy(
         principal: Changer, tenancy_id: str, request: models.ExtendRequest
     ) -> models.PersonOut:
-        try:
-            return await directory.set_tenancy_end(
-                principal, tenancy_id, request.valid_to, action="extend"
-            )
-        except DirectoryError as error:
-            raise directory_http(error) from error
+        return await directory.set_tenancy_end(
+            principal, tenancy_id, request.valid_to, action="extend"
+        )
 
     @router.post("/tenancies/{tenancy_id}/end")
     async def end_tenancy(
         principal: Changer, tenancy_id: str, request: models.EndTenancyRequest
     ) -> models.PersonOut:
         """Move-out: the tenancy ends (now by default), so its unit's doors stop opening."""
-        try:
-            moved_out = request.moved_out_at or directory.now()
-            return await directory.set_tenancy_end(principal, tenancy_id, moved_out, action="end")
-        except DirectoryError as error:
-            raise directory_http(error) from error
+        moved_out = request.moved_out_at or directory.now()
+        return await directory.set_tenancy_end(principal, tenancy_id, moved_out, action="end")
 
     return router
