@@ -75,6 +75,9 @@ url = "{broker_url}"
 [api]
 listen = "127.0.0.1:0"
 
+[storage]
+history_days = 120  # the built history spans 90 days: nothing to prune, a steady state
+
 [[doors]]
 name = "door-1"
 units = ["u1"]

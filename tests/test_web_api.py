@@ -238,3 +238,26 @@ def test_the_setup_page_is_closed_once_an_admin_exists(web: WebGateway) -> None:
         refused = client.post("/ui/setup", data=form)
         assert refused.status_code == 409
         assert "already has an admin" in refused.text
+
+
+def test_enrolling_another_landlords_tenant_leaves_their_record_as_it_was(
+    web: WebGateway,
+) -> None:
+    """Landlord B's tenant moves into landlord A's unit too: A may enrol them (the ID number
+    is what A was shown), but the name B sees stays B's."""
+    theirs = web.seeded["landlord_b"]
+    with web.login("landlord_a") as client:
+        reply = client.post(
+            "/api/v1/people",
+            json={"id_number": "440524188001010014", "name": "改名", "unit": "101"},
+        )
+        assert reply.status_code == 201, reply.text
+        assert reply.json()["new_person"] is False
+        assert reply.json()["person"]["name"] == theirs["name"]
+    with web.login("landlord_b") as client:
+        person = client.get(f"/api/v1/people/{theirs['person_id']}").json()
+        assert person["name"] == theirs["name"]
+        assert {t["unit"] for t in person["tenancies"]} == {"202"}, "A's letting is A's"
+    with web.login("admin") as client:
+        person = client.get(f"/api/v1/people/{theirs['person_id']}").json()
+        assert {t["unit"] for t in person["tenancies"]} == {"101", "202"}

@@ -107,7 +107,7 @@ class Directory:
 
         def read(conn: sqlite3.Connection) -> models.PeoplePage:
             ids, total = tenants.people_in_scope(conn, scope, unit=unit, offset=offset, limit=limit)
-            people = [self._person_out(conn, pid) for pid in ids]
+            people = [self._person_out(conn, pid, principal) for pid in ids]
             return models.PeoplePage(
                 people=[p for p in people if p is not None], total=total, offset=offset, limit=limit
             )
@@ -121,7 +121,7 @@ class Directory:
         def read(conn: sqlite3.Connection) -> models.PersonOut | None:
             if not self._in_scope(conn, principal, person_id):
                 return None
-            return self._person_out(conn, person_id)
+            return self._person_out(conn, person_id, principal)
 
         found = await self._read(read)
         if found is None:
@@ -170,7 +170,9 @@ class Directory:
             raise DirectoryError(Problem.BAD_REQUEST, str(exc)) from exc
 
         def write(conn: sqlite3.Connection) -> models.Enrolled:
-            result = registry.enrol(conn, self._keys, enrolment, now)
+            found = tenants.person_with_id_number(conn, self._keys, id_number.value)
+            rename = found is None or self._in_scope(conn, principal, found)
+            result = registry.enrol(conn, self._keys, enrolment, now, rename=rename)
             self._audit_in(
                 conn,
                 principal,
@@ -178,7 +180,7 @@ class Directory:
                 f"person:{result.person_id}",
                 f"unit {request.unit}, {len(grants)} card(s)",
             )
-            person = self._person_out(conn, result.person_id)
+            person = self._person_out(conn, result.person_id, principal)
             assert person is not None
             return models.Enrolled(person=person, new_person=result.new_person)
 
@@ -198,7 +200,7 @@ class Directory:
             self._require_person(conn, principal, person_id)
             tenants.add_cards(conn, self._keys, person_id, grants, self._clock.now())
             self._audit_in(conn, principal, "card.add", f"person:{person_id}", f"{len(grants)}")
-            return self._changed(conn, person_id)
+            return self._changed(conn, person_id, principal)
 
         return await self._write(write)
 
@@ -218,7 +220,7 @@ class Directory:
             self._audit_in(
                 conn, principal, f"card.{action.value}", f"person:{card.person_id}", card.masked
             )
-            return self._changed(conn, card.person_id)
+            return self._changed(conn, card.person_id, principal)
 
         return await self._write(write)
 
@@ -236,7 +238,7 @@ class Directory:
             tenants.set_card_validity(conn, card_id, valid_to, self._clock.now())
             detail = f"{card.masked} to {valid_to.isoformat()}"
             self._audit_in(conn, principal, "card.extend", f"person:{card.person_id}", detail)
-            return self._changed(conn, card.person_id)
+            return self._changed(conn, card.person_id, principal)
 
         return await self._write(write)
 
@@ -258,7 +260,7 @@ class Directory:
             self._audit_in(
                 conn, principal, f"tenancy.{action}", f"person:{tenancy.person_id}", detail
             )
-            return self._changed(conn, tenancy.person_id)
+            return self._changed(conn, tenancy.person_id, principal)
 
         return await self._write(write)
 
@@ -305,16 +307,23 @@ class Directory:
             raise _platform_managed("card")
         return card
 
-    def _changed(self, conn: sqlite3.Connection, person_id: str) -> models.PersonOut:
-        person = self._person_out(conn, person_id)
+    def _changed(
+        self, conn: sqlite3.Connection, person_id: str, principal: Principal
+    ) -> models.PersonOut:
+        person = self._person_out(conn, person_id, principal)
         if person is None:
             raise _not_found("person")
         return person
 
-    def _person_out(self, conn: sqlite3.Connection, person_id: str) -> models.PersonOut | None:
+    def _person_out(
+        self, conn: sqlite3.Connection, person_id: str, principal: Principal
+    ) -> models.PersonOut | None:
+        """The person as `principal` may see them: a landlord sees only the tenancies in
+        their own units (another landlord's letting is not theirs to know)."""
         view = tenants.person(conn, self._keys, person_id)
         if view is None:
             return None
+        tenancies = [t for t in view.tenancies if _may_see(principal, {t.unit})]
         found = list(residents.facts(conn, self._keys, person_id))
         facts = (
             PersonFacts(
@@ -349,7 +358,7 @@ class Directory:
                     valid_to=t.valid_to,
                     managed_by="gateway" if t.managed_by == "gateway" else "platform",
                 )
-                for t in view.tenancies
+                for t in tenancies
             ],
             cards=[
                 models.CardOut(

@@ -104,9 +104,17 @@ def registry_version(conn: sqlite3.Connection) -> int:
 
 
 def enrol(
-    conn: sqlite3.Connection, keys: KeyRing, enrolment: Enrolment, now: datetime
+    conn: sqlite3.Connection,
+    keys: KeyRing,
+    enrolment: Enrolment,
+    now: datetime,
+    *,
+    rename: bool = True,
 ) -> EnrolResult:
-    """Create or update the person, add credentials and the tenancy. Call in a transaction."""
+    """Create or update the person, add credentials and the tenancy. Call in a transaction.
+
+    `rename=False` keeps an existing person's name (someone enrolling a newcomer who is
+    already another landlord's tenant must not change what that landlord sees)."""
     id_number = enrolment.id_number.value
     id_hash = keys.lookup(CredentialKind.ID_NUMBER.value, id_number)
     stamp = now.isoformat()
@@ -127,12 +135,14 @@ def enrol(
                 stamp,
             ),
         )
-    else:
+    elif rename:
         person_id = row[0]
         conn.execute(
             "UPDATE people SET name_sealed = ?, updated_at = ? WHERE id = ?",
             (keys.seal(enrolment.name, f"people.name:{person_id}"), stamp, person_id),
         )
+    else:
+        person_id = row[0]
     credential_ids = tuple(
         _add_credential(conn, keys, person_id, grant, stamp) for grant in enrolment.credentials
     )

@@ -115,6 +115,14 @@ def people_of_units(conn: sqlite3.Connection, units: Iterable[str]) -> frozenset
     return frozenset(row[0] for row in rows)
 
 
+def person_with_id_number(conn: sqlite3.Connection, keys: KeyRing, id_number: str) -> str | None:
+    """The person enrolled with this ID number (found by its keyed hash), if any."""
+    lookup = keys.lookup(CredentialKind.ID_NUMBER.value, id_number)
+    with translated():
+        row = conn.execute("SELECT id FROM people WHERE id_hash = ?", (lookup,)).fetchone()
+    return str(row[0]) if row else None
+
+
 def units_of_person(conn: sqlite3.Connection, person_id: str) -> frozenset[str]:
     with translated():
         rows = conn.execute(
