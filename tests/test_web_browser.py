@@ -26,11 +26,6 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 NEW_CARD = "0E0E0E0E"
 NEW_TENANT = {"name": "王小明", "id_number": "330106199003071236"}
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup --dev installs it)"
-)
-
-
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory, broker: LocalBroker) -> Iterator[WebGateway]:
     yield from start_web_gateway(tmp_path_factory.mktemp("web-browser"), broker)
@@ -38,6 +33,7 @@ def web(tmp_path_factory: pytest.TempPathFactory, broker: LocalBroker) -> Iterat
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    assert CHROMIUM.exists(), "needs Debian's chromium: scripts/setup --dev installs it"
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True
