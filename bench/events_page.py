@@ -13,8 +13,12 @@
    return (rows materialised), for each case below; each case draws its
    parameters (door, person, day, scope, ...) at random per call:
    newest page; deep page (before_seq near the middle); door; person; a rare
-   type (door.alarm); one day; a landlord scope of 40 people + 2 doors; and,
-   beyond the required cases, door + rare type and scope + one day.
+   type (door.alarm); one day; landlord scopes of 40, 400 and 2,000 people
+   (+ 2 doors); and, beyond the required cases, door + rare type, scope (40) +
+   one day, and the 2,000-people scope with a deep page, a door, a rare type,
+   one day, and at its sparsest: 40 of its people with events, 1,960 without
+   any (a big scope is walked newest-first, then merged if the walk runs out:
+   gateway/store/events.py).
 3. The same cases again while a background thread records taps through the
    real `gateway.store.writer.Writer` (group commit, synchronous=FULL) at
    ~50 taps/s, as doors in use do; it stops after the measurement.
@@ -25,6 +29,10 @@ p99. Numbers only: nothing here asserts a timing.
     .venv/bin/python bench/events_page.py                   # 1,000,000 events
     .venv/bin/python bench/events_page.py --events 100000 --samples 100
     .venv/bin/python bench/events_page.py --db /tmp/history.db   # build once, reuse
+    .venv/bin/python bench/events_page.py --db /tmp/history.db --only "scope 2,000"
+
+(--db reuses the store, and the busy runs add their taps to it: copy a pristine
+build when runs are to be compared.)
 """
 
 from __future__ import annotations
@@ -157,8 +165,24 @@ def cases(head: int, start: datetime) -> list[Case]:
         )
         return first, first + timedelta(days=1)
 
-    def scope(rng: random.Random) -> events.EventScope:
-        return events.EventScope(frozenset(rng.sample(PEOPLE, 40)), frozenset(rng.sample(DOORS, 2)))
+    def scope_of(people: int) -> Callable[[random.Random], events.EventScope]:
+        def draw(rng: random.Random) -> events.EventScope:
+            return events.EventScope(
+                frozenset(rng.sample(PEOPLE, people)), frozenset(rng.sample(DOORS, 2))
+            )
+
+        return draw
+
+    scope = scope_of(40)
+    big = scope_of(PEOPLE_COUNT)
+
+    def sparse(rng: random.Random) -> events.EventScope:
+        """40 people with events and 1,960 without (tenancies ended long ago, cards never
+        used): the big scope at its sparsest."""
+        absent = (person_id(PEOPLE_COUNT + n) for n in range(PEOPLE_COUNT - 40))
+        return events.EventScope(
+            frozenset((*rng.sample(PEOPLE, 40), *absent)), frozenset(rng.sample(DOORS, 2))
+        )
 
     def middle(rng: random.Random) -> int:
         return head // 2 + rng.randrange(-head // 20, head // 20 + 1)
@@ -181,10 +205,28 @@ def cases(head: int, start: datetime) -> list[Case]:
         Case("one day", lambda rng: (one_day(rng), None, None)),
         Case("scope 40 people + 2 doors", lambda rng: (events.EventFilter(), scope(rng), None)),
         Case(
+            "scope 400 people + 2 doors",
+            lambda rng: (events.EventFilter(), scope_of(400)(rng), None),
+        ),
+        Case("scope 2,000 people + 2 doors", lambda rng: (events.EventFilter(), big(rng), None)),
+        Case(
             "door + door.alarm",
             lambda rng: (events.EventFilter(door=rng.choice(DOORS), type=alarm), None, None),
         ),
         Case("scope + one day", scope_day),
+        Case(
+            "scope 2,000 + deep page",
+            lambda rng: (events.EventFilter(), big(rng), middle(rng)),
+        ),
+        Case(
+            "scope 2,000 + door",
+            lambda rng: (events.EventFilter(door=rng.choice(DOORS)), big(rng), None),
+        ),
+        Case(
+            "scope 2,000 + door.alarm", lambda rng: (events.EventFilter(type=alarm), big(rng), None)
+        ),
+        Case("scope 2,000 + one day", lambda rng: (one_day(rng), big(rng), None)),
+        Case("scope 2,000, 40 with events", lambda rng: (events.EventFilter(), sparse(rng), None)),
     ]
 
 
@@ -269,11 +311,16 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=200, help="pages timed per case")
     parser.add_argument("--rate", type=float, default=50.0, help="taps/s while busy")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--only", default="", help="run only the cases whose name contains this text"
+    )
     parser.add_argument("--dir", type=Path, default=None, help="where the database goes")
     parser.add_argument(
         "--db", type=Path, default=None, help="reuse this store if it exists (else build it)"
     )
     args = parser.parse_args()
+    if not any(args.only in case.name for case in cases(2, datetime.now(ZONE))):
+        parser.error(f"no case's name contains {args.only!r}")
 
     workdir = Path(tempfile.mkdtemp(prefix="rentgate-events-", dir=args.dir))
     path = args.db or workdir / "history.db"
@@ -291,7 +338,9 @@ def main() -> int:
             conn.close()
         size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
         print(f"store: {head:,} events, {size / 1e6:.0f} MB; limit {LIMIT}, {args.samples} pages")
-        todo = cases(head, datetime.fromisoformat(first_ts))
+        todo = [
+            case for case in cases(head, datetime.fromisoformat(first_ts)) if args.only in case.name
+        ]
         idle = {case.name: measure(path, case, args.samples, args.seed) for case in todo}
         with Taps(path, args.rate, args.seed) as taps:
             busy = {case.name: measure(path, case, args.samples, args.seed) for case in todo}
@@ -304,7 +353,7 @@ def main() -> int:
 
     print()
     print(
-        f"{'page (limit 50), ms':<27} {'idle p50    p95    p99     max':>30}  "
+        f"{'page (limit 50), ms':<30} {'idle p50    p95    p99     max':>30}  "
         f"{'busy p50    p95    p99     max':>30}  p99 busy/idle  rows/page"
     )
     worst = 0.0
@@ -313,7 +362,7 @@ def main() -> int:
         ratio = percentile(loaded.ms, 0.99) / max(percentile(quiet.ms, 0.99), 1e-9)
         worst = max(worst, percentile(loaded.ms, 0.99))
         print(
-            f"{case.name:<27} {_stats(quiet.ms):>30}  {_stats(loaded.ms):>30}  "
+            f"{case.name:<30} {_stats(quiet.ms):>30}  {_stats(loaded.ms):>30}  "
             f"{ratio:>12.2f}x  {loaded.rows / len(loaded.ms):9.1f}"
         )
     print()

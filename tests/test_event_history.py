@@ -116,13 +116,19 @@ def _reference(
 
 
 def _all_pages(
-    conn: sqlite3.Connection, wanted: EventFilter, scope: EventScope | None, limit: int
+    conn: sqlite3.Connection,
+    wanted: EventFilter,
+    scope: EventScope | None,
+    limit: int,
+    **walk: int,
 ) -> list[EventRow]:
-    """Page through to the end; every page but the last is full, and the one after it empty."""
+    """Page through to the end; every page but the last is full, and the one after it empty.
+
+    `walk`: walk_from and walk_rows for events.page (a big scope's walk)."""
     found: list[EventRow] = []
     before = None
     while True:
-        rows = events.page(conn, wanted, scope, before_seq=before, limit=limit)
+        rows = events.page(conn, wanted, scope, before_seq=before, limit=limit, **walk)
         assert len(rows) <= limit
         assert [row.seq for row in rows] == sorted((row.seq for row in rows), reverse=True)
         if before is not None:
@@ -130,7 +136,10 @@ def _all_pages(
         found += rows
         if len(rows) < limit:
             if rows:
-                assert events.page(conn, wanted, scope, before_seq=rows[-1].seq, limit=limit) == []
+                after = events.page(
+                    conn, wanted, scope, before_seq=rows[-1].seq, limit=limit, **walk
+                )
+                assert after == []
             return found
         before = rows[-1].seq
 
@@ -247,25 +256,133 @@ def test_a_scope_is_its_people_anywhere_plus_person_less_events_at_its_doors(
         assert seqs(EventFilter(door="cellar")) == []
 
 
-def test_scope_reads_merge_newest_first_across_many_people_and_doors(tmp_path: Path) -> None:
-    people = [f"person-{n:03d}" for n in range(60)]
-    doors = [f"door-{n}" for n in range(6)]
-    specs = [
+MANY_PEOPLE = [f"person-{n:03d}" for n in range(60)]
+MANY_DOORS = [f"door-{n}" for n in range(6)]
+
+
+def _many(count: int) -> list[Spec]:
+    """`count` events a second apart at MANY_DOORS, nearly half naming one of MANY_PEOPLE."""
+    return [
         Spec(
             TYPES[n % 4],
             T0 + timedelta(seconds=n),
-            doors[n % 6],
-            people[n * 7 % 60] if n % 4 in (0, 3) and n % 9 else None,
+            MANY_DOORS[n % 6],
+            MANY_PEOPLE[n * 7 % 60] if n % 4 in (0, 3) and n % 9 else None,
         )
-        for n in range(3000)
+        for n in range(count)
     ]
-    with _store(tmp_path, specs) as conn:
-        scope = EventScope(frozenset(people[:40]), frozenset(doors[:2]))
+
+
+def test_scope_reads_merge_newest_first_across_many_people_and_doors(tmp_path: Path) -> None:
+    with _store(tmp_path, _many(3000)) as conn:
+        scope = EventScope(frozenset(MANY_PEOPLE[:40]), frozenset(MANY_DOORS[:2]))
         for wanted in (EventFilter(), EventFilter(type=TYPES[2].value), EventFilter(door="door-1")):
             expected = _reference(conn, wanted, scope)
             assert len(expected) > 100
             for limit in (1, 13, 50, 200):
                 assert _all_pages(conn, wanted, scope, limit) == expected
+
+
+def _traced(conn: sqlite3.Connection, call: Any) -> tuple[Any, list[str]]:
+    """What `call()` returns, and the SELECT statements it ran (values inlined)."""
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    try:
+        result = call()
+    finally:
+        conn.set_trace_callback(None)
+    return result, [sql for sql in seen if sql.startswith("SELECT")]
+
+
+def _walked(statements: list[str]) -> bool:
+    return any(sql.startswith("SELECT seq, person, ") for sql in statements)
+
+
+def _merged(statements: list[str]) -> bool:
+    return any(" AS newest FROM json_each(" in sql for sql in statements)
+
+
+WALK_NOW = {"walk_from": 2}
+"""Every scope with more than one read is walked."""
+
+
+@pytest.mark.parametrize(
+    "walk",
+    [{}, WALK_NOW, {"walk_from": 2, "walk_rows": 1}, {"walk_from": 2, "walk_rows": 37}],
+    ids=["merged", "walked", "walk-1-row", "walk-37-rows"],
+)
+def test_a_big_scope_is_walked_then_merged_to_the_same_answer(
+    tmp_path: Path, walk: dict[str, int]
+) -> None:
+    with _store(tmp_path, _many(3000)) as conn:
+        scope = EventScope(frozenset(MANY_PEOPLE[:40]), frozenset(MANY_DOORS[:2]))
+        for wanted in (
+            EventFilter(),
+            EventFilter(type=TYPES[2].value),
+            EventFilter(door="door-1"),
+            EventFilter(door="door-2"),
+            EventFilter(door="door-1", type=TYPES[1].value),
+            EventFilter(door="door-2", type=TYPES[0].value),
+            EventFilter(person=MANY_PEOPLE[8]),  # 50 events
+            EventFilter(since=T0 + timedelta(seconds=500), until=T0 + timedelta(seconds=2500)),
+        ):
+            expected = _reference(conn, wanted, scope)
+            assert len(expected) >= 50
+            for limit in (1, 13, 50, 200):
+                assert _all_pages(conn, wanted, scope, limit, **walk) == expected
+
+
+def test_a_walk_that_runs_out_hands_the_rest_of_the_page_to_the_merge(tmp_path: Path) -> None:
+    """The scope's people tapped long ago; the newest 300 events are strangers' taps, so a
+    walk of 100 rows finds nothing and the merge reads below the rows walked."""
+    specs = [Spec(EventType.ACCESS_DECISION, T0, "front", (P1, P2)[n % 2]) for n in range(30)]
+    specs += [Spec(EventType.ACCESS_DECISION, T0, "front", P3) for _ in range(300)]
+    specs += [Spec(EventType.DEVICE_STATUS, T0, "front")]  # person-less, at a scope door
+    with _store(tmp_path, specs) as conn:
+        scope = EventScope(frozenset({P1, P2, "nobody"}), frozenset({"front"}))
+        walk = {"walk_from": 2, "walk_rows": 100}
+        for wanted, below in (
+            (EventFilter(), 231),  # seq 331 to 232 walked
+            (EventFilter(door="front"), 231),
+            (EventFilter(type=TYPES[0].value), 230),  # the taps: seq 330 to 231 walked
+        ):
+            expected = _reference(conn, wanted, scope)
+            found, statements = _traced(
+                conn,
+                lambda w=wanted: events.page(conn, w, scope, before_seq=None, limit=20, **walk),
+            )
+            assert found == expected[:20]
+            assert _walked(statements)
+            assert _merged(statements)
+            assert all(f"seq BETWEEN 1 AND {below} " in sql for sql in statements if _merged([sql]))
+            assert _all_pages(conn, wanted, scope, 7, **walk) == expected
+        # A window shorter than the walk is walked to its end: no merge.
+        found, statements = _traced(
+            conn, lambda: events.page(conn, EventFilter(), scope, before_seq=50, limit=40, **walk)
+        )
+        assert [row.seq for row in found] == list(range(30, 0, -1))
+        assert _walked(statements)
+        assert not _merged(statements)
+
+
+def test_only_scopes_of_walk_from_reads_or_more_are_walked(building: sqlite3.Connection) -> None:
+    """A read per person or door and type: the building has four types."""
+    present = {row.type for row in _everything(building)}
+    assert len(present) == 4
+    small = EventScope(frozenset({P1, P2}), frozenset({"back"}))
+    strangers = frozenset(f"stranger-{n}" for n in range(-(-events.WALK_FROM // 4) - 3))
+    big = EventScope(small.people | strangers, small.doors)
+    below = EventScope(big.people - {P1}, big.doors)
+    assert (len(big.people) + len(big.doors)) * 4 >= events.WALK_FROM
+    assert (len(below.people) + len(below.doors)) * 4 < events.WALK_FROM
+    for scope, walked in ((small, False), (below, False), (big, True)):
+        found, statements = _traced(
+            building,
+            lambda s=scope: events.page(building, EventFilter(), s, before_seq=None, limit=9),
+        )
+        assert found == _reference(building, EventFilter(), scope)[:9]
+        assert _walked(statements) == walked
+        assert _merged(statements) != walked  # 120 events: a walk reads them all
 
 
 # -- paging, as a property ---------------------------------------------------------
@@ -331,14 +448,27 @@ scopes = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None)
-@given(specs=stores(), wanted=filters(), scope=scopes, limit=st.integers(1, 12))
+walks = st.one_of(
+    st.just({}),  # the defaults: these scopes are small, so merged
+    st.builds(
+        lambda rows: {"walk_from": 2, "walk_rows": rows},  # walked, falling back early or not
+        st.one_of(st.integers(1, 12), st.just(events.WALK_ROWS)),
+    ),
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(specs=stores(), wanted=filters(), scope=scopes, limit=st.integers(1, 12), walk=walks)
 def test_paging_returns_the_reference_without_gaps_or_repeats(
-    specs: list[Spec], wanted: EventFilter, scope: EventScope | None, limit: int
+    specs: list[Spec],
+    wanted: EventFilter,
+    scope: EventScope | None,
+    limit: int,
+    walk: dict[str, int],
 ) -> None:
     with tempfile.TemporaryDirectory() as directory, _store(Path(directory), specs) as conn:
         expected = _reference(conn, wanted, scope)
-        found = _all_pages(conn, wanted, scope, limit)
+        found = _all_pages(conn, wanted, scope, limit, **walk)
         assert [row.seq for row in found] == [row.seq for row in expected]
         assert found == expected
 
@@ -470,38 +600,64 @@ def test_after_is_oldest_first_from_a_seq(building: sqlite3.Connection) -> None:
 # -- the queries' plans -------------------------------------------------------------
 
 
-def _statements(
-    conn: sqlite3.Connection, wanted: EventFilter, scope: EventScope | None
-) -> list[str]:
-    seen: list[str] = []
-    conn.set_trace_callback(seen.append)
-    try:
-        events.page(conn, wanted, scope, before_seq=100, limit=50)
-    finally:
-        conn.set_trace_callback(None)
-    return [sql for sql in seen if sql.startswith("SELECT")]
+BIG = EventScope(frozenset({P1, P2}), frozenset({"front"}))
+"""Walked with WALK_NOW."""
 
 
 @pytest.mark.parametrize(
-    ("wanted", "scope", "index"),
+    ("wanted", "scope", "walk", "index"),
     [
-        (EventFilter(door="front"), None, "outbox_by_door"),
-        (EventFilter(door="front", type="door.alarm"), None, "outbox_by_door"),
-        (EventFilter(person=P1), None, "outbox_by_person"),
-        (EventFilter(person=P1, door="front", since=T0, until=UNTIL), None, "outbox_by_person"),
-        (EventFilter(), EventScope(frozenset({P1}), frozenset({"front"})), "outbox_by_person"),
-        (EventFilter(), EventScope(frozenset(), frozenset({"front"})), "outbox_personless_by_door"),
+        (EventFilter(door="front"), None, {}, "outbox_by_door"),
+        (EventFilter(door="front", type="door.alarm"), None, {}, "outbox_by_door"),
+        (EventFilter(person=P1), None, {}, "outbox_by_person"),
+        (EventFilter(person=P1, door="front", since=T0, until=UNTIL), None, {}, "outbox_by_person"),
+        (EventFilter(), EventScope(frozenset({P1}), frozenset({"front"})), {}, "outbox_by_person"),
+        (
+            EventFilter(),
+            EventScope(frozenset(), frozenset({"front"})),
+            {},
+            "outbox_personless_by_door",
+        ),
+        (EventFilter(), BIG, WALK_NOW, "PRIMARY KEY"),
+        (EventFilter(since=T0, until=UNTIL), BIG, WALK_NOW, "PRIMARY KEY"),
+        (EventFilter(door="back"), BIG, WALK_NOW, "outbox_by_door"),
+        (EventFilter(type="door.alarm"), BIG, WALK_NOW, "outbox_by_type"),
+        (EventFilter(door="back", type="door.alarm"), BIG, WALK_NOW, "outbox_by_door"),
     ],
-    ids=["door", "door+type", "person", "person+door+time", "scope", "scope-doors"],
+    ids=[
+        "door",
+        "door+type",
+        "person",
+        "person+door+time",
+        "scope",
+        "scope-doors",
+        "walk",
+        "walk+time",
+        "walk+door",
+        "walk+type",
+        "walk+door+type",
+    ],
 )
 def test_door_and_person_filters_read_their_index_never_the_table(
-    building: sqlite3.Connection, wanted: EventFilter, scope: EventScope | None, index: str
+    building: sqlite3.Connection,
+    wanted: EventFilter,
+    scope: EventScope | None,
+    walk: dict[str, int],
+    index: str,
 ) -> None:
-    statements = _statements(building, wanted, scope)
+    _found, statements = _traced(
+        building,
+        lambda: events.page(building, wanted, scope, before_seq=100, limit=50, **walk),
+    )
+    assert _walked(statements) == bool(walk)
     plans = {
         sql: [row[3] for row in building.execute(f"EXPLAIN QUERY PLAN {sql}")] for sql in statements
     }
-    assert any(f"USING INDEX {index} " in step for steps in plans.values() for step in steps)
+    assert any(
+        f"USING INDEX {index} " in step or f"USING INTEGER {index} " in step
+        for steps in plans.values()
+        for step in steps
+    )
     for sql, steps in plans.items():
         assert not any(step.startswith("SCAN outbox") for step in steps), (sql, steps)
         assert not any("TEMP B-TREE" in step for step in steps), (sql, steps)  # no sort
@@ -529,6 +685,8 @@ def test_malformed_arguments_are_refused(building: sqlite3.Connection) -> None:
         EventFilter(since=T0, until=T0 - timedelta(seconds=1))
     with pytest.raises(ValueError, match="before_seq"):
         events.page(building, EventFilter(), None, before_seq=0, limit=5)
+    with pytest.raises(ValueError, match="walk_rows"):
+        events.page(building, EventFilter(), None, before_seq=None, limit=5, walk_rows=0)
     with pytest.raises(ValueError, match="after_seq"):
         events.after(building, -1, 5)
     assert events.page(building, EventFilter(), None, before_seq=1, limit=5) == []

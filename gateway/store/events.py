@@ -24,14 +24,53 @@ million rows the outbox may hold:
   people come from the person index, person-less events at its doors from an
   index of person-less rows at doors (so a busy door whose events all name a
   person is not walked to find none: 400 ms per door through the door index),
-  one read per person or door (and type), merged newest-first with
-  `heapq.merge`. Each read is first asked for a few of its newest seqs; only
-  those that may still reach the page (at most `limit`/2 of them) are asked
-  again, for at most `limit`: one seek per read plus at most `limit`**2/2
-  rows, whatever the table holds. Filters
-  narrow the scope (intersection). A row names at most one person and the
-  door reads take only person-less rows, so no row comes from two reads.
-  Merged reads return seqs only; the page's rows are then read by seq.
+  one read per person or door, and type. Filters narrow the scope
+  (intersection). A row names at most one person and the door reads take only
+  person-less rows, so no row comes from two reads. The reads are merged in
+  two rounds. First one statement asks every read for its newest seq: SQLite
+  loops over the people (or doors) and types, given as `json_each` lists, one
+  seek each (~1.5 µs for a read with no rows, ~5 µs for one with, against
+  ~12 µs for a statement of its own from Python). The `limit` reads with the
+  newest seqs hold the page (a row of any other read has `limit` newer rows);
+  they are asked again, newest first, for up to `limit` - 1 seqs above the
+  `limit`-th newest found so far, a cutoff that only rises. So: one seek per
+  read, plus at most `limit` statements and `limit`**2 index rows, whatever
+  the table holds. Merged reads return seqs only; the page's rows are then
+  read by seq.
+* **A big scope is walked before it is merged.** A seek per read grows with
+  the scope: 2,000 people are 8,000 reads with four event types present,
+  ~40 ms on a million events (110-135 ms when each read was a statement). But
+  a big scope's events are dense, a good part of all the gateway records. So a
+  scope of `WALK_FROM` reads or more is first walked: the page's seq range
+  newest-first, by primary key, or by the door index (merged over types by
+  SQLite, MERGE (UNION ALL), no sort) or the type index when the filter names
+  a door or a type; person, door and the time predicate are read from each row
+  and tested here, until `limit` rows match or `WALK_ROWS` rows were visited.
+  A scope of 2,000 of the building's 2,000 people fills a page in ~60 rows
+  (~1.5 ms), 400 of them in ~250 (~2 ms). A walk that runs out keeps what it
+  found, and the merge reads the rest of the page below the rows walked.
+
+  The cost bound. Below `WALK_FROM` reads: the merge, at most `WALK_FROM`
+  seeks (~5 ms) plus the `limit` statements. From `WALK_FROM` reads on: at most
+  `WALK_ROWS` rows walked (~4.5 µs a row by primary key, person and door
+  computed from the payload; ~6 µs through an index, whose rows lie scattered
+  in the table: ~9-12 ms), and only when the scope has fewer than `limit` rows
+  in them (fewer than 1 in 40 at limit 50), the merge on top, a seek per
+  read: still linear in the scope for a big scope with few recent events. On
+  a million events, 2,000 people with older events but none among the newest
+  100,000 (former tenants) cost ~50 ms (walk ~8, merge ~41); 1,960 people
+  without any event, ~15-25 ms. Worst is a door filter on such a scope: no
+  index holds person and door, so each person read checks the door on that
+  person's rows (table reads) until one is at the door: ~330 ms for those
+  2,000 former tenants at a busy door (it was ~450 ms, and ~430 ms for any
+  door filter on a big scope, which the walk now answers in ~2 ms).
+
+  The switch point was measured on the bench store (bench/events_page.py:
+  1,000,000 events, 2,000 people, four types): the merge alone is faster up to
+  about 100 people (400 reads), the walk beyond (250 people: 7 against 2.3 ms;
+  400: 11 against 1.8 ms). `WALK_FROM` = 1,000 reads (250 people with four
+  types present, 125 with eight) keeps the smaller scopes on the merge alone,
+  where a walk that ran out would add its ~10 ms to a ~5 ms page.
 * **A time range becomes a seq range.** `ts` is the wall clock, which can step
   back (no RTC, NTP arriving late, someone setting the time), so ts order is
   not seq order. Two single seeks on the (ts) index turn the bounds into seqs,
@@ -63,6 +102,8 @@ import functools
 import heapq
 import itertools
 import json
+import math
+import operator
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -78,6 +119,14 @@ CLOCK_SLACK = timedelta(hours=2)
 """How far the wall clock may step back with time-bounded pages staying exact (see above):
 summer time (one hour) and NTP corrections, for about two hours of events read at
 each end of a time range."""
+
+WALK_FROM = 1000
+"""Scopes of this many index reads or more (people and doors, each times the event types
+present) are walked newest-first before they are merged; smaller ones are only merged
+(see the module docstring for how these two were measured)."""
+
+WALK_ROWS = 2000
+"""The most rows one walk visits before the page falls back to the merge."""
 
 _EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9999, 1, 1, tzinfo=UTC)
@@ -147,6 +196,24 @@ class _Read:
 
 
 @dataclass(frozen=True)
+class _Reads:
+    """Index ranges of one shape, one per combination of its values: for each term with a
+    `?`, in order, the values it takes (person x type, say)."""
+
+    source: str
+    terms: tuple[str, ...]
+    values: tuple[tuple[str, ...], ...]
+
+    @property
+    def count(self) -> int:
+        return math.prod(len(column) for column in self.values)
+
+    def each(self) -> Iterator[_Read]:
+        for args in itertools.product(*self.values):
+            yield _Read(self.source, self.terms, args)
+
+
+@dataclass(frozen=True)
 class _Window:
     """The seq range a page reads, and the exact time predicate's bounds (ISO text)."""
 
@@ -163,11 +230,17 @@ def page(
     *,
     before_seq: int | None,
     limit: int,
+    walk_from: int = WALK_FROM,
+    walk_rows: int = WALK_ROWS,
 ) -> list[EventRow]:
-    """Newest first, seq < before_seq (None = from the newest). scope None = everything."""
+    """Newest first, seq < before_seq (None = from the newest). scope None = everything.
+
+    `walk_from` and `walk_rows` are there for tests and benchmarks (see WALK_FROM)."""
     _check_limit(limit)
     if before_seq is not None and before_seq < 1:
         raise ValueError(f"before_seq must be at least 1, got {before_seq}")
+    if walk_rows < 1:
+        raise ValueError(f"walk_rows must be at least 1, got {walk_rows}")
     with translated(), _snapshot(conn):
         window = _window(conn, events, before_seq)
         if window is None:
@@ -178,46 +251,187 @@ def page(
             kinds = _types(conn)
         else:
             kinds = ()
-        reads = _reads(events, scope, kinds)
-        if not reads:
+        groups = _reads(events, scope, kinds)
+        count = sum(group.count for group in groups)
+        if count == 0:
             return []
-        if len(reads) == 1:
+        if count == 1:
+            (read,) = groups[0].each()
             rows = conn.execute(
-                _select(reads[0], window, _COLUMNS), _args(reads[0], window, limit)
+                _select(read, window, _COLUMNS), _args(read, window, limit)
             ).fetchall()
         else:
+            seqs: list[int] = []
+            rest: _Window | None = window
+            if scope is not None and count >= walk_from:
+                seqs, rest = _walk(conn, events, scope, kinds, window, limit=limit, rows=walk_rows)
+            if rest is not None and len(seqs) < limit:
+                seqs += _newest_of(conn, groups, rest, limit - len(seqs))
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM outbox"  # noqa: S608
                 " WHERE seq IN (SELECT value FROM json_each(?)) ORDER BY seq DESC",
-                (json.dumps(_newest_of(conn, reads, window, limit)),),
+                (json.dumps(seqs),),
             ).fetchall()
     return [EventRow(*row) for row in rows]
 
 
-def _newest_of(
-    conn: sqlite3.Connection, reads: Sequence[_Read], window: _Window, limit: int
-) -> list[int]:
-    """The `limit` newest seqs of the union of `reads`, in two rounds.
+def _walk(
+    conn: sqlite3.Connection,
+    events: EventFilter,
+    scope: EventScope,
+    kinds: Sequence[str],
+    window: _Window,
+    *,
+    limit: int,
+    rows: int,
+) -> tuple[list[int], _Window | None]:
+    """The scope's newest seqs found by walking at most `rows` rows of the window newest-first,
+    up to `limit` of them; and the part of the window below the rows walked (None: nothing
+    is left to read, the window was walked to its end or the page is full).
 
-    Each read is first asked for a few of its newest seqs; the newest `limit` of
-    all those set a cutoff, and only reads that may hold more above it are asked
-    again, for up to `limit`. A read not asked again has nothing left above the
-    cutoff; one that filled its second ask puts `limit` seqs above what it left.
+    The rows walked are those of the filter's door and type (the door index, merged over
+    types, or the type index), else all (the primary key); person, door and the time
+    predicate are read from each row and tested here, so every row visited counts."""
+    people, doors = _narrowed(events, scope)
+    at = events.door
+    walked = 0
+    last = window.high
+    found: list[int] = []
+    typed = events.type is not None
+    sql = _walk_statement(
+        typed,
+        at is not None,
+        0 if typed or at is None else len(kinds),
+        window.since is not None,
+        window.until is not None,
+    )
+    values: dict[str, object] = {
+        "low": window.low,
+        "high": window.high,
+        "rows": rows,
+        "since": window.since,
+        "until": window.until,
+        "door": at,
+        "type": events.type,
+        **{f"k{n}": kind for n, kind in enumerate(kinds)},
+    }
+    cursor = conn.execute(sql, values)
+    try:
+        for seq, person, door, inside in cursor:
+            walked += 1
+            last = seq
+            if not inside:
+                continue
+            if person in people if person is not None else (door if at is None else at) in doors:
+                found.append(seq)
+                if len(found) == limit:
+                    return found, None
+    finally:
+        cursor.close()
+    if walked < rows or last <= window.low:
+        return found, None
+    return found, replace(window, high=last - 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _walk_statement(typed: bool, at_door: bool, kinds: int, since: bool, until: bool) -> str:
+    """The rows a walk visits, newest first: seq, person, door (when the source does not
+    fix it), and whether the row is inside the time range."""
+    inside = [
+        *(["julianday(ts) >= julianday(:since)"] if since else []),
+        *(["julianday(ts) < julianday(:until)"] if until else []),
+    ]
+    door = "NULL" if at_door else "CASE WHEN person IS NULL THEN door END"
+    columns = f"seq, person, {door}, {' AND '.join(inside) or '1'}"
+    if typed:
+        arms = [(_BY_DOOR, "door = :door AND type = :type AND ")] if at_door else []
+        arms = arms or [(_BY_TYPE, "type = :type AND ")]
+    elif at_door:
+        # Compound SELECTs ordered by seq are merged by SQLite (MERGE (UNION ALL)): no sort.
+        arms = [(_BY_DOOR, f"door = :door AND type = :k{n} AND ") for n in range(kinds)]
+    else:
+        arms = [(_BY_SEQ, "")]
+    selects = (
+        f"SELECT {columns} FROM {source} WHERE {terms}seq BETWEEN :low AND :high"  # noqa: S608
+        for source, terms in arms
+    )
+    # Only the fixed fragments above are joined here; every value is bound.
+    return " UNION ALL ".join(selects) + " ORDER BY seq DESC LIMIT :rows"
+
+
+def _newest_of(
+    conn: sqlite3.Connection, groups: Sequence[_Reads], window: _Window, limit: int
+) -> list[int]:
+    """The `limit` newest seqs of the union of the reads of `groups`, in two rounds.
+
+    First each read's newest seq: one statement per group, SQLite looping over the
+    reads (a seek each). The `limit` reads with the newest of those hold the page: a
+    row of any other read has `limit` newer rows above it. Those reads, newest first,
+    are asked again for up to `limit` - 1 more, down to a cutoff: the `limit`-th newest
+    seq found so far, which only rises, so that a read whose newest is below it is not
+    asked at all.
     """
-    first = max(2, -(-2 * limit // len(reads)))
-    found: list[list[int]] = []
-    unfinished: list[tuple[_Read, int]] = []
-    for read in reads:
-        seqs = _seqs(conn, read, window, first)
-        found.append(seqs)
-        if len(seqs) == first:
-            unfinished.append((read, seqs[-1]))
-    newest = heapq.nlargest(limit, itertools.chain.from_iterable(found))
-    cutoff = newest[-1] if len(newest) == limit else 0
-    for read, oldest in unfinished:
-        if oldest > cutoff:
-            found.append(_seqs(conn, read, replace(window, high=oldest - 1), limit))
-    return list(itertools.islice(heapq.merge(*found, reverse=True), limit))
+    heads = [head for group in groups for head in _heads(conn, group, window, limit)]
+    top = heapq.nlargest(limit, heads, key=lambda head: head[0])
+    found = [seq for seq, _read in top]  # the newest `limit` seen, a min-heap
+    heapq.heapify(found)
+    for newest, read in top:
+        cutoff = found[0] if len(found) == limit else window.low - 1
+        if newest <= cutoff + 1:
+            break  # every later read's newest is lower still
+        for seq in _seqs(conn, read, replace(window, low=cutoff + 1, high=newest - 1), limit - 1):
+            if len(found) < limit:
+                heapq.heappush(found, seq)
+            elif seq > found[0]:
+                heapq.heapreplace(found, seq)
+            else:
+                break  # the seqs come newest first: the rest are lower still
+    return sorted(found, reverse=True)
+
+
+def _heads(
+    conn: sqlite3.Connection, group: _Reads, window: _Window, limit: int
+) -> list[tuple[int, _Read]]:
+    """The `limit` reads of `group` whose newest seqs are the newest, with those seqs."""
+    sql = _heads_statement(
+        group.source, group.terms, window.since is not None, window.until is not None
+    )
+    values: dict[str, object] = {
+        "low": window.low,
+        "high": window.high,
+        "since": window.since,
+        "until": window.until,
+        **{f"v{n}": json.dumps(list(column)) for n, column in enumerate(group.values)},
+    }
+    rows = conn.execute(sql, values).fetchall()
+    return [
+        (int(row[-1]), _Read(group.source, group.terms, tuple(str(arg) for arg in row[:-1])))
+        for row in heapq.nlargest(limit, rows, key=operator.itemgetter(-1))
+    ]
+
+
+@functools.lru_cache(maxsize=64)
+def _heads_statement(source: str, terms: tuple[str, ...], since: bool, until: bool) -> str:
+    """One row per combination of the terms' values (json_each of each list) that has a
+    row in the window: the values, and the newest seq of that read."""
+    where: list[str] = []
+    valued = 0
+    for term in terms:
+        if "?" in term:
+            term = term.replace("?", f"v{valued}.value")  # noqa: PLW2901
+            valued += 1
+        where.append(term)
+    where.append("seq BETWEEN :low AND :high")
+    if since:
+        where.append("julianday(ts) >= julianday(:since)")
+    if until:
+        where.append("julianday(ts) < julianday(:until)")
+    newest = f"SELECT seq FROM {source} WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT 1"  # noqa: S608
+    columns = [*(f"v{n}.value" for n in range(valued)), f"({newest}) AS newest"]
+    tables = "".join(f"{', ' if n else ' FROM '}json_each(:v{n}) AS v{n}" for n in range(valued))
+    # Only the fixed fragments above are joined here; every value is bound. Reads with no
+    # row are dropped in SQLite: handing them to Python would cost more than their seeks.
+    return f"SELECT {', '.join(columns)}{tables} WHERE newest IS NOT NULL"
 
 
 def _seqs(conn: sqlite3.Connection, read: _Read, window: _Window, limit: int) -> list[int]:
@@ -269,45 +483,47 @@ def _types(conn: sqlite3.Connection) -> list[str]:
     return found
 
 
-def _reads(events: EventFilter, scope: EventScope | None, kinds: Sequence[str]) -> list[_Read]:
+def _reads(events: EventFilter, scope: EventScope | None, kinds: Sequence[str]) -> list[_Reads]:
     """The index ranges whose union, filtered, is the answer (none: nothing can match).
 
     `kinds` are the types to read per door or person: the filter's, else all present.
     """
     if scope is None:
         if events.person is not None:
-            return _about(events.person, events.door, kinds)
+            return [_about((events.person,), events.door, kinds)]
         if events.door is not None:
-            return _at_door(events.door, kinds, personless=False)
+            return [_Reads(_BY_DOOR, ("door = ?", "type = ?"), ((events.door,), tuple(kinds)))]
         if events.type is not None:
-            return [_Read(_BY_TYPE, ("type = ?",), (events.type,))]
-        return [_Read(_BY_SEQ, (), ())]
-    people = scope.people
-    doors = scope.doors
+            return [_Reads(_BY_TYPE, ("type = ?",), ((events.type,),))]
+        return [_Reads(_BY_SEQ, (), ())]
+    people, doors = _narrowed(events, scope)
+    terms = ("door = ?", "type = ?", "person IS NULL")
+    groups = [
+        _about(tuple(people), events.door, kinds),
+        _Reads(_PERSONLESS_BY_DOOR, terms, (tuple(doors), tuple(kinds))),
+    ]
+    return [group for group in groups if group.count]
+
+
+def _narrowed(events: EventFilter, scope: EventScope) -> tuple[frozenset[str], frozenset[str]]:
+    """The scope cut by the filter: its people, and its doors (for person-less events).
+
+    A row names at most one person, and the door reads take only person-less rows, so
+    no row comes from both."""
+    people, doors = scope.people, scope.doors
     if events.person is not None:
         people &= {events.person}
         doors = frozenset()  # a person-less row never matches a person filter
     if events.door is not None:
         doors &= {events.door}
-    reads: list[_Read] = []
-    for person in sorted(people):
-        reads += _about(person, events.door, kinds)
-    for door in sorted(doors):
-        reads += _at_door(door, kinds, personless=True)
-    return reads
+    return people, doors
 
 
-def _about(person: str, door: str | None, kinds: Sequence[str]) -> list[_Read]:
-    terms = ("person = ?", "type = ?") if door is None else ("person = ?", "type = ?", "door = ?")
-    extra = () if door is None else (door,)
-    return [_Read(_BY_PERSON, terms, (person, kind, *extra)) for kind in kinds]
-
-
-def _at_door(door: str, kinds: Sequence[str], *, personless: bool) -> list[_Read]:
-    if personless:
-        terms = ("door = ?", "type = ?", "person IS NULL")
-        return [_Read(_PERSONLESS_BY_DOOR, terms, (door, kind)) for kind in kinds]
-    return [_Read(_BY_DOOR, ("door = ?", "type = ?"), (door, kind)) for kind in kinds]
+def _about(people: tuple[str, ...], door: str | None, kinds: Sequence[str]) -> _Reads:
+    if door is None:
+        return _Reads(_BY_PERSON, ("person = ?", "type = ?"), (people, tuple(kinds)))
+    terms = ("person = ?", "type = ?", "door = ?")
+    return _Reads(_BY_PERSON, terms, (people, tuple(kinds), (door,)))
 
 
 def _select(read: _Read, window: _Window, columns: str) -> str:
