@@ -19,7 +19,6 @@ from gateway.clock import Clock
 from gateway.domain.alerting import (
     DERIVED_RULES,
     AlertRule,
-    PersonFacts,
     Severity,
     WantedAlert,
     wanted_alerts,
@@ -152,15 +151,7 @@ class AlertEngine:
         if not found:
             return []
         row = found[0]
-        facts = PersonFacts(
-            first_seen_on=row.first_seen_on,
-            registration_state=row.registration_state,
-            registered_building=row.registered_building,
-            moved_out_on=row.moved_out_on,
-            household_address=row.household_address,
-            permit_issued_on=row.permit_issued_on,
-            permit_endorsed_on=row.permit_endorsed_on,
-        )
+        facts = row.rule_facts()
         wanted = {
             alert.rule: alert
             for alert in wanted_alerts(

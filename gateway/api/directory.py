@@ -23,7 +23,7 @@ from gateway.api.storeaccess import StoreAccess
 from gateway.auth import AuthFailure, AuthProblem, Principal, Role
 from gateway.captures import CaptureError, CardCaptures
 from gateway.clock import Clock
-from gateway.domain.alerting import PersonFacts, standing
+from gateway.domain.alerting import standing
 from gateway.domain.credentials import (
     Credential,
     CredentialError,
@@ -325,19 +325,7 @@ class Directory:
             return None
         tenancies = [t for t in view.tenancies if _may_see(principal, {t.unit})]
         found = list(residents.facts(conn, self._keys, person_id))
-        facts = (
-            PersonFacts(
-                first_seen_on=found[0].first_seen_on,
-                registration_state=found[0].registration_state,
-                registered_building=found[0].registered_building,
-                moved_out_on=found[0].moved_out_on,
-                household_address=found[0].household_address,
-                permit_issued_on=found[0].permit_issued_on,
-                permit_endorsed_on=found[0].permit_endorsed_on,
-            )
-            if found
-            else PersonFacts(None, None, None, None, None, None, ())
-        )
+        facts = found[0].rule_facts() if found else residents.NO_FACTS
         now = standing(
             facts,
             building=self._residence.building,

@@ -58,12 +58,14 @@ million rows the outbox may hold:
   in them (fewer than 1 in 40 at limit 50), the merge on top, a seek per
   read: still linear in the scope for a big scope with few recent events. On
   a million events, 2,000 people with older events but none among the newest
-  100,000 (former tenants) cost ~50 ms (walk ~8, merge ~41); 1,960 people
-  without any event, ~15-25 ms. Worst is a door filter on such a scope: no
-  index holds person and door, so each person read checks the door on that
-  person's rows (table reads) until one is at the door: ~330 ms for those
-  2,000 former tenants at a busy door (it was ~450 ms, and ~430 ms for any
-  door filter on a big scope, which the walk now answers in ~2 ms).
+  100,000 (former tenants) cost ~50 ms, p99 ~90 (walk ~8, merge ~40; it was
+  ~110 ms); 1,960 people who never had an event and 40 who have none lately,
+  ~21 ms. Worst is a door filter on such a scope: no index holds person and
+  door, so each person read checks the door on that person's rows (table
+  reads) until one is at the door: ~320 ms for those 2,000 former tenants
+  (it was ~440 ms, and ~400 ms for any door filter on a big scope, which the
+  walk now answers in ~1-2 ms). A person who never used that door has all
+  their rows checked.
 
   The switch point was measured on the bench store (bench/events_page.py:
   1,000,000 events, 2,000 people, four types): the merge alone is faster up to

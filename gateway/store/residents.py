@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from gateway.domain.alerting import PersonFacts
 from gateway.domain.command_bodies import PersonStatus
 from gateway.store.crypto import KeyRing
 from gateway.store.errors import translated
@@ -40,6 +41,22 @@ class ResidentFacts:
     permit_issued_on: date | None
     permit_endorsed_on: tuple[date, ...]
     household_address: str | None
+
+    def rule_facts(self) -> PersonFacts:
+        """What the residence rules look at (`gateway.domain.alerting`)."""
+        return PersonFacts(
+            first_seen_on=self.first_seen_on,
+            registration_state=self.registration_state,
+            registered_building=self.registered_building,
+            moved_out_on=self.moved_out_on,
+            household_address=self.household_address,
+            permit_issued_on=self.permit_issued_on,
+            permit_endorsed_on=self.permit_endorsed_on,
+        )
+
+
+NO_FACTS = PersonFacts(None, None, None, None, None, None, ())
+"""A person with no status and never seen: what the rules make of someone just enrolled."""
 
 
 def _day(text: str | None) -> date | None:
