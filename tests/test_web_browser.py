@@ -26,6 +26,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 NEW_CARD = "0E0E0E0E"
 NEW_TENANT = {"name": "王小明", "id_number": "330106199003071236"}
 
+
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory, broker: LocalBroker) -> Iterator[WebGateway]:
     yield from start_web_gateway(tmp_path_factory.mktemp("web-browser"), broker)
