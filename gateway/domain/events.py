@@ -31,9 +31,9 @@ class EventType(StrEnum):
     ALERT_RAISED = "alert.raised"
     ALERT_CLEARED = "alert.cleared"
     REGISTRATION_CAPTURED = "registration.captured"
+    """A handheld terminal's capture, accepted by the gateway (carries the full ID number)."""
     GATEWAY_ALARM = "gateway.alarm"
     """The gateway itself needs attention (storage over budget or failing)."""
-    """A handheld terminal's capture, accepted by the gateway (carries the full ID number)."""
 
 
 @dataclass(frozen=True, slots=True)
