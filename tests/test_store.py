@@ -395,3 +395,36 @@ def test_enrolling_again_updates_and_a_card_cannot_change_hands(database: Path) 
             registry.set_credential_status(conn, "missing", CredentialStatus.LOST, NOW)
     finally:
         conn.close()
+
+
+def test_an_operation_whose_caller_stopped_waiting_still_commits_and_the_writer_goes_on(
+    tmp_path: Path,
+) -> None:
+    """An asyncio caller cancelled mid-request cancels its future from another thread; the
+    writer must neither die on answering it nor lose the work."""
+    database = tmp_path / "store.db"
+    conn = connect(database)
+    migrate(conn)
+    conn.close()
+    writer = Writer(database, window_s=0.2)  # wide enough to cancel before the commit
+    writer.start()
+    try:
+        gate = threading.Event()
+
+        def slow(conn: sqlite3.Connection) -> int:
+            gate.wait(5)
+            conn.execute("UPDATE meta SET value = 41 WHERE key = 'registry_version'")
+            return 41
+
+        abandoned = writer.submit(slow)
+        assert abandoned.cancel(), "still queued: cancellable"
+        gate.set()
+        later = writer.submit(
+            lambda conn: conn.execute(
+                "SELECT value FROM meta WHERE key = 'registry_version'"
+            ).fetchone()[0]
+        )
+        assert later.result(10) in (0, 41)
+        writer.flush()
+    finally:
+        writer.close()

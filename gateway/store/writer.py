@@ -13,12 +13,13 @@ through `health` so the gateway can raise an alarm while doors keep working.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -255,10 +256,7 @@ class Writer:
                     conn.execute("ROLLBACK")
                 raise
         for future, value, error in results:
-            if error is None:
-                future.set_result(value)
-            else:
-                future.set_exception(error)
+            _answer(future, value, error)
         batch.ops.clear()
         return head, events_error
 
@@ -328,6 +326,19 @@ class Writer:
     def _fail_ops(batch: _Batch, exc: StoreError) -> None:
         """Operations are answered, not retried: their callers decide what to do."""
         for _operation, future in batch.ops:
-            if not future.done():
-                future.set_exception(exc)
+            _answer(future, None, exc)
         batch.ops.clear()
+
+
+def _answer(future: Future[Any], value: Any, error: BaseException | None) -> None:
+    """Hand an operation's outcome to its caller, unless the caller stopped waiting.
+
+    An asyncio caller whose task is cancelled (a request dropped, a shutdown)
+    cancels the future from its own thread at any moment; the operation's work
+    is committed (or failed) all the same, and only the answer has nobody to go to.
+    """
+    with contextlib.suppress(InvalidStateError):
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
