@@ -25,7 +25,7 @@ from gateway.config import Config
 from gateway.domain.alerting import AlertRule
 from gateway.intake import issue_token_offline
 from gateway.localbroker import LocalBroker
-from gateway.store import residents, users
+from gateway.store import registry, residents, users
 from gateway.store.db import connect
 from tests.support import SH, InProcessGateway, load, wait_until, write_config
 
@@ -98,9 +98,7 @@ class WebGateway:
         def caught_up() -> bool:
             conn = connect(self.config.gateway.database, readonly=True)
             try:
-                version = conn.execute(
-                    "SELECT value FROM meta WHERE key = 'registry_version'"
-                ).fetchone()[0]
+                version = registry.registry_version(conn)
             finally:
                 conn.close()
             return bool(gateway.registry_version >= version)

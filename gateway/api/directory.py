@@ -20,7 +20,7 @@ from typing import TypeVar
 from gateway.api import models
 from gateway.api.accounts import Accounts, reveal_id_number
 from gateway.api.storeaccess import StoreAccess
-from gateway.auth import AuthFailure, AuthProblem, Principal, Role
+from gateway.auth import AuthFailure, AuthProblem, Principal, Role, may_see_unit
 from gateway.captures import CaptureError, CardCaptures
 from gateway.clock import Clock
 from gateway.domain.alerting import standing
@@ -410,9 +410,10 @@ def _units(principal: Principal) -> frozenset[str] | None:
 
 
 def _may_see(principal: Principal, units: frozenset[str] | set[str]) -> bool:
-    if principal.role is Role.LANDLORD:
-        return bool(principal.units & set(units))
-    return principal.role in (Role.ADMIN, Role.COORDINATOR)
+    """`auth.may_see_unit` for someone's units; those who see every unit also see a person
+    with no tenancy at all."""
+    everyone = principal.role in (Role.ADMIN, Role.COORDINATOR)
+    return everyone or any(may_see_unit(principal, unit) for unit in units)
 
 
 def capture_owner(principal: Principal) -> str:

@@ -27,7 +27,7 @@ from gateway.api.directory import DirectoryError, Problem
 from gateway.api.monitor import Monitor
 from gateway.api.storeaccess import StoreAccess
 from gateway.auth import Principal, Role
-from gateway.store import events, registry, tenants
+from gateway.store import events, outbox, registry, tenants
 from gateway.store.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class LiveFeed:
 
         def read(conn: sqlite3.Connection) -> tuple[events.EventScope | None, int, list[Any]]:
             scope = self._history.scope_in(conn, principal)
-            head = _head(conn)
+            head = outbox.head_seq(conn)
             missed: list[events.EventRow] = []
             if last_seq is not None and last_seq < head:
                 missed = [row for row in events.after(conn, last_seq, BATCH) if admits(scope, row)]
@@ -210,11 +210,6 @@ class LiveFeed:
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)
-
-
-def _head(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT value FROM meta WHERE key = 'head_seq'").fetchone()
-    return int(row[0])
 
 
 async def stream(

@@ -16,7 +16,7 @@ from gateway.api.accounts import Accounts
 from gateway.api.directory import Directory, DirectoryError
 from gateway.api.history import History
 from gateway.api.monitor import Monitor
-from gateway.api.rendering import render
+from gateway.api.rendering import error_page, render
 from gateway.api.security import (
     require_page,
 )
@@ -88,7 +88,7 @@ def pages_router(
         try:
             await monitor.acknowledge(principal, alert_id)
         except DirectoryError as error:
-            return render(request, "error.html", principal, 404, error=error.message)
+            return error_page(request, principal, error)
         await accounts.audit(principal, "alert.acknowledge", f"alert:{alert_id}")
         return RedirectResponse("/ui/alerts", status_code=303)
 

@@ -12,6 +12,7 @@ from jinja2.runtime import Context
 
 from gateway import auth
 from gateway.api import i18n
+from gateway.api.directory import STATUS, DirectoryError
 from gateway.api.security import MAX_FORM_BYTES, parse_body
 from gateway.auth import SESSION_COOKIE, Principal
 from gateway.domain.credentials import CredentialStatus
@@ -81,3 +82,8 @@ async def form(request: Request) -> dict[str, str]:
         raise HTTPException(413, "the form is too large")
     fields = parse_body(body, request.headers.get("content-type", ""))
     return {key: value for key, value in fields.items() if isinstance(value, str)}
+
+
+def error_page(request: Request, principal: Principal, error: DirectoryError) -> HTMLResponse:
+    """What a service refused, as a page with the status the REST API gives it."""
+    return render(request, "error.html", principal, STATUS[error.problem], error=error.message)

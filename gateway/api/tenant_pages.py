@@ -14,9 +14,9 @@ from pydantic import ValidationError
 
 from gateway.api import models
 from gateway.api.accounts import Accounts
-from gateway.api.directory import Directory, DirectoryError, Problem
+from gateway.api.directory import Directory, DirectoryError
 from gateway.api.monitor import Monitor
-from gateway.api.rendering import form, render
+from gateway.api.rendering import error_page, form, render
 from gateway.api.security import require_page
 from gateway.auth import Principal, Role
 from gateway.domain.keycards import CardAction
@@ -67,7 +67,7 @@ def tenant_pages_router(accounts: Accounts, directory: Directory, monitor: Monit
         try:
             person = await directory.person(principal, person_id)
         except DirectoryError as error:
-            return render(request, "error.html", principal, 404, error=error.message)
+            return error_page(request, principal, error)
         return render(
             request,
             "tenant.html",
@@ -83,7 +83,7 @@ def tenant_pages_router(accounts: Accounts, directory: Directory, monitor: Monit
             revealed = await directory.reveal(principal, person_id)
             person = await directory.person(principal, person_id)
         except DirectoryError as error:
-            return render(request, "error.html", principal, 404, error=error.message)
+            return error_page(request, principal, error)
         return render(request, "tenant.html", principal, person=person, revealed=revealed.id_number)
 
     @router.post("/ui/cards/{card_id}/action")
@@ -129,8 +129,7 @@ def tenant_pages_router(accounts: Accounts, directory: Directory, monitor: Monit
         try:
             person: models.PersonOut = await change()
         except DirectoryError as error:
-            status = 404 if error.problem is Problem.NOT_FOUND else 409
-            return render(request, "error.html", principal, status, error=error.message)
+            return error_page(request, principal, error)
         return RedirectResponse(f"/ui/tenants/{quote(person.id)}?saved=1", 303)
 
     return router
