@@ -45,13 +45,13 @@ import benchlib
 from benchlib import fmt_rate, median, percentile, verdict
 from support import InProcessGateway
 
-from gateway.app import open_store
 from gateway.config import load_config
 from gateway.devices.protocols import CardRead
 from gateway.domain.credentials import CredentialStatus
-from gateway.localbroker import LocalBroker
+from gateway.runtime.gateway import open_store
 from gateway.store import registry
 from gateway.store.db import connect, transaction
+from gateway.sync.local_broker import LocalBroker
 
 TARGET_P50_MS = 0.5
 TARGET_P99_MS = 2.0

@@ -4,7 +4,7 @@ Per run:
 1. a backlog of N access.decision events (~330 bytes of JSON each) is recorded
    through the real store Writer into a gateway data dir while no broker runs
    (built once, then copied for every run so each starts from the same file);
-2. a real Mosquitto (gateway.localbroker.LocalBroker, 127.0.0.1) is started
+2. a real Mosquitto (gateway.sync.local_broker.LocalBroker, 127.0.0.1) is started
    and a platform subscriber (paho, QoS 1) subscribes, counting unique seqs
    in each envelope;
 3. the gateway is started as a child process, `python -m gateway.cli run
@@ -37,13 +37,13 @@ from pathlib import Path
 import benchlib
 from benchlib import ROOT, EventCounter, PeakRss, fmt_rate, median, verdict
 
-from gateway.app import open_store
 from gateway.clock import SystemClock
 from gateway.config import load_config
-from gateway.localbroker import LocalBroker, free_port
+from gateway.runtime.gateway import open_store
 from gateway.store import outbox
 from gateway.store.db import connect
 from gateway.store.writer import Writer
+from gateway.sync.local_broker import LocalBroker, free_port
 
 GATEWAY_ID = "GW-BENCH"
 PLAIN_ID = "GW-PLAIN"

@@ -1,4 +1,4 @@
-"""Event history pages (gateway/store/events.py) with a million events stored, idle and busy.
+"""Event history pages (gateway/store/event_history.py) with a million events stored, idle and busy.
 
 1. A store is built with N events (default 1,000,000) through
    `gateway.store.outbox.append_rows`, 50,000 per transaction, on a file opened
@@ -9,7 +9,7 @@
    alert.raised (half of them at a door); stamps spread evenly over 90 days.
    Payloads have the envelope `new_event` writes (id, type, ts, mono, body),
    built here without the UUIDv7 generator so that the build takes seconds.
-2. Page latency, limit 50, one read connection, `events.page` timed call to
+2. Page latency, limit 50, one read connection, `event_history.page` timed call to
    return (rows materialised), for each case below; each case draws its
    parameters (door, person, day, scope, ...) at random per call:
    newest page; deep page (before_seq near the middle); door; person; a rare
@@ -18,7 +18,7 @@
    one day, and the 2,000-people scope with a deep page, a door, a rare type,
    one day, and at its sparsest: 40 of its people with events, 1,960 without
    any (a big scope is walked newest-first, then merged if the walk runs out:
-   gateway/store/events.py).
+   gateway/store/event_history.py).
 3. The same cases again while a background thread records taps through the
    real `gateway.store.writer.Writer` (group commit, synchronous=FULL) at
    ~50 taps/s, as doors in use do; it stops after the measurement.
@@ -54,7 +54,7 @@ import benchlib
 from benchlib import percentile
 
 from gateway.domain.events import EventType, OutboxEvent, new_event
-from gateway.store import events, outbox
+from gateway.store import event_history, outbox
 from gateway.store.db import connect, transaction
 from gateway.store.writer import Writer
 
@@ -155,7 +155,10 @@ def build(path: Path, count: int, seed: int) -> tuple[datetime, datetime]:
 @dataclass(frozen=True)
 class Case:
     name: str
-    call: Callable[[random.Random], tuple[events.EventFilter, events.EventScope | None, int | None]]
+    call: Callable[
+        [random.Random],
+        tuple[event_history.EventFilter, event_history.EventScope | None, int | None],
+    ]
 
 
 def cases(head: int, start: datetime) -> list[Case]:
@@ -165,9 +168,9 @@ def cases(head: int, start: datetime) -> list[Case]:
         )
         return first, first + timedelta(days=1)
 
-    def scope_of(people: int) -> Callable[[random.Random], events.EventScope]:
-        def draw(rng: random.Random) -> events.EventScope:
-            return events.EventScope(
+    def scope_of(people: int) -> Callable[[random.Random], event_history.EventScope]:
+        def draw(rng: random.Random) -> event_history.EventScope:
+            return event_history.EventScope(
                 frozenset(rng.sample(PEOPLE, people)), frozenset(rng.sample(DOORS, 2))
             )
 
@@ -176,57 +179,70 @@ def cases(head: int, start: datetime) -> list[Case]:
     scope = scope_of(40)
     big = scope_of(PEOPLE_COUNT)
 
-    def sparse(rng: random.Random) -> events.EventScope:
+    def sparse(rng: random.Random) -> event_history.EventScope:
         """40 people with events and 1,960 without (tenancies ended long ago, cards never
         used): the big scope at its sparsest."""
         absent = (person_id(PEOPLE_COUNT + n) for n in range(PEOPLE_COUNT - 40))
-        return events.EventScope(
+        return event_history.EventScope(
             frozenset((*rng.sample(PEOPLE, 40), *absent)), frozenset(rng.sample(DOORS, 2))
         )
 
     def middle(rng: random.Random) -> int:
         return head // 2 + rng.randrange(-head // 20, head // 20 + 1)
 
-    def one_day(rng: random.Random) -> events.EventFilter:
+    def one_day(rng: random.Random) -> event_history.EventFilter:
         since, until = day(rng)
-        return events.EventFilter(since=since, until=until)
+        return event_history.EventFilter(since=since, until=until)
 
-    def scope_day(rng: random.Random) -> tuple[events.EventFilter, events.EventScope, None]:
+    def scope_day(
+        rng: random.Random,
+    ) -> tuple[event_history.EventFilter, event_history.EventScope, None]:
         since, until = day(rng)
-        return events.EventFilter(since=since, until=until), scope(rng), None
+        return event_history.EventFilter(since=since, until=until), scope(rng), None
 
     alarm = EventType.DOOR_ALARM.value
     return [
-        Case("newest page", lambda _rng: (events.EventFilter(), None, None)),
-        Case("deep page (middle)", lambda rng: (events.EventFilter(), None, middle(rng))),
-        Case("door", lambda rng: (events.EventFilter(door=rng.choice(DOORS)), None, None)),
-        Case("person", lambda rng: (events.EventFilter(person=rng.choice(PEOPLE)), None, None)),
-        Case("type door.alarm", lambda _rng: (events.EventFilter(type=alarm), None, None)),
+        Case("newest page", lambda _rng: (event_history.EventFilter(), None, None)),
+        Case("deep page (middle)", lambda rng: (event_history.EventFilter(), None, middle(rng))),
+        Case("door", lambda rng: (event_history.EventFilter(door=rng.choice(DOORS)), None, None)),
+        Case(
+            "person", lambda rng: (event_history.EventFilter(person=rng.choice(PEOPLE)), None, None)
+        ),
+        Case("type door.alarm", lambda _rng: (event_history.EventFilter(type=alarm), None, None)),
         Case("one day", lambda rng: (one_day(rng), None, None)),
-        Case("scope 40 people + 2 doors", lambda rng: (events.EventFilter(), scope(rng), None)),
+        Case(
+            "scope 40 people + 2 doors", lambda rng: (event_history.EventFilter(), scope(rng), None)
+        ),
         Case(
             "scope 400 people + 2 doors",
-            lambda rng: (events.EventFilter(), scope_of(400)(rng), None),
+            lambda rng: (event_history.EventFilter(), scope_of(400)(rng), None),
         ),
-        Case("scope 2,000 people + 2 doors", lambda rng: (events.EventFilter(), big(rng), None)),
+        Case(
+            "scope 2,000 people + 2 doors",
+            lambda rng: (event_history.EventFilter(), big(rng), None),
+        ),
         Case(
             "door + door.alarm",
-            lambda rng: (events.EventFilter(door=rng.choice(DOORS), type=alarm), None, None),
+            lambda rng: (event_history.EventFilter(door=rng.choice(DOORS), type=alarm), None, None),
         ),
         Case("scope + one day", scope_day),
         Case(
             "scope 2,000 + deep page",
-            lambda rng: (events.EventFilter(), big(rng), middle(rng)),
+            lambda rng: (event_history.EventFilter(), big(rng), middle(rng)),
         ),
         Case(
             "scope 2,000 + door",
-            lambda rng: (events.EventFilter(door=rng.choice(DOORS)), big(rng), None),
+            lambda rng: (event_history.EventFilter(door=rng.choice(DOORS)), big(rng), None),
         ),
         Case(
-            "scope 2,000 + door.alarm", lambda rng: (events.EventFilter(type=alarm), big(rng), None)
+            "scope 2,000 + door.alarm",
+            lambda rng: (event_history.EventFilter(type=alarm), big(rng), None),
         ),
         Case("scope 2,000 + one day", lambda rng: (one_day(rng), big(rng), None)),
-        Case("scope 2,000, 40 with events", lambda rng: (events.EventFilter(), sparse(rng), None)),
+        Case(
+            "scope 2,000, 40 with events",
+            lambda rng: (event_history.EventFilter(), sparse(rng), None),
+        ),
     ]
 
 
@@ -242,13 +258,13 @@ def measure(path: Path, case: Case, samples: int, seed: int) -> Result:
     try:
         for _ in range(3):  # warm the statement cache and the pages this case reads
             filters, scope, before = case.call(rng)
-            events.page(conn, filters, scope, before_seq=before, limit=LIMIT)
+            event_history.page(conn, filters, scope, before_seq=before, limit=LIMIT)
         times: list[float] = []
         rows = 0
         for _ in range(samples):
             filters, scope, before = case.call(rng)
             began = time.perf_counter()
-            found = events.page(conn, filters, scope, before_seq=before, limit=LIMIT)
+            found = event_history.page(conn, filters, scope, before_seq=before, limit=LIMIT)
             times.append((time.perf_counter() - began) * 1000)
             rows += len(found)
     finally:

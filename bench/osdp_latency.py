@@ -1,6 +1,6 @@
 """OSDP card read at the reader -> relay command at the reader; idle CPU with 4 readers.
 
-The readers are real libosdp peripheral devices (gateway/devices/osdpsim.py)
+The readers are real libosdp peripheral devices (gateway/devices/osdp/simulator.py)
 on pseudo-terminals, in a child process of their own so that neither their
 CPU time nor their share of the GIL counts against the panel. Both stamps of
 a read are taken there, with time.perf_counter(): when the card is presented
@@ -12,7 +12,7 @@ ms, so reads fall at every phase of the 50 ms poll cycle.
 The panel side runs in this process, secure channel on (EnforceSecure), with
 an asyncio loop and a sink that allows every card the way the gateway's
 DoorController does (lock.unlock, then reader.indicate: OUTPUT, LED, BUZZER):
-- driven: `gateway.devices.osdp.OsdpBus` (its own refresh thread);
+- driven: `gateway.devices.osdp.reader.OsdpBus` (its own refresh thread);
 - default: libosdp's `osdp.ControlPanel` with its own `start()` loop (refresh,
   then sleep 20 ms), events handed to asyncio with call_soon_threadsafe and
   commands submitted from there, as its documentation suggests.
@@ -49,11 +49,11 @@ import benchlib
 import osdp
 from benchlib import median, percentile, verdict
 
-from gateway.devices.line import open_line_device
-from gateway.devices.osdp import OsdpBus, OsdpDeviceConfig, OsdpReader
-from gateway.devices.osdpkeys import write_key
-from gateway.devices.osdpsim import OsdpSimBus, SimCommand, wiegand26
+from gateway.devices.osdp.keys import write_key
+from gateway.devices.osdp.reader import OsdpBus, OsdpDeviceConfig, OsdpReader
+from gateway.devices.osdp.simulator import OsdpSimBus, SimCommand, wiegand26
 from gateway.devices.protocols import CardRead, DoorSignal
+from gateway.devices.serial_port import open_line_device
 from gateway.domain.credentials import RejectReason
 
 KEY = bytes.fromhex("5fa1c3e7092b4d6f8192a3b4c5d6e7f8")

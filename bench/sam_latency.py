@@ -1,6 +1,6 @@
 """ID-card SAM reader: read reply written -> sink.accepted latency, and idle CPU with 4 readers.
 
-Latency: one `SamCardReader` on a pty, the simulator (gateway/devices/samsim.py)
+Latency: one `SamCardReader` on a pty, the simulator (gateway/devices/sam/simulator.py)
 in a thread of this process. For each of N generated people (resident cards,
 `J` permits; `I` cards are refused at the door and skipped): present the card,
 wait for the read, remove it, wait until the reader has seen the field empty.
@@ -13,7 +13,7 @@ ID number validation. A pty has no wire time: a real reader at 115200 baud
 needs ~112 ms to send those 1295 bytes, and its SAM ~0.5-1 s to read the chip.
 Also printed: card placed -> accepted, which is dominated by the poll interval.
 
-Idle CPU: 4 simulators in a child process (`python -m gateway.devices.samsim
+Idle CPU: 4 simulators in a child process (`python -m gateway.devices.sam.simulator
 --count 4`), 4 readers on one event loop in this process, default poll
 interval, no card; this process's CPU time (user + system) over --idle seconds
 of wall time. The child's CPU is printed separately (it is not the gateway).
@@ -35,9 +35,9 @@ from pathlib import Path
 import benchlib
 from benchlib import median, percentile, verdict
 
-from gateway.devices.idcard_sam import DEFAULT_POLL_S, SamCardReader
 from gateway.devices.protocols import CardRead, DoorSignal
-from gateway.devices.samsim import SamSimulator, make_people
+from gateway.devices.sam.reader import DEFAULT_POLL_S, SamCardReader
+from gateway.devices.sam.simulator import SamSimulator, make_people
 from gateway.domain.credentials import RejectReason
 from gateway.domain.idcard import CardKind
 
@@ -134,7 +134,7 @@ def idle_cpu(count: int, seconds: float) -> tuple[float, float, float]:
     import psutil
 
     child = subprocess.Popen(
-        [sys.executable, "-m", "gateway.devices.samsim", "--count", str(count)],
+        [sys.executable, "-m", "gateway.devices.sam.simulator", "--count", str(count)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -38,7 +38,7 @@ from support import InProcessGateway, Subscriber, load, wait_until, write_config
 from gateway.clock import SystemClock
 from gateway.devices.protocols import CardRead
 from gateway.domain.command_bodies import snapshot_pages
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 
 TARGET_S = 5.0
 GW = "GW-SNAPBENCH"

@@ -31,7 +31,7 @@ import benchlib
 from support import enrol_cards, load, stats_of, wait_until, write_config
 from test_outage import PersistentSubscriber
 
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 
 GW = "GW-SOAK"
 

@@ -44,10 +44,10 @@ import events_page
 import httpx
 from benchlib import percentile
 
-from gateway.auth import hash_password
-from gateway.localbroker import LocalBroker
+from gateway.api.auth import hash_password
 from gateway.store import users
 from gateway.store.db import connect, transaction
+from gateway.sync.local_broker import LocalBroker
 
 TARGET_P99_MS = 50.0
 PASSWORD = "bench password 1"

@@ -19,8 +19,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.devices.line import SUPPORTED_BAUD
+from gateway.devices.serial_port import SUPPORTED_BAUD
 from gateway.domain.credentials import CredentialKind
+from gateway.errors import RentgateError
 
 ENV_PREFIX = "RENTGATE_"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -28,7 +29,7 @@ _DOOR = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$"
 """Door names are shorter so that a default reader name, door-kind-index, stays within 64."""
 
 
-class ConfigError(Exception):
+class ConfigError(RentgateError):
     """The configuration is unusable; `problems` lists every reason."""
 
     def __init__(self, source: str, problems: list[str]) -> None:

@@ -23,15 +23,16 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.domain.eligibility import Applicant, Outcome, check_application
+from gateway.domain.eligibility import Applicant, Eligibility, check_application
 from gateway.domain.signing import SigningKeyError, VerifyKey
 from gateway.domain.voucher import Voucher, VoucherError, verify
+from gateway.errors import RentgateError
 
 KEYS_DIR = "platform-keys"
 OK, FAILED, BAD_INPUT = 0, 1, 2
 
 
-class CheckError(Exception):
+class CheckError(RentgateError):
     """Refused before anything was checked; the message says what to fix."""
 
 
@@ -153,7 +154,7 @@ def run_scan(args: argparse.Namespace, home: Path) -> int:
 
 
 def run_read_id(args: argparse.Namespace, _home: Path) -> int:
-    from terminal.idcard import read_one_card
+    from terminal.idcard_reader import read_one_card
 
     card = asyncio.run(read_one_card(args.sam, args.seconds))
     if card is None:
@@ -186,15 +187,17 @@ def run_precheck(args: argparse.Namespace, _home: Path) -> int:
         raise CheckError(f"{args.application}: {exc}") from exc
     result = check_application(applicant, args.today or date.today())
     headline = {
-        Outcome.ELIGIBLE: "ELIGIBLE: the materials are complete; the application can be filed.",
-        Outcome.INCOMPLETE: "INCOMPLETE: eligible, but these materials are missing (all of them):",
-        Outcome.INELIGIBLE: "INELIGIBLE, because:",
+        Eligibility.ELIGIBLE: "ELIGIBLE: the materials are complete; the application can be filed.",
+        Eligibility.INCOMPLETE: (
+            "INCOMPLETE: eligible, but these materials are missing (all of them):"
+        ),
+        Eligibility.INELIGIBLE: "INELIGIBLE, because:",
     }[result.outcome]
     print(headline)
     for reason in result.reasons:
         print(f"  - {reason.description}")
-    if result.outcome is Outcome.INELIGIBLE and result.missing:
+    if result.outcome is Eligibility.INELIGIBLE and result.missing:
         print("Also missing, should the facts change:")
     for material in result.missing:
         print(f"  - {material.description}")
-    return OK if result.outcome is Outcome.ELIGIBLE else FAILED
+    return OK if result.outcome is Eligibility.ELIGIBLE else FAILED

@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     home: Path = args.home or cfg.default_home()
     try:
         return int(args.run(args, home))
-    except (_BadInput, cfg.ConfigError, CheckError) as exc:
+    except (_BadInput, cfg.TerminalConfigError, CheckError) as exc:
         print(f"rentgate-terminal: {exc}", file=sys.stderr)
         return BAD_INPUT
     except ReaderError as exc:

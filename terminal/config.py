@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.domain.capture import TerminalId
+from gateway.errors import RentgateError
 
 CONFIG_NAME = "terminal.toml"
 KEY_NAME = "terminal.key"
@@ -24,7 +25,7 @@ QUEUE_NAME = "queue.db"
 HOME_ENV = "RENTGATE_TERMINAL_HOME"
 
 
-class ConfigError(Exception):
+class TerminalConfigError(RentgateError):
     """The config is missing or wrong; the message says which key and what to do."""
 
 
@@ -67,12 +68,12 @@ def load(home: Path) -> TerminalConfig:
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(
+        raise TerminalConfigError(
             f"this terminal is not set up ({path} is missing): run `rentgate-terminal init"
             " --terminal ID --gateway https://HOST:PORT --token TOKEN --ca CA.pem` first"
         ) from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path} cannot be read: {exc}") from exc
+        raise TerminalConfigError(f"{path} cannot be read: {exc}") from exc
     terminal = document.get("terminal", {})
     gateway = document.get("gateway", {})
     try:
@@ -83,7 +84,7 @@ def load(home: Path) -> TerminalConfig:
             ca_file=gateway.get("ca"),
         )
     except (ValidationError, AttributeError) as exc:
-        raise ConfigError(f"{path}: {describe(exc)}") from exc
+        raise TerminalConfigError(f"{path}: {describe(exc)}") from exc
 
 
 def describe(exc: Exception) -> str:

@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.domain.capture import CapturedRecord
+from gateway.errors import RentgateError
 
 SCHEMA_VERSION = 1
 _NONCE = 12
@@ -54,7 +55,7 @@ _SCHEMA = (
 )
 
 
-class QueueError(Exception):
+class QueueError(RentgateError):
     """The queue file or its key cannot be used; the message says what to do."""
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import zxingcpp
 
+from gateway.errors import RentgateError
 from terminal import scan_prepare as prep
 from terminal.scan_prepare import Gray
 
@@ -58,7 +59,7 @@ class FrameRejectReason(StrEnum):
     EMPTY = "empty"
 
 
-class FrameError(ValueError):
+class FrameError(RentgateError, ValueError):
     """The array is not an image; `reason` says why."""
 
     def __init__(self, reason: FrameRejectReason, detail: str) -> None:

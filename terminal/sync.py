@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from gateway.errors import RentgateError
 from terminal.queue import Delivered, Queue
 
 RECORDS_PATH = "/api/v1/terminal/records"
@@ -44,7 +45,7 @@ class SyncFailure(StrEnum):
     PROTOCOL = "protocol"
 
 
-class SyncError(Exception):
+class SyncError(RentgateError):
     def __init__(self, reason: SyncFailure, message: str) -> None:
         super().__init__(message)
         self.reason = reason

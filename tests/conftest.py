@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ from typing import Any
 
 from gateway.clock import Clock
 from gateway.domain.command_bodies import snapshot_pages
-from gateway.domain.commands import CommandName, sign
+from gateway.domain.signed_commands import CommandName, sign
 from gateway.domain.signing import SigningKey
-from gateway.localbroker import LocalBroker
 from gateway.sync.link import BrokerSettings
+from gateway.sync.local_broker import LocalBroker
 from gateway.sync.platform_client import PlatformClient
 from tests.support import make_id_number
 

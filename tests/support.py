@@ -19,11 +19,11 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.app import Gateway, open_store
 from gateway.config import Config, load_config
 from gateway.domain.credentials import CredentialKind, parse_credential
 from gateway.domain.ids import IdNumber, check_character
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
+from gateway.runtime.gateway import Gateway, open_store
 from gateway.store import outbox, registry
 from gateway.store.db import connect, transaction
 from gateway.store.outbox import OutboxStats

@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 from support import make_id_number, wait_until
 
-from gateway.localbroker import free_port
+from gateway.sync.local_broker import free_port
 
 SH = dt.timezone(dt.timedelta(hours=8))
 

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.access import AccessIndex, DecisionReason, DoorPolicy
 from gateway.domain.credentials import CredentialKind, CredentialStatus
+from gateway.doors.access import AccessIndex, DecisionReason, DoorPolicy
 from gateway.store.registry import CredentialRow, TenancyRow
 
 SH = ZoneInfo("Asia/Shanghai")

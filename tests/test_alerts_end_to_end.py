@@ -13,7 +13,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.clock import ManualClock
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 from tests.platform_support import Platform, key_file, person_entry
 from tests.support import InProcessGateway, Subscriber, load, wait_until, write_config, write_taps
 

@@ -24,13 +24,13 @@ import pytest
 from fastapi import Depends, FastAPI
 from support import load, write_config
 
-from gateway import auth
+from gateway.api import auth
 from gateway.api.accounts import Accounts, reveal_id_number
+from gateway.api.auth import AuthFailure, LoginLimit, Principal, Role, may_see_unit
 from gateway.api.security import current_principal, http_error, require, security_router
-from gateway.auth import AuthFailure, LoginLimit, Principal, Role, may_see_unit
-from gateway.cli_users import add_parsers, run_users
+from gateway.cli.users import add_parsers, run_users
 from gateway.clock import ManualClock
-from gateway.intake import TerminalRegistry, issue_token_offline
+from gateway.residence.intake import TerminalRegistry, issue_token_offline
 from gateway.store import users
 from gateway.store.db import connect, transaction
 from gateway.store.migrations import migrate

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 from tests.support import InProcessGateway, load, wait_until, write_config
 
 

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from gateway.clock import ManualClock, SystemClock
-from gateway.clockwatch import ClockWatch
-from gateway.localbroker import LocalBroker
+from gateway.ops.clock_watch import ClockWatch
+from gateway.sync.local_broker import LocalBroker
 from tests.support import InProcessGateway, Subscriber, load, wait_until, write_config, write_taps
 
 GW = "GW-CLOCK"

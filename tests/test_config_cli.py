@@ -13,7 +13,7 @@ import pytest
 from support import GatewayProcess, Subscriber, load, make_id_number, wait_until, write_config
 
 from gateway.config import ConfigError, load_config, parse_config
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 
 MINIMAL = """
 [gateway]

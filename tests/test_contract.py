@@ -31,20 +31,20 @@ from support import (
     write_taps,
 )
 
-from gateway.app import open_store
 from gateway.config import Config
-from gateway.domain.commands import CommandName, Rejection
 from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
 from gateway.domain.events import EventType
 from gateway.domain.ids import IdNumber
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
+from gateway.domain.signed_commands import CommandName, Rejection
 from gateway.domain.signing import SigningKey
 from gateway.domain.voucher import Voucher
 from gateway.domain.voucher import issue as issue_voucher
-from gateway.intake import issue_token_offline
-from gateway.localbroker import LocalBroker
+from gateway.residence.intake import issue_token_offline
+from gateway.runtime.gateway import open_store
 from gateway.store import registry
 from gateway.store.db import connect, transaction
+from gateway.sync.local_broker import LocalBroker
 from gateway.sync.wire import CONTRACT_VERSION, Topics
 from tests.platform_support import Platform, id_number_for, key_file, person_entry
 from tests.terminal_support import record_json

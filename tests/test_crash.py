@@ -29,9 +29,9 @@ from support import (
     write_config,
 )
 
-from gateway.localbroker import LocalBroker
 from gateway.store.crypto import KeyRing
 from gateway.store.db import connect, integrity_problems
+from gateway.sync.local_broker import LocalBroker
 
 KILLS = 24
 TAPS_PER_SECOND = 400

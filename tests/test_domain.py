@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.devices.lineframe import LineFramer
+from gateway.devices.line.framing import LineFramer
 from gateway.domain.credentials import (
     Credential,
     CredentialError,

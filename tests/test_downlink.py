@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from gateway.app import Gateway
 from gateway.cli import main
 from gateway.devices.sim import SimLock
 from gateway.domain.signing import SigningKey
-from gateway.localbroker import LocalBroker
+from gateway.runtime.gateway import Gateway
 from gateway.store import allowlist, registry
 from gateway.store.db import connect
+from gateway.sync.local_broker import LocalBroker
 from tests.platform_support import Platform, key_file, person_entry
 from tests.support import InProcessGateway, Subscriber, load, wait_until, write_config, write_taps
 

@@ -15,7 +15,7 @@ from support import (
     write_config,
 )
 
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 
 KNOWN = ["04A1B2C3D4", "04E5F60718"]
 

@@ -1,4 +1,4 @@
-"""The event history the web API lists (gateway/store/events.py) on a real SQLite file.
+"""The event history the web API lists (gateway/store/event_history.py) on a real SQLite file.
 
 Events are written the way the gateway writes them (`new_event`, then
 `outbox.append_rows` in a transaction) and every answer is compared with a
@@ -24,10 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.domain.events import EventType, new_event
-from gateway.store import events, maintenance, outbox
+from gateway.store import event_history, maintenance, outbox
 from gateway.store.db import connect, transaction
 from gateway.store.errors import StoreError
-from gateway.store.events import CLOCK_SLACK, EventFilter, EventRow, EventScope
+from gateway.store.event_history import CLOCK_SLACK, EventFilter, EventRow, EventScope
 from gateway.store.migrations import LATEST_VERSION, migrate, schema_version
 
 CST = timezone(timedelta(hours=8))
@@ -124,11 +124,11 @@ def _all_pages(
 ) -> list[EventRow]:
     """Page through to the end; every page but the last is full, and the one after it empty.
 
-    `walk`: walk_from and walk_rows for events.page (a big scope's walk)."""
+    `walk`: walk_from and walk_rows for event_history.page (a big scope's walk)."""
     found: list[EventRow] = []
     before = None
     while True:
-        rows = events.page(conn, wanted, scope, before_seq=before, limit=limit, **walk)
+        rows = event_history.page(conn, wanted, scope, before_seq=before, limit=limit, **walk)
         assert len(rows) <= limit
         assert [row.seq for row in rows] == sorted((row.seq for row in rows), reverse=True)
         if before is not None:
@@ -136,7 +136,7 @@ def _all_pages(
         found += rows
         if len(rows) < limit:
             if rows:
-                after = events.page(
+                after = event_history.page(
                     conn, wanted, scope, before_seq=rows[-1].seq, limit=limit, **walk
                 )
                 assert after == []
@@ -190,11 +190,11 @@ def test_every_filter_and_combination_matches_the_reference(
     expected = _reference(building, wanted, scope)
     assert expected or {"person", "door"} <= fields.keys()  # the fixture exercises the filter
     assert _all_pages(building, wanted, scope, limit=7) == expected
-    assert events.page(building, wanted, scope, before_seq=None, limit=200) == expected
+    assert event_history.page(building, wanted, scope, before_seq=None, limit=200) == expected
 
 
 def test_door_and_person_are_read_from_the_payload(building: sqlite3.Connection) -> None:
-    rows = events.page(building, EventFilter(), None, before_seq=None, limit=200)
+    rows = event_history.page(building, EventFilter(), None, before_seq=None, limit=200)
     assert rows == _everything(building)
     assert {row.door for row in rows} == {"front", "back", None}
     assert {row.person for row in rows} == {P1, P2, P3, None}
@@ -209,14 +209,14 @@ def test_a_filter_value_nobody_has_finds_nothing(building: sqlite3.Connection) -
         EventFilter(since=T0 + timedelta(days=30)),
         EventFilter(until=T0 - timedelta(days=30)),
     ):
-        assert events.page(building, wanted, None, before_seq=None, limit=50) == []
+        assert event_history.page(building, wanted, None, before_seq=None, limit=50) == []
 
 
 def test_an_empty_store_has_no_events(tmp_path: Path) -> None:
     with _store(tmp_path) as conn:
         for wanted in (EventFilter(), EventFilter(door="front"), EventFilter(since=T0)):
-            assert events.page(conn, wanted, None, before_seq=None, limit=50) == []
-        assert events.after(conn, 0, 50) == []
+            assert event_history.page(conn, wanted, None, before_seq=None, limit=50) == []
+        assert event_history.after(conn, 0, 50) == []
 
 
 # -- scope ------------------------------------------------------------------------
@@ -241,7 +241,8 @@ def test_a_scope_is_its_people_anywhere_plus_person_less_events_at_its_doors(
 
         def seqs(wanted: EventFilter, limit: int = 50, within: EventScope = scope) -> list[int]:
             return [
-                row.seq for row in events.page(conn, wanted, within, before_seq=None, limit=limit)
+                row.seq
+                for row in event_history.page(conn, wanted, within, before_seq=None, limit=limit)
             ]
 
         assert seqs(EventFilter()) == [9, 6, 5, 3, 2, 1]
@@ -349,7 +350,9 @@ def test_a_walk_that_runs_out_hands_the_rest_of_the_page_to_the_merge(tmp_path: 
             expected = _reference(conn, wanted, scope)
             found, statements = _traced(
                 conn,
-                lambda w=wanted: events.page(conn, w, scope, before_seq=None, limit=20, **walk),
+                lambda w=wanted: event_history.page(
+                    conn, w, scope, before_seq=None, limit=20, **walk
+                ),
             )
             assert found == expected[:20]
             assert _walked(statements)
@@ -358,7 +361,8 @@ def test_a_walk_that_runs_out_hands_the_rest_of_the_page_to_the_merge(tmp_path: 
             assert _all_pages(conn, wanted, scope, 7, **walk) == expected
         # A window shorter than the walk is walked to its end: no merge.
         found, statements = _traced(
-            conn, lambda: events.page(conn, EventFilter(), scope, before_seq=50, limit=40, **walk)
+            conn,
+            lambda: event_history.page(conn, EventFilter(), scope, before_seq=50, limit=40, **walk),
         )
         assert [row.seq for row in found] == list(range(30, 0, -1))
         assert _walked(statements)
@@ -370,15 +374,17 @@ def test_only_scopes_of_walk_from_reads_or_more_are_walked(building: sqlite3.Con
     present = {row.type for row in _everything(building)}
     assert len(present) == 4
     small = EventScope(frozenset({P1, P2}), frozenset({"back"}))
-    strangers = frozenset(f"stranger-{n}" for n in range(-(-events.WALK_FROM // 4) - 3))
+    strangers = frozenset(f"stranger-{n}" for n in range(-(-event_history.WALK_FROM // 4) - 3))
     big = EventScope(small.people | strangers, small.doors)
     below = EventScope(big.people - {P1}, big.doors)
-    assert (len(big.people) + len(big.doors)) * 4 >= events.WALK_FROM
-    assert (len(below.people) + len(below.doors)) * 4 < events.WALK_FROM
+    assert (len(big.people) + len(big.doors)) * 4 >= event_history.WALK_FROM
+    assert (len(below.people) + len(below.doors)) * 4 < event_history.WALK_FROM
     for scope, walked in ((small, False), (below, False), (big, True)):
         found, statements = _traced(
             building,
-            lambda s=scope: events.page(building, EventFilter(), s, before_seq=None, limit=9),
+            lambda s=scope: event_history.page(
+                building, EventFilter(), s, before_seq=None, limit=9
+            ),
         )
         assert found == _reference(building, EventFilter(), scope)[:9]
         assert _walked(statements) == walked
@@ -452,7 +458,7 @@ walks = st.one_of(
     st.just({}),  # the defaults: these scopes are small, so merged
     st.builds(
         lambda rows: {"walk_from": 2, "walk_rows": rows},  # walked, falling back early or not
-        st.one_of(st.integers(1, 12), st.just(events.WALK_ROWS)),
+        st.one_of(st.integers(1, 12), st.just(event_history.WALK_ROWS)),
     ),
 )
 
@@ -483,7 +489,9 @@ def test_time_bounds_are_instants_to_the_millisecond(tmp_path: Path) -> None:
     with _store(tmp_path, specs) as conn:
 
         def seqs(wanted: EventFilter) -> list[int]:
-            return [row.seq for row in events.page(conn, wanted, None, before_seq=None, limit=50)]
+            return [
+                row.seq for row in event_history.page(conn, wanted, None, before_seq=None, limit=50)
+            ]
 
         assert seqs(EventFilter(since=T0 + timedelta(milliseconds=2))) == [5, 4, 3]
         assert seqs(EventFilter(since=T0 + timedelta(microseconds=2001))) == [5, 4]
@@ -508,7 +516,7 @@ def test_events_stamped_with_another_offset_compare_as_instants(tmp_path: Path) 
             EventFilter(until=T0 + timedelta(minutes=40)),
             EventFilter(since=T0 + timedelta(minutes=10), until=T0 + timedelta(minutes=31)),
         ):
-            found = events.page(conn, wanted, None, before_seq=None, limit=50)
+            found = event_history.page(conn, wanted, None, before_seq=None, limit=50)
             assert found == _reference(conn, wanted, None)
             assert found
 
@@ -549,14 +557,14 @@ def test_an_event_stamped_before_the_clock_stepped_back_within_the_slack_is_foun
             assert expected
             for limit in (1, 2, 50):
                 assert _all_pages(conn, wanted, scope, limit) == expected
-        only = events.page(conn, EventFilter(since=fast), scope, before_seq=None, limit=50)
+        only = event_history.page(conn, EventFilter(since=fast), scope, before_seq=None, limit=50)
         assert [row.seq for row in only] == [7]
 
 
 def test_beyond_the_slack_the_events_of_the_stretch_lived_twice_may_be_left_out(
     tmp_path: Path,
 ) -> None:
-    """The documented limit (events.py, "What that guarantees"): seq 7 was stamped a day
+    """The documented limit (event_history.py, "What that guarantees"): seq 7 was stamped a day
     ahead, then the clock was set back a day. A page starting after 10:00 the next day
     has seq 8 (stamped 10:00 today, recorded after seq 7) more than CLOCK_SLACK before its
     bound, so its seq range starts above 7: seq 7 is left out. A bound outside the stretch
@@ -565,9 +573,9 @@ def test_beyond_the_slack_the_events_of_the_stretch_lived_twice_may_be_left_out(
         fast = T0 + timedelta(days=1, hours=1)
         late = EventFilter(since=fast - timedelta(minutes=1))
         assert [row.seq for row in _reference(conn, late, None)] == [7]
-        assert events.page(conn, late, None, before_seq=None, limit=50) == []
+        assert event_history.page(conn, late, None, before_seq=None, limit=50) == []
         early = EventFilter(since=T0 + timedelta(minutes=45))
-        found = events.page(conn, early, None, before_seq=None, limit=50)
+        found = event_history.page(conn, early, None, before_seq=None, limit=50)
         assert [row.seq for row in found] == list(range(13, 5, -1))
     # The other end: seq 2 stamped a day behind, recorded after seq 1 (stamped today); a
     # page ending inside the stretch lived twice has seq 1 after its bound + CLOCK_SLACK.
@@ -580,10 +588,12 @@ def test_beyond_the_slack_the_events_of_the_stretch_lived_twice_may_be_left_out(
     ) as conn:
         before = EventFilter(until=T0 - timedelta(hours=20))
         assert [row.seq for row in _reference(conn, before, None)] == [2]
-        assert events.page(conn, before, None, before_seq=None, limit=50) == []
+        assert event_history.page(conn, before, None, before_seq=None, limit=50) == []
         assert [
             row.seq
-            for row in events.page(conn, EventFilter(until=T0), None, before_seq=None, limit=50)
+            for row in event_history.page(
+                conn, EventFilter(until=T0), None, before_seq=None, limit=50
+            )
         ] == [2]
 
 
@@ -592,9 +602,9 @@ def test_beyond_the_slack_the_events_of_the_stretch_lived_twice_may_be_left_out(
 
 def test_after_is_oldest_first_from_a_seq(building: sqlite3.Connection) -> None:
     everything = list(reversed(_everything(building)))
-    assert events.after(building, 0, 5) == everything[:5]
-    assert events.after(building, 100, 200) == everything[100:]
-    assert events.after(building, 120, 10) == []
+    assert event_history.after(building, 0, 5) == everything[:5]
+    assert event_history.after(building, 100, 200) == everything[100:]
+    assert event_history.after(building, 120, 10) == []
 
 
 # -- the queries' plans -------------------------------------------------------------
@@ -647,7 +657,7 @@ def test_door_and_person_filters_read_their_index_never_the_table(
 ) -> None:
     _found, statements = _traced(
         building,
-        lambda: events.page(building, wanted, scope, before_seq=100, limit=50, **walk),
+        lambda: event_history.page(building, wanted, scope, before_seq=100, limit=50, **walk),
     )
     assert _walked(statements) == bool(walk)
     plans = {
@@ -669,9 +679,9 @@ def test_door_and_person_filters_read_their_index_never_the_table(
 @pytest.mark.parametrize("limit", [0, -1, 201, True, 2.5])
 def test_a_limit_outside_1_to_200_is_refused(building: sqlite3.Connection, limit: Any) -> None:
     with pytest.raises(ValueError, match="limit"):
-        events.page(building, EventFilter(), None, before_seq=None, limit=limit)
+        event_history.page(building, EventFilter(), None, before_seq=None, limit=limit)
     with pytest.raises(ValueError, match="limit"):
-        events.after(building, 0, limit)
+        event_history.after(building, 0, limit)
 
 
 def test_malformed_arguments_are_refused(building: sqlite3.Connection) -> None:
@@ -684,15 +694,18 @@ def test_malformed_arguments_are_refused(building: sqlite3.Connection) -> None:
     with pytest.raises(ValueError, match="before since"):
         EventFilter(since=T0, until=T0 - timedelta(seconds=1))
     with pytest.raises(ValueError, match="before_seq"):
-        events.page(building, EventFilter(), None, before_seq=0, limit=5)
+        event_history.page(building, EventFilter(), None, before_seq=0, limit=5)
     with pytest.raises(ValueError, match="walk_rows"):
-        events.page(building, EventFilter(), None, before_seq=None, limit=5, walk_rows=0)
+        event_history.page(building, EventFilter(), None, before_seq=None, limit=5, walk_rows=0)
     with pytest.raises(ValueError, match="after_seq"):
-        events.after(building, -1, 5)
-    assert events.page(building, EventFilter(), None, before_seq=1, limit=5) == []
-    assert len(events.page(building, EventFilter(), None, before_seq=2**70, limit=5)) == 5
+        event_history.after(building, -1, 5)
+    assert event_history.page(building, EventFilter(), None, before_seq=1, limit=5) == []
+    assert len(event_history.page(building, EventFilter(), None, before_seq=2**70, limit=5)) == 5
     assert (
-        events.page(building, EventFilter(since=T0, until=T0), None, before_seq=None, limit=5) == []
+        event_history.page(
+            building, EventFilter(since=T0, until=T0), None, before_seq=None, limit=5
+        )
+        == []
     )
 
 
@@ -701,11 +714,11 @@ def test_sqlite_errors_come_out_as_store_errors(tmp_path: Path) -> None:
     try:
         migrate(conn, target=6)  # no migration 7: none of its indexes
         with pytest.raises(StoreError, match="no such index"):
-            events.page(conn, EventFilter(door="front"), None, before_seq=None, limit=5)
+            event_history.page(conn, EventFilter(door="front"), None, before_seq=None, limit=5)
     finally:
         conn.close()
     with pytest.raises(StoreError):
-        events.after(conn, 0, 5)  # closed
+        event_history.after(conn, 0, 5)  # closed
 
 
 # -- migration 7 -----------------------------------------------------------------------
@@ -744,18 +757,20 @@ def test_a_v6_store_with_rows_upgrades_and_its_rows_read_right(tmp_path: Path) -
             "outbox_by_type",
             "outbox_by_ts",
         } <= indexes
-        rows = events.page(conn, EventFilter(), None, before_seq=None, limit=200)
+        rows = event_history.page(conn, EventFilter(), None, before_seq=None, limit=200)
         assert (rows[0].seq, rows[0].door, rows[0].person) == (121, None, None)
         assert rows == _everything(conn)
         wanted = EventFilter(door="back", person=P2)
-        assert events.page(conn, wanted, None, before_seq=None, limit=200) == _reference(
+        assert event_history.page(conn, wanted, None, before_seq=None, limit=200) == _reference(
             conn, wanted, None
         )
         # New rows after the upgrade: the columns list of append_rows still fits.
         _record(conn, [Spec(EventType.DOOR_ALARM, T0, "cellar")])
         assert [
             row.door
-            for row in events.page(conn, EventFilter(door="cellar"), None, before_seq=None, limit=5)
+            for row in event_history.page(
+                conn, EventFilter(door="cellar"), None, before_seq=None, limit=5
+            )
         ] == ["cellar"]
     finally:
         conn.close()
@@ -776,7 +791,7 @@ def test_a_recovered_store_keeps_its_history_and_reads_it_right(tmp_path: Path) 
     report = maintenance.recover(tmp_path / "gateway.db")
     assert report.copied["outbox"] == 121
     with _store(tmp_path) as conn:
-        assert events.page(conn, EventFilter(), None, before_seq=None, limit=200) == expected
+        assert event_history.page(conn, EventFilter(), None, before_seq=None, limit=200) == expected
         wanted = EventFilter(person=P1, door="front")
-        found = events.page(conn, wanted, None, before_seq=None, limit=200)
+        found = event_history.page(conn, wanted, None, before_seq=None, limit=200)
         assert found == _reference(conn, wanted, None)

@@ -7,9 +7,9 @@ import json
 import random
 from pathlib import Path
 
-from gateway.devices.samsim import SamSimulator, make_card
+from gateway.devices.sam.simulator import SamSimulator, make_card
 from gateway.domain.idcard import CardKind
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 from tests.platform_support import Platform, key_file, person_entry
 from tests.support import InProcessGateway, Subscriber, load, wait_until, write_config
 

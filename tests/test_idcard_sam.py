@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.devices.idcard_sam import SamCardReader, reject_reason
 from gateway.devices.protocols import CardRead, DoorSignal, ReaderError
-from gateway.devices.samframe import Command, SamReason
-from gateway.devices.samsim import Fault, FaultKind, SamSimulator, make_card
+from gateway.devices.sam.frames import SamCommand, SamReason
+from gateway.devices.sam.reader import SamCardReader, reject_reason
+from gateway.devices.sam.simulator import Fault, FaultKind, SamSimulator, make_card
 from gateway.domain.credentials import CredentialKind, RejectReason
 from gateway.domain.idcard import CardKind, IdCard
 
@@ -162,25 +162,29 @@ def test_a_foreigners_card_is_refused_once_per_presentation() -> None:
     ("fault", "reason", "rejected"),
     [
         (
-            Fault(FaultKind.BAD_CHECKSUM, Command.READ_BASE),
+            Fault(FaultKind.BAD_CHECKSUM, SamCommand.READ_BASE),
             "bad_checksum",
             RejectReason.FRAME_ERROR,
         ),
-        (Fault(FaultKind.TRUNCATE, Command.READ_BASE), "truncated", RejectReason.FRAME_ERROR),
-        (Fault(FaultKind.TRUNCATE, Command.FIND, keep=6), "truncated", RejectReason.FRAME_ERROR),
-        (Fault(FaultKind.STATUS, Command.READ_BASE), "read_failed", RejectReason.CARD_READ_FAILED),
+        (Fault(FaultKind.TRUNCATE, SamCommand.READ_BASE), "truncated", RejectReason.FRAME_ERROR),
+        (Fault(FaultKind.TRUNCATE, SamCommand.FIND, keep=6), "truncated", RejectReason.FRAME_ERROR),
         (
-            Fault(FaultKind.STATUS, Command.SELECT, 0x81),
+            Fault(FaultKind.STATUS, SamCommand.READ_BASE),
+            "read_failed",
+            RejectReason.CARD_READ_FAILED,
+        ),
+        (
+            Fault(FaultKind.STATUS, SamCommand.SELECT, 0x81),
             "select_failed",
             RejectReason.CARD_READ_FAILED,
         ),
         (
-            Fault(FaultKind.STATUS, Command.READ_BASE, 0x32),
+            Fault(FaultKind.STATUS, SamCommand.READ_BASE, 0x32),
             "sam_auth_failed",
             RejectReason.CARD_NOT_GENUINE,
         ),
-        (Fault(FaultKind.GARBAGE, Command.READ_BASE), "bad_preamble", RejectReason.FRAME_ERROR),
-        (Fault(FaultKind.SILENCE, Command.SELECT), "timeout", None),
+        (Fault(FaultKind.GARBAGE, SamCommand.READ_BASE), "bad_preamble", RejectReason.FRAME_ERROR),
+        (Fault(FaultKind.SILENCE, SamCommand.SELECT), "timeout", None),
     ],
 )
 def test_a_fault_is_counted_rejected_and_the_card_still_read(
@@ -203,7 +207,7 @@ def test_a_fault_is_counted_rejected_and_the_card_still_read(
 def test_after_three_failed_reads_the_card_must_leave_first() -> None:
     person = card(seed=4)
     with SamSimulator() as sim:
-        sim.inject(Fault(FaultKind.STATUS, Command.READ_BASE, 0x41), times=3)
+        sim.inject(Fault(FaultKind.STATUS, SamCommand.READ_BASE, 0x41), times=3)
 
         async def scenario(reader: SamCardReader, sink: RecordingSink) -> None:
             sim.present(person)
@@ -293,7 +297,7 @@ def test_logs_never_carry_the_name_or_the_full_id_number(caplog: pytest.LogCaptu
     person = card(seed=9)
     caplog.set_level(logging.DEBUG)
     with SamSimulator() as sim:
-        sim.inject(Fault(FaultKind.BAD_CHECKSUM, Command.READ_BASE))
+        sim.inject(Fault(FaultKind.BAD_CHECKSUM, SamCommand.READ_BASE))
         sim.present(person)
 
         async def scenario(reader: SamCardReader, sink: RecordingSink) -> None:

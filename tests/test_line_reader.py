@@ -9,9 +9,9 @@ from pathlib import Path
 
 from support import InProcessGateway, Subscriber, enrol_cards, load, wait_until, write_config
 
-from gateway.devices.line import LineReader
+from gateway.devices.line.reader import LineReader
 from gateway.domain.credentials import CredentialKind
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 
 GOOD = "04A1B2C3D4"
 
@@ -39,7 +39,11 @@ def test_pty_reader_rejects_bad_input_counts_it_and_keeps_going(
             for chunk in garbage:
                 os.write(master, chunk)
             os.write(master, GOOD.encode() + b"\r\n")
-            wait_until(lambda: gateway.doors.counters.decisions["granted"] == 1, 10, "the good tap")
+            wait_until(
+                lambda: gateway.doors.counters.decisions["granted"] == 1,
+                10,
+                "the good tap",
+            )
             rejected = dict(gateway.doors.counters.rejected)
             wait_until(
                 lambda: any(e["type"] == "access.decision" for e in platform.events()), 10, "event"

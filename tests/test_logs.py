@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.localbroker import LocalBroker
-from gateway.logs import configure_logging, mask_id_numbers
+from gateway.ops.logs import configure_logging, mask_id_numbers
+from gateway.sync.local_broker import LocalBroker
 from tests.support import (
     InProcessGateway,
     enrol_cards,
@@ -73,7 +73,9 @@ def test_a_running_gateways_log_is_json_lines_with_id_numbers_masked(
     assert failed["exc"].startswith("Traceback")
     assert f"ValueError: no tenancy for {MASKED}\nsecond line" in failed["exc"]
     loggers = {document["logger"] for document in documents}
-    assert {"gateway.app", "gateway.doors"} <= loggers, "the gateway's own lines are there"
+    assert {"gateway.runtime.gateway", "gateway.doors.controller"} <= loggers, (
+        "the gateway's own lines are there"
+    )
     assert any("gateway GW-LOGS running" in document["msg"] for document in documents)
 
 

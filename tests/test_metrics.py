@@ -14,9 +14,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import Gateway
-from gateway.latency import LATENCY_BUCKETS_MS, DecisionLatency
-from gateway.localbroker import LocalBroker
+from gateway.doors.latency import LATENCY_BUCKETS_MS, DecisionLatency
+from gateway.runtime.gateway import Gateway
+from gateway.sync.local_broker import LocalBroker
 from tests.support import (
     InProcessGateway,
     enrol_cards,

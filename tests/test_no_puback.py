@@ -30,7 +30,7 @@ from support import (
 )
 
 from gateway.config import load_config
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 
 CARD = "04A1B2C3D4"
 TAPS = [CARD, "04DEADBEEF", CARD, CARD, "04DEADBEEF", CARD]

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.devices.osdp import (
+from gateway.devices.osdp.keys import load_key, pending_path, write_key
+from gateway.devices.osdp.reader import (
     OfflineReason,
     OsdpBus,
     OsdpDeviceConfig,
@@ -21,8 +22,7 @@ from gateway.devices.osdp import (
     OutputMode,
     card_value,
 )
-from gateway.devices.osdpkeys import load_key, pending_path, write_key
-from gateway.devices.osdpsim import OsdpSimBus, SimCommand, card_bytes, wiegand26
+from gateway.devices.osdp.simulator import OsdpSimBus, SimCommand, card_bytes, wiegand26
 from gateway.devices.protocols import CardRead, DoorSignal, DoorState, ReaderError
 from gateway.domain.credentials import CredentialError, RejectReason
 

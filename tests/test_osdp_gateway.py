@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from gateway.devices.osdpkeys import write_key
-from gateway.devices.osdpsim import OsdpSimBus, SimCommand, SimPeripheral
-from gateway.localbroker import LocalBroker
+from gateway.devices.osdp.keys import write_key
+from gateway.devices.osdp.simulator import OsdpSimBus, SimCommand, SimPeripheral
+from gateway.sync.local_broker import LocalBroker
 from tests.support import InProcessGateway, Subscriber, enrol_cards, load, wait_until
 
 GW = "GW-OSDP"

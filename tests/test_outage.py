@@ -15,7 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from support import InProcessGateway, Subscriber, load, stats_of, wait_until, write_config
 
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 
 
 class PersistentSubscriber(Subscriber):

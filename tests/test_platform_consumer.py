@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from gateway.localbroker import LocalBroker
 from gateway.sync.link import BrokerSettings
+from gateway.sync.local_broker import LocalBroker
 from gateway.sync.platform_client import PlatformClient
 from tests.support import InProcessGateway, load, stats_of, wait_until, write_config, write_taps
 

@@ -22,7 +22,7 @@ from support import (
     write_taps,
 )
 
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 
 KNOWN = ["04A1B2C3D4", "04E5F60718"]
 TAPS = [KNOWN[0], "04DEADBEEF", KNOWN[1]] * 5

@@ -10,11 +10,11 @@ import pytest
 
 from gateway.cli import main
 from gateway.domain.events import EventType, new_event
-from gateway.localbroker import LocalBroker
 from gateway.store import outbox
 from gateway.store.db import connect, transaction
 from gateway.store.maintenance import SEQ_GAP, quick_check
 from gateway.store.migrations import migrate
+from gateway.sync.local_broker import LocalBroker
 from tests.support import (
     InProcessGateway,
     Subscriber,

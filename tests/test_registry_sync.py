@@ -19,11 +19,11 @@ from support import (
 from gateway.config import Config
 from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
-from gateway.localbroker import LocalBroker
 from gateway.store import registry
 from gateway.store.crypto import KeyRing
 from gateway.store.db import connect, transaction
 from gateway.store.migrations import migrate
+from gateway.sync.local_broker import LocalBroker
 
 NEW_CARD = "04ABCDEF01"
 

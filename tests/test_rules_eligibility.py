@@ -14,11 +14,11 @@ from gateway.domain.eligibility import (
     MINOR_MATERIALS,
     Applicant,
     Basis,
+    Eligibility,
     Employment,
     EmploymentKind,
     Guardian,
     Material,
-    Outcome,
     OwnerTitle,
     OwnHome,
     Reason,
@@ -70,7 +70,7 @@ PUPIL = Applicant(
 @pytest.mark.parametrize("applicant", [ADULT, RENTER, PUPIL])
 def test_complete_applications_are_eligible(applicant: Applicant) -> None:
     result = check_application(applicant, TODAY)
-    assert (result.outcome, result.reasons, result.missing) == (Outcome.ELIGIBLE, (), ())
+    assert (result.outcome, result.reasons, result.missing) == (Eligibility.ELIGIBLE, (), ())
 
 
 # one reason at a time: the applicant, and the single reason it must give
@@ -158,7 +158,11 @@ REASONS = [
 @pytest.mark.parametrize(("applicant", "reason"), REASONS)
 def test_each_reason(applicant: Applicant, reason: Reason) -> None:
     result = check_application(applicant, TODAY)
-    assert (result.outcome, result.reasons, result.missing) == (Outcome.INELIGIBLE, (reason,), ())
+    assert (result.outcome, result.reasons, result.missing) == (
+        Eligibility.INELIGIBLE,
+        (reason,),
+        (),
+    )
 
 
 def test_every_reason_is_tested_and_described() -> None:
@@ -172,7 +176,7 @@ def test_every_reason_is_tested_and_described() -> None:
 def test_guardians_may_count_back_paid_insurance() -> None:
     back_paid = replace(INSURED, back_paid_through=D("2023-12-31"))
     pupil = replace(PUPIL, guardians=(replace(PARENT, insurance=back_paid),))
-    assert check_application(pupil, TODAY).outcome is Outcome.ELIGIBLE
+    assert check_application(pupil, TODAY).outcome is Eligibility.ELIGIBLE
 
 
 def test_ineligible_lists_every_reason_and_still_what_is_missing() -> None:
@@ -183,7 +187,7 @@ def test_ineligible_lists_every_reason_and_still_what_is_missing() -> None:
         documents=frozenset({M.PHOTO}),
     )
     result = check_application(applicant, TODAY)
-    assert result.outcome is Outcome.INELIGIBLE
+    assert result.outcome is Eligibility.INELIGIBLE
     assert result.reasons == (
         R.REGISTERED_UNDER_6_MONTHS,
         R.NO_SOCIAL_INSURANCE,
@@ -201,7 +205,7 @@ def test_ineligible_lists_every_reason_and_still_what_is_missing() -> None:
 def test_everything_missing_comes_in_one_answer() -> None:
     pupil = replace(PUPIL, study=None, residence=replace(LEASE, commercial_housing=True))
     result = check_application(replace(pupil, documents=frozenset()), TODAY)
-    assert result.outcome is Outcome.INCOMPLETE
+    assert result.outcome is Eligibility.INCOMPLETE
     assert result.reasons == ()
     assert result.basis is Basis.RESIDENCE
     assert result.minor
@@ -222,9 +226,13 @@ def test_a_met_basis_stands_alone_and_asks_for_the_fewest_documents() -> None:
     failing_job = replace(JOB, since=D("2024-01-01"))
     both = replace(RENTER, employment=failing_job)
     result = check_application(both, TODAY)
-    assert (result.outcome, result.basis, result.reasons) == (Outcome.ELIGIBLE, Basis.RESIDENCE, ())
+    assert (result.outcome, result.basis, result.reasons) == (
+        Eligibility.ELIGIBLE,
+        Basis.RESIDENCE,
+        (),
+    )
     # both met, the residence proofs brought: residence is chosen, nothing missing
-    assert check_application(replace(RENTER, employment=JOB), TODAY).outcome is Outcome.ELIGIBLE
+    assert check_application(replace(RENTER, employment=JOB), TODAY).outcome is Eligibility.ELIGIBLE
     # both met, nothing brought: employment (2 proofs) before residence (3)
     bare = replace(RENTER, employment=JOB, documents=GENERAL)
     result = check_application(bare, TODAY)
@@ -247,7 +255,7 @@ def test_a_met_basis_stands_alone_and_asks_for_the_fewest_documents() -> None:
 def test_each_kind_of_employment_needs_its_own_proof(kind: EmploymentKind, proof: Material) -> None:
     applicant = replace(ADULT, employment=replace(JOB, kind=kind), documents=GENERAL)
     result = check_application(applicant, TODAY)
-    assert (result.outcome, result.missing) == (Outcome.INCOMPLETE, (M.INSURANCE_RECORD, proof))
+    assert (result.outcome, result.missing) == (Eligibility.INCOMPLETE, (M.INSURANCE_RECORD, proof))
 
 
 def test_own_home_needs_its_certificate() -> None:
@@ -265,23 +273,23 @@ LEAP_WORKER = replace(
 # boundaries: (applicant, today, outcome)
 BOUNDARIES = [
     # 6 months of registration, from 31 August: met on 29 February in a leap year
-    (replace(ADULT, registered_since=D("2023-08-31")), "2024-02-28", Outcome.INELIGIBLE),
-    (replace(ADULT, registered_since=D("2023-08-31")), "2024-02-29", Outcome.ELIGIBLE),
-    (replace(ADULT, registered_since=D("2023-12-15")), "2024-06-14", Outcome.INELIGIBLE),
-    (replace(ADULT, registered_since=D("2023-12-15")), "2024-06-15", Outcome.ELIGIBLE),
+    (replace(ADULT, registered_since=D("2023-08-31")), "2024-02-28", Eligibility.INELIGIBLE),
+    (replace(ADULT, registered_since=D("2023-08-31")), "2024-02-29", Eligibility.ELIGIBLE),
+    (replace(ADULT, registered_since=D("2023-12-15")), "2024-06-14", Eligibility.INELIGIBLE),
+    (replace(ADULT, registered_since=D("2023-12-15")), "2024-06-15", Eligibility.ELIGIBLE),
     # 1 year of work from 29 February: met on 28 February of a common year
-    (LEAP_WORKER, "2021-02-27", Outcome.INELIGIBLE),
-    (LEAP_WORKER, "2021-02-28", Outcome.ELIGIBLE),
+    (LEAP_WORKER, "2021-02-27", Eligibility.INELIGIBLE),
+    (LEAP_WORKER, "2021-02-28", Eligibility.ELIGIBLE),
     # 1 year of insurance from 1 March across a leap February
     (
         replace(ADULT, employment=replace(JOB, insurance=replace(INSURED, since=D("2023-03-01")))),
         "2024-02-29",
-        Outcome.INELIGIBLE,
+        Eligibility.INELIGIBLE,
     ),
     (
         replace(ADULT, employment=replace(JOB, insurance=replace(INSURED, since=D("2023-03-01")))),
         "2024-03-01",
-        Outcome.ELIGIBLE,
+        Eligibility.ELIGIBLE,
     ),
     # a lease of one year ends the day before the anniversary of its start
     (
@@ -289,45 +297,45 @@ BOUNDARIES = [
             RENTER, residence=replace(LEASE, lease_start=D("2024-02-29"), lease_end=D("2025-02-27"))
         ),
         "2024-06-15",
-        Outcome.ELIGIBLE,
+        Eligibility.ELIGIBLE,
     ),
     (
         replace(
             RENTER, residence=replace(LEASE, lease_start=D("2024-02-29"), lease_end=D("2025-02-26"))
         ),
         "2024-06-15",
-        Outcome.INELIGIBLE,
+        Eligibility.INELIGIBLE,
     ),
     (
         replace(
             RENTER, residence=replace(LEASE, lease_start=D("2023-03-01"), lease_end=D("2024-02-29"))
         ),
         "2024-02-01",
-        Outcome.ELIGIBLE,
+        Eligibility.ELIGIBLE,
     ),
     (
         replace(
             RENTER, residence=replace(LEASE, lease_start=D("2023-03-01"), lease_end=D("2024-02-28"))
         ),
         "2024-02-01",
-        Outcome.INELIGIBLE,
+        Eligibility.INELIGIBLE,
     ),
     # 1 year of study
     (
         replace(PUPIL, study=replace(SCHOOL, enrolled_since=D("2023-06-15"))),
         "2024-06-14",
-        Outcome.INELIGIBLE,
+        Eligibility.INELIGIBLE,
     ),
     (
         replace(PUPIL, study=replace(SCHOOL, enrolled_since=D("2023-06-15"))),
         "2024-06-15",
-        Outcome.ELIGIBLE,
+        Eligibility.ELIGIBLE,
     ),
 ]
 
 
 @pytest.mark.parametrize(("applicant", "today", "outcome"), BOUNDARIES)
-def test_period_boundaries(applicant: Applicant, today: str, outcome: Outcome) -> None:
+def test_period_boundaries(applicant: Applicant, today: str, outcome: Eligibility) -> None:
     assert check_application(applicant, D(today)).outcome is outcome
 
 
@@ -352,7 +360,7 @@ def test_an_adult_needs_no_guardian_documents() -> None:
     result = check_application(
         replace(adult, documents=adult.documents - set(MINOR_MATERIALS)), TODAY
     )
-    assert (result.outcome, result.minor) == (Outcome.ELIGIBLE, False)
+    assert (result.outcome, result.minor) == (Eligibility.ELIGIBLE, False)
 
 
 def test_bad_input_is_refused() -> None:
@@ -372,7 +380,7 @@ def test_documents_given_as_strings_become_materials() -> None:
     as_text = frozenset(str(m) for m in ADULT.documents)
     applicant = replace(ADULT, documents=as_text)  # type: ignore[arg-type]
     assert all(type(m) is Material for m in applicant.documents)
-    assert check_application(applicant, TODAY).outcome is Outcome.ELIGIBLE
+    assert check_application(applicant, TODAY).outcome is Eligibility.ELIGIBLE
 
 
 # --- properties -------------------------------------------------------------------------
@@ -408,11 +416,12 @@ def test_removing_any_one_document_lists_exactly_it(
 ) -> None:
     applicant, needed = case
     assert (
-        check_application(replace(applicant, documents=needed), TODAY).outcome is Outcome.ELIGIBLE
+        check_application(replace(applicant, documents=needed), TODAY).outcome
+        is Eligibility.ELIGIBLE
     )
     gone = data.draw(st.sampled_from(sorted(needed)))
     result = check_application(replace(applicant, documents=needed - {gone}), TODAY)
-    assert (result.outcome, result.missing, result.reasons) == (Outcome.INCOMPLETE, (gone,), ())
+    assert (result.outcome, result.missing, result.reasons) == (Eligibility.INCOMPLETE, (gone,), ())
 
 
 @given(eligible_facts(), st.frozensets(st.sampled_from(Material)))
@@ -423,4 +432,4 @@ def test_missing_is_exactly_what_is_needed_and_not_brought(
     result = check_application(replace(applicant, documents=brought), TODAY)
     assert set(result.missing) == needed - brought
     assert list(result.missing) == sorted(result.missing, key=list(Material).index)
-    assert (result.outcome is Outcome.ELIGIBLE) == (needed <= brought)
+    assert (result.outcome is Eligibility.ELIGIBLE) == (needed <= brought)

@@ -17,20 +17,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.devices.samframe import (
+from gateway.devices.sam.frames import (
     BASE_INFO_FRAME,
     ETHNICITIES,
     MAX_FRAME,
     MAX_LEN,
     PREAMBLE,
     STATUS_REASONS,
-    Command,
     Frame,
     FrameDecoder,
-    Rejection,
     Reply,
+    SamCommand,
     SamError,
     SamReason,
+    SamRejection,
     checksum,
     encode_command,
     encode_frame,
@@ -38,11 +38,11 @@ from gateway.devices.samframe import (
     parse_base_info,
     parse_text_block,
 )
-from gateway.devices.samsim import base_info_reply, encode_text_block, make_card, make_people
+from gateway.devices.sam.simulator import base_info_reply, encode_text_block, make_card, make_people
 from gateway.domain.idcard import CardKind
 from gateway.domain.ids import IdNumber
 
-Item = Frame | Rejection
+Item = Frame | SamRejection
 FRAME_REASONS = {
     SamReason.BAD_PREAMBLE,
     SamReason.BAD_LENGTH,
@@ -115,7 +115,7 @@ def decode(stream: bytes, cuts: int | None = None) -> tuple[list[Item], int]:
 
 def check_invariants(stream: bytes, out: list[Item], peak: int) -> None:
     frames = [item for item in out if isinstance(item, Frame)]
-    rejections = [item for item in out if isinstance(item, Rejection)]
+    rejections = [item for item in out if isinstance(item, SamRejection)]
     for frame in frames:
         assert frame.raw.startswith(PREAMBLE)
         assert int.from_bytes(frame.raw[5:7], "big") == len(frame.raw) - 7
@@ -132,9 +132,9 @@ def check_invariants(stream: bytes, out: list[Item], peak: int) -> None:
 
 
 def test_commands_are_the_public_protocol_bytes() -> None:
-    assert encode_command(Command.FIND) == bytes.fromhex("aaaaaa9669 0003 2001 22")
-    assert encode_command(Command.SELECT) == bytes.fromhex("aaaaaa9669 0003 2002 21")
-    assert encode_command(Command.READ_BASE) == bytes.fromhex("aaaaaa9669 0003 3001 32")
+    assert encode_command(SamCommand.FIND) == bytes.fromhex("aaaaaa9669 0003 2001 22")
+    assert encode_command(SamCommand.SELECT) == bytes.fromhex("aaaaaa9669 0003 2002 21")
+    assert encode_command(SamCommand.READ_BASE) == bytes.fromhex("aaaaaa9669 0003 3001 32")
     assert encode_reply(0x9F, bytes(4)) == FIND_FOUND
     assert encode_reply(0x80) == FIND_NONE
 
@@ -155,7 +155,7 @@ def test_known_replies_decode_to_their_statuses() -> None:
 @pytest.mark.parametrize("code", sorted(STATUS_REASONS))
 def test_every_status_has_its_own_reason(code: int) -> None:
     with pytest.raises(SamError) as caught:
-        Reply.of(Frame(encode_reply(code))).expect(0x90, Command.READ_BASE)
+        Reply.of(Frame(encode_reply(code))).expect(0x90, SamCommand.READ_BASE)
     assert caught.value.reason is STATUS_REASONS[code]
     assert caught.value.status == code
     assert f"0x{code:02X}" in str(caught.value)
@@ -163,7 +163,7 @@ def test_every_status_has_its_own_reason(code: int) -> None:
 
 def test_an_unknown_status_keeps_its_code() -> None:
     with pytest.raises(SamError) as caught:
-        Reply.of(Frame(encode_reply(0x5A))).expect(0x90, Command.READ_BASE)
+        Reply.of(Frame(encode_reply(0x5A))).expect(0x90, SamCommand.READ_BASE)
     assert caught.value.reason is SamReason.UNKNOWN_STATUS
     assert "0x5A" in str(caught.value)
     assert len(set(STATUS_REASONS.values())) == len(STATUS_REASONS)
@@ -171,8 +171,8 @@ def test_an_unknown_status_keeps_its_code() -> None:
 
 def test_garbage_then_frame_gives_one_rejection_then_the_frame() -> None:
     out, _ = decode(b"\x00\xaa\xaa\x13" * 50 + FIND_FOUND, 3)
-    assert [type(i) for i in out] == [Rejection, Frame]
-    assert out[0] == Rejection(SamReason.BAD_PREAMBLE, out[0].detail)  # type: ignore[union-attr]
+    assert [type(i) for i in out] == [SamRejection, Frame]
+    assert out[0] == SamRejection(SamReason.BAD_PREAMBLE, out[0].detail)  # type: ignore[union-attr]
 
 
 def test_bad_checksum_is_rejected_and_the_next_frame_still_read() -> None:
@@ -390,7 +390,7 @@ def test_generated_people_survive_the_round_trip() -> None:
 
 # --- fuzzing -------------------------------------------------------------------------------
 
-KNOWN = [FIND_FOUND, FIND_NONE, SELECTED, *(encode_command(c) for c in Command)]
+KNOWN = [FIND_FOUND, FIND_NONE, SELECTED, *(encode_command(c) for c in SamCommand)]
 LONG = [base_info_reply(card) for card in PEOPLE[:3]]
 valid_frames = st.one_of(
     st.sampled_from(KNOWN),
@@ -469,7 +469,7 @@ def test_fuzz_damaged_frames_are_rejected(
     check_invariants(stream, out, peak)
     assert out[:index] == [Frame(f) for f in frames[:index]], "frames before it are intact"
     if how in ("flip", "truncate"):  # such a frame can never be valid
-        assert any(isinstance(item, Rejection) for item in out)
+        assert any(isinstance(item, SamRejection) for item in out)
         assert Frame(damaged) not in out
 
 
@@ -491,4 +491,4 @@ def test_fuzz_every_frame_survives_garbage_between_frames(
         if garbage:
             expected.append(SamReason.BAD_PREAMBLE)
         expected.append(frame)
-    assert [i.reason if isinstance(i, Rejection) else i.raw for i in out] == expected
+    assert [i.reason if isinstance(i, SamRejection) else i.raw for i in out] == expected

@@ -11,10 +11,10 @@ import pytest
 
 from gateway.clock import SystemClock
 from gateway.domain.command_bodies import snapshot_pages
-from gateway.localbroker import LocalBroker
 from gateway.store import allowlist
 from gateway.store.db import connect
 from gateway.store.errors import StoreError
+from gateway.sync.local_broker import LocalBroker
 from tests.platform_support import Platform, key_file, person_entry
 from tests.support import GatewayProcess, Subscriber, wait_until, write_config, write_taps
 

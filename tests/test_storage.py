@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from gateway.domain.events import EventType, new_event
-from gateway.localbroker import LocalBroker
 from gateway.store import outbox, retention
 from gateway.store.db import connect, transaction
 from gateway.store.migrations import migrate
+from gateway.sync.local_broker import LocalBroker
 from tests.support import (
     InProcessGateway,
     enrol_cards,

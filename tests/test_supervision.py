@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.devices.protocols import DoorSignal
-from gateway.supervision import GRANT_GRACE_S, DoorAlarm, DoorSupervisor, FailMode
+from gateway.doors.supervision import GRANT_GRACE_S, DoorAlarm, DoorSupervisor, FailMode
 
 OPEN, CLOSED = DoorSignal.CONTACT_OPEN, DoorSignal.CONTACT_CLOSED
 

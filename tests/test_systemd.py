@@ -22,24 +22,24 @@ from typing import Any
 
 import pytest
 
-from gateway.cli_service import add_parsers, run_install_service
+from gateway.cli.service import add_parsers, run_install_service
 from gateway.clock import ManualClock, SystemClock
 from gateway.domain.events import EventType, OutboxEvent, new_event
-from gateway.liveness import EVENT_LOOP, STORE_WRITER, UPLINK, Liveness, Progress
-from gateway.localbroker import LocalBroker
-from gateway.notify import (
+from gateway.ops.liveness import EVENT_LOOP, STORE_WRITER, UPLINK, Liveness, Progress
+from gateway.ops.sd_notify import (
     Notifier,
     NotifyAddressError,
     socket_address,
     watchdog_interval,
 )
+from gateway.ops.watchdog import Watchdog, heartbeat, uplink_probe, writer_pings
 from gateway.store.db import connect
 from gateway.store.migrations import migrate
 from gateway.store.outbox import StoredEvent
 from gateway.store.writer import Writer
 from gateway.sync.link import BrokerSettings, MqttLink
+from gateway.sync.local_broker import LocalBroker
 from gateway.sync.uplink import OutboxSource, Uplink
-from gateway.watchdog import Watchdog, heartbeat, uplink_probe, writer_pings
 from tests.support import write_config as support_write_config
 
 UNITS_DIR = Path(__file__).resolve().parent.parent / "systemd"

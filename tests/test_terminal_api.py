@@ -22,12 +22,18 @@ from jsonschema import Draft202012Validator
 from support import make_id_number
 from terminal_support import PROPOSED_EVENT_SCHEMA, record_json
 
-from gateway.api.app import create_api
-from gateway.api.terminal import MAX_BATCH, MAX_BODY_BYTES, BatchProblem, Outcome, RecordProblem
+from gateway.api.application import create_api
+from gateway.api.terminal_api import (
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    BatchProblem,
+    RecordOutcome,
+    RecordProblem,
+)
 from gateway.clock import SystemClock
 from gateway.domain.capture import CapturedRecord
 from gateway.domain.events import EventType, OutboxEvent, new_event
-from gateway.intake import RecordIntake, TerminalRegistry, issue_token_offline
+from gateway.residence.intake import RecordIntake, TerminalRegistry, issue_token_offline
 from gateway.store import outbox
 from gateway.store import terminal_records as records
 from gateway.store.crypto import KeyRing
@@ -187,7 +193,7 @@ def test_invalid_records_are_rejected_one_by_one_and_the_valid_stored(api: Api) 
     body = response.json()
     assert (body["stored"], body["rejected"]) == (1, 7)
     results = body["results"]
-    assert results[0]["outcome"] == Outcome.STORED
+    assert results[0]["outcome"] == RecordOutcome.STORED
     assert [r["reason"] for r in results[1:]] == [RecordProblem.INVALID] * 5 + [
         RecordProblem.WRONG_TERMINAL,
         RecordProblem.INVALID,
@@ -339,7 +345,7 @@ def test_garbage_records_never_cause_a_server_error(api: Api, records: list[Any]
     assert response.status_code in (200, 422)
     results = response.json()["results"]
     assert len(results) == len(records)
-    assert all(r["outcome"] == Outcome.REJECTED for r in results) or not records
+    assert all(r["outcome"] == RecordOutcome.REJECTED for r in results) or not records
 
 
 def test_mutated_valid_records_never_cause_a_server_error(api: Api) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import segno
 
-from gateway.devices.samsim import SamSimulator, make_card
+from gateway.devices.sam.simulator import SamSimulator, make_card
 from gateway.domain.ids import IdNumber
 from gateway.domain.signing import SigningKey
 from gateway.domain.voucher import Voucher, issue

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.intake import issue_token_offline
-from gateway.localbroker import LocalBroker
+from gateway.residence.intake import issue_token_offline
+from gateway.sync.local_broker import LocalBroker
 from terminal.cli import main as terminal
 from tests.support import InProcessGateway, Subscriber, load, make_id_number, wait_until
 from tests.support import write_config as gateway_config

@@ -26,15 +26,15 @@ import segno
 from support import InProcessGateway, Subscriber, load, make_id_number, wait_until, write_config
 from terminal_support import Pki, make_pki, serve_https
 
-from gateway.api.app import create_api
+from gateway.api.application import create_api
 from gateway.domain.capture import CapturedRecord, CaptureKind
 from gateway.domain.events import uuid7
-from gateway.intake import Intake, RecordIntake, TerminalRegistry, issue_token_offline
-from gateway.localbroker import LocalBroker, free_port
+from gateway.residence.intake import Intake, RecordIntake, TerminalRegistry, issue_token_offline
 from gateway.store import outbox
 from gateway.store import terminal_records as records
 from gateway.store.db import connect
 from gateway.store.migrations import migrate
+from gateway.sync.local_broker import LocalBroker, free_port
 from terminal import config as terminal_config
 from terminal.cli import main
 from terminal.queue import Queue, load_key

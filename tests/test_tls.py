@@ -34,11 +34,11 @@ from support import (
     write_taps,
 )
 
-from gateway.app import broker_settings
 from gateway.config import ConfigError, parse_config
-from gateway.localbroker import LocalBroker, free_port
+from gateway.runtime.gateway import broker_settings
 from gateway.store.outbox import OutboxStats
 from gateway.sync.link import TlsSettings
+from gateway.sync.local_broker import LocalBroker, free_port
 
 CARD = "04A1B2C3D4"
 TAPS = [CARD, "04DEADBEEF", CARD]

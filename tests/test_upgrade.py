@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.localbroker import LocalBroker
 from gateway.store import outbox
 from gateway.store.db import connect, transaction
 from gateway.store.errors import SchemaTooNewError
 from gateway.store.migrations import LATEST_VERSION, migrate, schema_version
+from gateway.sync.local_broker import LocalBroker
 from tests.support import InProcessGateway, Subscriber, load, stats_of, wait_until, write_config
 
 GW = "GW-UPGRADE"

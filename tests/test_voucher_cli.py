@@ -16,7 +16,7 @@ import cv2
 import pytest
 import zxingcpp
 
-from gateway.cli_voucher import EXIT_REJECTED, EXIT_USAGE, main
+from gateway.cli.voucher import EXIT_REJECTED, EXIT_USAGE, main
 from gateway.domain.signing import SigningKey
 
 HOLDER = "330106199003071236"
@@ -216,7 +216,7 @@ def test_runs_as_its_own_process_reading_stdin(
     platform: Platform, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = issued(platform, capsys)
-    command = [sys.executable, "-m", "gateway.cli_voucher", "voucher", "verify"]
+    command = [sys.executable, "-m", "gateway.cli.voucher", "voucher", "verify"]
     ok = subprocess.run(
         [*command, "--keys", str(platform.public), "-"],
         input=text + "\n",

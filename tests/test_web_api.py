@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 from tests.support import wait_until
 from tests.web_support import WebGateway, start_web_gateway
 

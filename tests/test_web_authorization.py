@@ -21,9 +21,9 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.responses import StreamingResponse
 
+from gateway.api.auth import Role
 from gateway.api.security import gate_roles
-from gateway.auth import Role
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 from tests.web_support import WebGateway, start_web_gateway
 
 PUBLIC = {

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 from tests.web_support import PASSWORD, WebGateway, start_web_gateway
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from gateway.localbroker import LocalBroker
+from gateway.sync.local_broker import LocalBroker
 from tests.web_support import PASSWORD, WebGateway, start_web_gateway
 
 EXAMPLES = 25

@@ -19,14 +19,14 @@ from typing import Any
 
 import httpx
 
-from gateway import auth
-from gateway.app import Gateway
+from gateway.api import auth
 from gateway.config import Config
 from gateway.domain.alerting import AlertRule
-from gateway.intake import issue_token_offline
-from gateway.localbroker import LocalBroker
+from gateway.residence.intake import issue_token_offline
+from gateway.runtime.gateway import Gateway
 from gateway.store import registry, residents, users
 from gateway.store.db import connect
+from gateway.sync.local_broker import LocalBroker
 from tests.support import SH, InProcessGateway, load, wait_until, write_config
 
 PASSWORD = "a long enough passphrase"

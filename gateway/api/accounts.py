@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from gateway import auth
+from gateway.api import auth
+from gateway.api.auth import AuthFailure, AuthProblem, LoginLimit, Principal, Role
 from gateway.api.storeaccess import StoreAccess
-from gateway.api.terminal import TokenVerifier
-from gateway.auth import AuthFailure, AuthProblem, LoginLimit, Principal, Role
+from gateway.api.terminal_api import TokenVerifier
 from gateway.clock import Clock
 from gateway.store import users
 from gateway.store.errors import StoreError

@@ -19,9 +19,8 @@ from typing import TypeVar
 
 from gateway.api import models
 from gateway.api.accounts import Accounts, reveal_id_number
+from gateway.api.auth import AuthFailure, AuthProblem, Principal, Role, may_see_unit
 from gateway.api.storeaccess import StoreAccess
-from gateway.auth import AuthFailure, AuthProblem, Principal, Role, may_see_unit
-from gateway.captures import CaptureError, CardCaptures
 from gateway.clock import Clock
 from gateway.domain.alerting import standing
 from gateway.domain.credentials import (
@@ -33,6 +32,8 @@ from gateway.domain.credentials import (
 from gateway.domain.ids import IdNumber
 from gateway.domain.keycards import ActionRefused, CardAction, extendable, next_status
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
+from gateway.doors.enrol_by_tap import CaptureError, CardCaptures
+from gateway.errors import RentgateError
 from gateway.store import registry, residents, tenants
 from gateway.store.crypto import KeyRing
 from gateway.store.errors import StoreError
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-class Problem(StrEnum):
+class DirectoryProblem(StrEnum):
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     PLATFORM_MANAGED = "platform_managed"
@@ -51,17 +52,17 @@ class Problem(StrEnum):
 
 
 STATUS = {
-    Problem.NOT_FOUND: 404,
-    Problem.CONFLICT: 409,
-    Problem.PLATFORM_MANAGED: 409,
-    Problem.BAD_REQUEST: 422,
-    Problem.FORBIDDEN: 403,
-    Problem.STORE_UNAVAILABLE: 503,
+    DirectoryProblem.NOT_FOUND: 404,
+    DirectoryProblem.CONFLICT: 409,
+    DirectoryProblem.PLATFORM_MANAGED: 409,
+    DirectoryProblem.BAD_REQUEST: 422,
+    DirectoryProblem.FORBIDDEN: 403,
+    DirectoryProblem.STORE_UNAVAILABLE: 503,
 }
 
 
-class DirectoryError(Exception):
-    def __init__(self, problem: Problem, message: str) -> None:
+class DirectoryError(RentgateError):
+    def __init__(self, problem: DirectoryProblem, message: str) -> None:
         super().__init__(message)
         self.problem = problem
         self.message = message
@@ -145,9 +146,9 @@ class Directory:
             number = await reveal_id_number(self._accounts, principal, person_id, unseal)
         except AuthFailure as failure:
             problem = (
-                Problem.FORBIDDEN
+                DirectoryProblem.FORBIDDEN
                 if failure.problem is AuthProblem.FORBIDDEN
-                else Problem.STORE_UNAVAILABLE
+                else DirectoryProblem.STORE_UNAVAILABLE
             )
             raise DirectoryError(problem, failure.message) from failure
         return models.Revealed(person=person_id, id_number=number)
@@ -157,7 +158,9 @@ class Directory:
     async def enrol(self, principal: Principal, request: models.EnrolRequest) -> models.Enrolled:
         """A tenant with their tenancy in one of the caller's units and their cards."""
         if principal.role is Role.LANDLORD and request.unit not in principal.units:
-            raise DirectoryError(Problem.FORBIDDEN, f"unit {request.unit} is not one of yours")
+            raise DirectoryError(
+                DirectoryProblem.FORBIDDEN, f"unit {request.unit} is not one of yours"
+            )
         now = self._clock.now()
         try:
             id_number = IdNumber(request.id_number)
@@ -167,7 +170,7 @@ class Directory:
             grants = self._grants(principal, request.cards)
             enrolment = Enrolment(id_number, request.name, grants, tenancy)
         except (ValueError, CredentialError) as exc:
-            raise DirectoryError(Problem.BAD_REQUEST, str(exc)) from exc
+            raise DirectoryError(DirectoryProblem.BAD_REQUEST, str(exc)) from exc
 
         def write(conn: sqlite3.Connection) -> models.Enrolled:
             found = tenants.person_with_id_number(conn, self._keys, id_number.value)
@@ -194,7 +197,7 @@ class Directory:
         try:
             grants = self._grants(principal, request.cards)
         except (ValueError, CredentialError) as exc:
-            raise DirectoryError(Problem.BAD_REQUEST, str(exc)) from exc
+            raise DirectoryError(DirectoryProblem.BAD_REQUEST, str(exc)) from exc
 
         def write(conn: sqlite3.Connection) -> models.PersonOut:
             self._require_person(conn, principal, person_id)
@@ -214,7 +217,7 @@ class Directory:
             try:
                 status = next_status(card.status, action)
             except ActionRefused as exc:
-                raise DirectoryError(Problem.CONFLICT, str(exc)) from exc
+                raise DirectoryError(DirectoryProblem.CONFLICT, str(exc)) from exc
             now = self._clock.now()
             registry.set_credential_status(conn, card_id, status, now)
             self._audit_in(
@@ -231,10 +234,12 @@ class Directory:
             card = self._own_card(conn, principal, card_id)
             if not extendable(card.status):
                 raise DirectoryError(
-                    Problem.CONFLICT, f"a {card.status.value} card is not extended"
+                    DirectoryProblem.CONFLICT, f"a {card.status.value} card is not extended"
                 )
             if card.valid_from and valid_to <= datetime.fromisoformat(card.valid_from):
-                raise DirectoryError(Problem.BAD_REQUEST, "valid_to must be after valid_from")
+                raise DirectoryError(
+                    DirectoryProblem.BAD_REQUEST, "valid_to must be after valid_from"
+                )
             tenants.set_card_validity(conn, card_id, valid_to, self._clock.now())
             detail = f"{card.masked} to {valid_to.isoformat()}"
             self._audit_in(conn, principal, "card.extend", f"person:{card.person_id}", detail)
@@ -254,7 +259,9 @@ class Directory:
             if tenancy.managed_by != "gateway":
                 raise _platform_managed("tenancy")
             if valid_to <= datetime.fromisoformat(tenancy.valid_from):
-                raise DirectoryError(Problem.BAD_REQUEST, "the end must be after the start")
+                raise DirectoryError(
+                    DirectoryProblem.BAD_REQUEST, "the end must be after the start"
+                )
             tenants.set_tenancy_end(conn, tenancy_id, valid_to, self._clock.now())
             detail = f"unit {tenancy.unit} to {valid_to.isoformat()}"
             self._audit_in(
@@ -385,7 +392,7 @@ class Directory:
         try:
             return await self._store.write(operation)
         except registry.CredentialTakenError as exc:
-            raise DirectoryError(Problem.CONFLICT, str(exc)) from exc
+            raise DirectoryError(DirectoryProblem.CONFLICT, str(exc)) from exc
         except StoreError as exc:
             raise _unavailable(exc) from exc
 
@@ -428,16 +435,16 @@ def _as_card(credential: Credential) -> Credential:
 
 
 def _not_found(what: str) -> DirectoryError:
-    return DirectoryError(Problem.NOT_FOUND, f"no such {what} (or not in your units)")
+    return DirectoryError(DirectoryProblem.NOT_FOUND, f"no such {what} (or not in your units)")
 
 
 def _platform_managed(what: str) -> DirectoryError:
     return DirectoryError(
-        Problem.PLATFORM_MANAGED,
+        DirectoryProblem.PLATFORM_MANAGED,
         f"this {what} comes from the platform's allowlist: change it there",
     )
 
 
 def _unavailable(exc: StoreError) -> DirectoryError:
     log.error("directory: store unavailable: %s", exc)
-    return DirectoryError(Problem.STORE_UNAVAILABLE, "the gateway cannot store now")
+    return DirectoryError(DirectoryProblem.STORE_UNAVAILABLE, "the gateway cannot store now")

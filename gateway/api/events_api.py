@@ -8,10 +8,10 @@ from pydantic import AwareDatetime
 
 from gateway.api import models
 from gateway.api.accounts import Accounts
+from gateway.api.auth import Principal, Role
 from gateway.api.history import History, LiveFeed, stream
 from gateway.api.security import require
-from gateway.auth import Principal, Role
-from gateway.store.events import EventFilter
+from gateway.store.event_history import EventFilter
 
 KEEPALIVE_S = 15.0
 

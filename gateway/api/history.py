@@ -1,7 +1,7 @@
 """The event history and the live feed, as each caller may see them.
 
 History pages come from the outbox (it keeps delivered events for
-`storage.history_days`) through `gateway.store.events`. The live feed reads
+`storage.history_days`) through `gateway.store.event_history`. The live feed reads
 what each commit added, once, and hands it to every subscriber whose scope
 admits it; a subscriber that falls behind is closed and reconnects with
 `Last-Event-ID`, so a slow browser never holds the feed up or grows memory.
@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.api import models
-from gateway.api.directory import DirectoryError, Problem
+from gateway.api.auth import Principal, Role
+from gateway.api.directory import DirectoryError, DirectoryProblem
 from gateway.api.monitor import Monitor
 from gateway.api.storeaccess import StoreAccess
-from gateway.auth import Principal, Role
-from gateway.store import events, outbox, registry, tenants
+from gateway.store import event_history, outbox, registry, tenants
 from gateway.store.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ QUEUE_EVENTS = 1000
 BATCH = 200
 
 
-def event_out(row: events.EventRow) -> models.EventOut:
+def event_out(row: event_history.EventRow) -> models.EventOut:
     data: dict[str, Any] = json.loads(row.payload)
     for key in (PERSONAL_FIELDS | ENVELOPE_FIELDS) & data.keys():
         del data[key]
@@ -57,7 +57,7 @@ def event_out(row: events.EventRow) -> models.EventOut:
     )
 
 
-def admits(scope: events.EventScope | None, row: events.EventRow) -> bool:
+def admits(scope: event_history.EventScope | None, row: event_history.EventRow) -> bool:
     if scope is None:
         return True
     if row.person is not None:
@@ -72,32 +72,36 @@ class History:
         self._store = store
         self._monitor = monitor
 
-    def scope_in(self, conn: sqlite3.Connection, principal: Principal) -> events.EventScope | None:
+    def scope_in(
+        self, conn: sqlite3.Connection, principal: Principal
+    ) -> event_history.EventScope | None:
         if principal.role is Role.ADMIN:
             return None
         if principal.role is not Role.LANDLORD:
-            return events.EventScope(frozenset(), frozenset())
-        return events.EventScope(
+            return event_history.EventScope(frozenset(), frozenset())
+        return event_history.EventScope(
             tenants.people_of_units(conn, principal.units), self._monitor.door_names(principal)
         )
 
     async def page(
         self,
         principal: Principal,
-        wanted: events.EventFilter,
+        wanted: event_history.EventFilter,
         *,
         before_seq: int | None,
         limit: int,
     ) -> models.EventsPage:
-        def read(conn: sqlite3.Connection) -> list[events.EventRow]:
-            return events.page(
+        def read(conn: sqlite3.Connection) -> list[event_history.EventRow]:
+            return event_history.page(
                 conn, wanted, self.scope_in(conn, principal), before_seq=before_seq, limit=limit
             )
 
         try:
             rows = await self._store.read(read)
         except StoreError as exc:
-            raise DirectoryError(Problem.STORE_UNAVAILABLE, "the gateway cannot read now") from exc
+            raise DirectoryError(
+                DirectoryProblem.STORE_UNAVAILABLE, "the gateway cannot read now"
+            ) from exc
         more = len(rows) == limit
         return models.EventsPage(
             events=[event_out(row) for row in rows],
@@ -108,8 +112,8 @@ class History:
 @dataclass(eq=False)
 class Subscriber:
     principal: Principal
-    scope: events.EventScope | None
-    queue: asyncio.Queue[events.EventRow | None] = field(
+    scope: event_history.EventScope | None
+    queue: asyncio.Queue[event_history.EventRow | None] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_EVENTS)
     )
     closed: bool = False
@@ -150,12 +154,12 @@ class LiveFeed:
             return
         after = self._last_seq
 
-        def read(conn: sqlite3.Connection) -> tuple[list[events.EventRow], int]:
+        def read(conn: sqlite3.Connection) -> tuple[list[event_history.EventRow], int]:
             version = registry.registry_version(conn)
             if version != self._registry_version:
                 for subscriber in subscribers:
                     subscriber.scope = self._history.scope_in(conn, subscriber.principal)
-            return events.after(conn, after, BATCH), version
+            return event_history.after(conn, after, BATCH), version
 
         rows, self._registry_version = await self._store.read(read)
         for row in rows:
@@ -167,7 +171,7 @@ class LiveFeed:
             if len(rows) == BATCH:
                 self._wake.set()
 
-    def _put(self, subscriber: Subscriber, row: events.EventRow | None) -> None:
+    def _put(self, subscriber: Subscriber, row: event_history.EventRow | None) -> None:
         try:
             subscriber.queue.put_nowait(row)
         except asyncio.QueueFull:
@@ -182,15 +186,19 @@ class LiveFeed:
 
     async def subscribe(
         self, principal: Principal, last_seq: int | None
-    ) -> tuple[Subscriber, list[events.EventRow]]:
+    ) -> tuple[Subscriber, list[event_history.EventRow]]:
         """A new stream, and what it missed after `last_seq` (its Last-Event-ID)."""
 
-        def read(conn: sqlite3.Connection) -> tuple[events.EventScope | None, int, list[Any]]:
+        def read(
+            conn: sqlite3.Connection,
+        ) -> tuple[event_history.EventScope | None, int, list[Any]]:
             scope = self._history.scope_in(conn, principal)
             head = outbox.head_seq(conn)
-            missed: list[events.EventRow] = []
+            missed: list[event_history.EventRow] = []
             if last_seq is not None and last_seq < head:
-                missed = [row for row in events.after(conn, last_seq, BATCH) if admits(scope, row)]
+                missed = [
+                    row for row in event_history.after(conn, last_seq, BATCH) if admits(scope, row)
+                ]
             return scope, head, missed
 
         scope, head, missed = await self._store.read(read)
@@ -213,7 +221,7 @@ class LiveFeed:
 
 
 async def stream(
-    feed: LiveFeed, subscriber: Subscriber, missed: list[events.EventRow], keepalive_s: float
+    feed: LiveFeed, subscriber: Subscriber, missed: list[event_history.EventRow], keepalive_s: float
 ) -> AsyncIterator[str]:
     """Server-sent events: `id: seq`, `event: type`, `data: EventOut JSON`; comments keep the
     connection alive through proxies."""
@@ -238,5 +246,5 @@ async def stream(
         feed.unsubscribe(subscriber)
 
 
-def _sse(row: events.EventRow) -> str:
+def _sse(row: event_history.EventRow) -> str:
     return f"id: {row.seq}\nevent: {row.type}\ndata: {event_out(row).model_dump_json()}\n\n"

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from gateway.api import models
-from gateway.api.directory import DirectoryError, Problem
+from gateway.api.auth import Principal, Role
+from gateway.api.directory import DirectoryError, DirectoryProblem
 from gateway.api.storeaccess import StoreAccess
-from gateway.auth import Principal, Role
 from gateway.store import outbox, residents, tenants, terminal_records, users
 from gateway.store.errors import StoreError
 
@@ -109,7 +109,9 @@ class Monitor:
         """Close an alert the caller may see (raised again if its cause is still there)."""
         visible = {alert.id for alert in (await self.alerts(principal)).alerts}
         if alert_id not in visible or not await self._view.acknowledge_alert(alert_id):
-            raise DirectoryError(Problem.NOT_FOUND, "no such open alert (or not in your units)")
+            raise DirectoryError(
+                DirectoryProblem.NOT_FOUND, "no such open alert (or not in your units)"
+            )
 
     async def terminal_records(self, terminal: str | None, limit: int) -> models.TerminalRecordsOut:
         rows = await self._read(
@@ -133,7 +135,9 @@ class Monitor:
         try:
             return await self._store.read(query)
         except StoreError as exc:
-            raise DirectoryError(Problem.STORE_UNAVAILABLE, "the gateway cannot read now") from exc
+            raise DirectoryError(
+                DirectoryProblem.STORE_UNAVAILABLE, "the gateway cannot read now"
+            ) from exc
 
 
 def _text(value: object) -> str | None:

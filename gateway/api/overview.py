@@ -6,12 +6,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from gateway.api import models
 from gateway.api.accounts import Accounts
+from gateway.api.auth import Principal, Role
 from gateway.api.directory import capture_owner
 from gateway.api.monitor import Monitor
 from gateway.api.security import require
-from gateway.auth import Principal, Role
-from gateway.captures import Capture, CaptureError, CardCaptures
 from gateway.clock import iso_ms
+from gateway.doors.enrol_by_tap import Capture, CaptureError, CardCaptures
 
 WAIT_MAX_S = 25.0
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.api.accounts import Accounts
+from gateway.api.auth import Principal, Role
 from gateway.api.directory import Directory, DirectoryError
 from gateway.api.history import History
 from gateway.api.monitor import Monitor
@@ -22,8 +23,7 @@ from gateway.api.security import (
 )
 from gateway.api.session_pages import session_pages_router
 from gateway.api.tenant_pages import tenant_pages_router
-from gateway.auth import Principal, Role
-from gateway.store.events import EventFilter
+from gateway.store.event_history import EventFilter
 
 EVENTS_SHOWN = 50
 RECORDS_SHOWN = 100

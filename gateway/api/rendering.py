@@ -10,15 +10,16 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 from jinja2.runtime import Context
 
-from gateway import auth
-from gateway.api import i18n
+from gateway.api import auth, i18n
+from gateway.api.auth import SESSION_COOKIE, Principal
 from gateway.api.directory import STATUS, DirectoryError
 from gateway.api.security import MAX_FORM_BYTES, parse_body
-from gateway.auth import SESSION_COOKIE, Principal
 from gateway.domain.credentials import CredentialStatus
 from gateway.domain.keycards import available_actions
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+STATIC_DIR = Path(__file__).parent / "static"
+"""The pages' stylesheet and scripts, served at `/ui/static`."""
 
 
 @pass_context

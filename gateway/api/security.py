@@ -19,10 +19,17 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway import auth
+from gateway.api import auth
 from gateway.api.accounts import Accounts
+from gateway.api.auth import (
+    SESSION_COOKIE,
+    UNSAFE_METHODS,
+    AuthFailure,
+    AuthProblem,
+    Principal,
+    Role,
+)
 from gateway.api.models import ERROR_RESPONSES
-from gateway.auth import SESSION_COOKIE, UNSAFE_METHODS, AuthFailure, AuthProblem, Principal, Role
 
 MAX_FORM_BYTES = 8 * 1024
 LOGIN_PAGE = "/ui/login"

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.api import i18n
 from gateway.api.accounts import Accounts
+from gateway.api.auth import SESSION_COOKIE, AuthFailure, AuthProblem, Principal, Role
 from gateway.api.rendering import form, render
 from gateway.api.security import (
     STATUS,
@@ -19,7 +20,6 @@ from gateway.api.security import (
     require_page,
     set_session_cookie,
 )
-from gateway.auth import SESSION_COOKIE, AuthFailure, AuthProblem, Principal, Role
 
 
 def session_pages_router(accounts: Accounts) -> APIRouter:

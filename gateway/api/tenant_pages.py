@@ -14,11 +14,11 @@ from pydantic import ValidationError
 
 from gateway.api import models
 from gateway.api.accounts import Accounts
+from gateway.api.auth import Principal, Role
 from gateway.api.directory import Directory, DirectoryError
 from gateway.api.monitor import Monitor
 from gateway.api.rendering import error_page, form, render
 from gateway.api.security import require_page
-from gateway.auth import Principal, Role
 from gateway.domain.keycards import CardAction
 
 PAGE_SIZE = 50

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from gateway.domain.credentials import Credential, RejectReason
 from gateway.domain.idcard import IdCard
+from gateway.errors import RentgateError
 
 
 class DoorSignal(StrEnum):
@@ -41,7 +42,7 @@ class CardRead:
     """The card's chip fields, when a SAM reader read them (enrolment, R1 locality)."""
 
 
-class ReaderError(Exception):
+class ReaderError(RentgateError):
     """The reader's device cannot be opened or read; the gateway retries it."""
 
 

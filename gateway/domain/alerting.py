@@ -1,6 +1,6 @@
 """Which alerts should be open for a person, from the residence rules: pure and table-tested.
 
-The engine (`gateway.alerts`) compares this wanted set with the alerts open in
+The engine (`gateway.residence.alerts`) compares this wanted set with the alerts open in
 the store and raises or clears the difference, so an alert is raised once and
 cleared once however often it is evaluated.
 """

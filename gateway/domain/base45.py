@@ -9,11 +9,13 @@ not fit its bytes is an error, never silently skipped.
 
 from __future__ import annotations
 
+from gateway.errors import RentgateError
+
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _VALUES = {char: value for value, char in enumerate(ALPHABET)}
 
 
-class Base45Error(ValueError):
+class Base45Error(RentgateError, ValueError):
     """Text that is not valid Base45."""
 
 

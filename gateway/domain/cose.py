@@ -17,6 +17,7 @@ from typing import Any
 import cbor2
 
 from gateway.domain.signing import SIGNATURE_BYTES, SigningKey, VerifyKey
+from gateway.errors import RentgateError
 
 TAG_SIGN1 = 18
 HEADER_ALG = 1
@@ -26,7 +27,7 @@ _MAX_DEPTH = 4
 """COSE_Sign1 nests no deeper than its header map; anything deeper is not one."""
 
 
-class CoseError(ValueError):
+class CoseError(RentgateError, ValueError):
     """Bytes that are not a COSE_Sign1 structure this module accepts."""
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from gateway.domain.ids import IdNumber, mask
+from gateway.errors import RentgateError
 
 MAX_CREDENTIAL_LENGTH = 1024
 """Longest value any kind accepts (a voucher QR payload is the longest)."""
@@ -64,7 +65,7 @@ class RejectReason(StrEnum):
     """The reader reported its own fault (SAM self-test, unexpected reply)."""
 
 
-class CredentialError(ValueError):
+class CredentialError(RentgateError, ValueError):
     """A presented value is not a credential; `reason` says why."""
 
     def __init__(self, reason: RejectReason, detail: str) -> None:

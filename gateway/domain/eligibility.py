@@ -40,7 +40,7 @@ class Basis(StrEnum):
     STUDY = "study"
 
 
-class Outcome(StrEnum):
+class Eligibility(StrEnum):
     ELIGIBLE = "eligible"
     INCOMPLETE = "incomplete"
     INELIGIBLE = "ineligible"
@@ -271,7 +271,7 @@ class Applicant:
 
 @dataclass(frozen=True, slots=True)
 class Precheck:
-    outcome: Outcome
+    outcome: Eligibility
     reasons: tuple[Reason, ...]
     """Every reason the facts fail, in `Reason` order; empty unless ineligible."""
     missing: tuple[Material, ...]
@@ -420,9 +420,9 @@ def check_application(applicant: Applicant, today: date) -> Precheck:
     missing = tuple(material for material in Material if material in needed - brought)
     ordered = tuple(reason for reason in Reason if reason in reasons)
     if ordered:
-        outcome = Outcome.INELIGIBLE
+        outcome = Eligibility.INELIGIBLE
     elif missing:
-        outcome = Outcome.INCOMPLETE
+        outcome = Eligibility.INCOMPLETE
     else:
-        outcome = Outcome.ELIGIBLE
+        outcome = Eligibility.ELIGIBLE
     return Precheck(outcome, ordered, missing, basis, minor)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from gateway.domain.credentials import CredentialStatus
+from gateway.errors import RentgateError
 
 
 class CardAction(StrEnum):
@@ -21,7 +22,7 @@ class CardAction(StrEnum):
     CANCEL = "cancel"
 
 
-class ActionRefused(ValueError):
+class ActionRefused(RentgateError, ValueError):
     """The action does not apply to a card in this status."""
 
 

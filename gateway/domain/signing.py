@@ -18,11 +18,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gateway.errors import RentgateError
+
 SIGNATURE_BYTES = 64
 PUBLIC_KEY_BYTES = 32
 
 
-class SigningKeyError(ValueError):
+class SigningKeyError(RentgateError, ValueError):
     """A key file or key text is unreadable or not an Ed25519 key."""
 
 

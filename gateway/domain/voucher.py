@@ -42,6 +42,7 @@ from gateway.domain import base45, cose
 from gateway.domain.credentials import MAX_CREDENTIAL_LENGTH
 from gateway.domain.ids import IdNumber
 from gateway.domain.signing import SigningKey, VerifyKey
+from gateway.errors import RentgateError
 
 PREFIX = "RV1:"
 MAX_TEXT = MAX_CREDENTIAL_LENGTH
@@ -75,7 +76,7 @@ class VoucherRejection(StrEnum):
     NOT_YET_VALID = "not_yet_valid"
 
 
-class VoucherError(ValueError):
+class VoucherError(RentgateError, ValueError):
     """A text is not a valid voucher; `reason` says why, `detail` says where."""
 
     def __init__(self, reason: VoucherRejection, detail: str) -> None:

@@ -6,8 +6,10 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from gateway.errors import RentgateError
 
-class StoreError(Exception):
+
+class StoreError(RentgateError):
     """Something went wrong in the gateway's SQLite store."""
 
 

@@ -235,7 +235,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE outbox ADD COLUMN person TEXT GENERATED ALWAYS AS"
             " (CASE WHEN json_valid(payload) THEN json_extract(payload, '$.person') END) VIRTUAL",
             # Each index ends in seq, so every read of the event list is one range walked
-            # newest-first with LIMIT: no sort, no scan (gateway/store/events.py says why
+            # newest-first with LIMIT: no sort, no scan (gateway/store/event_history.py says why
             # type is in the door and person indexes, and why person-less rows at a door
             # have one of their own). Rows without a door or person (most system events,
             # unknown cards) are left out of the indexes that could not use them.

@@ -18,11 +18,12 @@ from typing import Any
 
 from gateway.domain.alerting import PersonFacts
 from gateway.domain.command_bodies import PersonStatus
+from gateway.errors import RentgateError
 from gateway.store.crypto import KeyRing
 from gateway.store.errors import translated
 
 
-class StaleStatusError(Exception):
+class StaleStatusError(RentgateError):
     """The platform sent a person status older than the one in force."""
 
 

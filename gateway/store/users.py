@@ -1,6 +1,6 @@
 """People who log in to the gateway: users, landlords' units, sessions, audit log, login attempts.
 
-SQL only; the rules (roles, hashing, limits) are in `gateway.auth`. A session
+SQL only; the rules (roles, hashing, limits) are in `gateway.api.auth`. A session
 is stored as the SHA-256 of its id, so a copy of the database opens no
 session. The audit log is append-only: triggers refuse UPDATE and DELETE.
 Times that are compared (session expiry, login attempts) are Unix seconds,

@@ -1,6 +1,6 @@
 """The downlink: platform commands in, one at a time, each answered on `cmd-reply`.
 
-Every command is verified (`gateway.domain.commands.verify`) before anything
+Every command is verified (`gateway.domain.signed_commands.verify`) before anything
 looks at its body; a command already seen gets its original outcome back, so
 a platform that re-sends until it hears a reply never has a command applied
 twice. Commands are handled strictly in arrival order by one task: a delta can
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.clock import Clock, iso_ms
-from gateway.domain.commands import Command, CommandRejected, Rejection, verify
+from gateway.domain.signed_commands import Command, CommandRejected, Rejection, verify
 from gateway.domain.signing import VerifyKey
-from gateway.store.commands import Outcome
+from gateway.store.command_log import CommandOutcome
 from gateway.sync.link import Incoming, Session
 from gateway.sync.wire import CONTRACT_VERSION, Topics
 
@@ -42,12 +42,12 @@ QUEUE_LIMIT = 64
 class Applied:
     """What a handler reports back: the outcome and anything the reply should carry."""
 
-    outcome: Outcome
+    outcome: CommandOutcome
     extra: Mapping[str, Any] | None = None
 
 
 class CommandHandler(Protocol):
-    async def previous_outcome(self, command_id: str) -> Outcome | None:
+    async def previous_outcome(self, command_id: str) -> CommandOutcome | None:
         """The outcome recorded for a command id seen before, if any."""
 
     async def handle(self, command: Command) -> Applied:
@@ -128,7 +128,9 @@ class Downlink:
             # Refused as already seen, with what became of it the first time.
             self.stats.duplicates += 1
             first = "applied" if previous.applied else f"refused ({previous.reason})"
-            again = Outcome(False, Rejection.ALREADY_SEEN.value, f"{first} when first received")
+            again = CommandOutcome(
+                False, Rejection.ALREADY_SEEN.value, f"{first} when first received"
+            )
             original = {"ok": previous.applied, "reason": previous.reason}
             self._reply(message, name, command.id, Applied(again, {"original": original}))
             return
@@ -211,7 +213,7 @@ def _publishable(topic: str) -> bool:
 def refusal(reason: Rejection, detail: str) -> Applied:
     """A refused command's reply; a delta on the wrong base also says what to send instead."""
     extra = {"need": "allowlist.snapshot"} if reason is Rejection.VERSION_MISMATCH else None
-    return Applied(Outcome(False, reason.value, detail), extra)
+    return Applied(CommandOutcome(False, reason.value, detail), extra)
 
 
 def _ignore_outcome(future: asyncio.Future[Any]) -> None:

@@ -29,13 +29,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway.errors import RentgateError
+
 log = logging.getLogger(__name__)
 
 MQTT_V5 = "5"
 MQTT_V311 = "3.1.1"
 
 
-class LinkLostError(Exception):
+class LinkLostError(RentgateError):
     """The session ended before the broker answered."""
 
 

@@ -55,7 +55,7 @@ def envelope(gateway_id: str, events: Sequence[StoredEvent]) -> bytes:
 
 class StateHealth(Protocol):
     """The essentials of the gateway's /metrics that its birth message carries
-    (`gateway.metrics.Essentials` is one): counts since the gateway process started."""
+    (`gateway.api.metrics.Essentials` is one): counts since the gateway process started."""
 
     @property
     def decisions(self) -> int: ...

@@ -1,0 +1,383 @@
+"""Prometheus `/metrics`, `/healthz` and `/readyz` for a running gateway.
+
+Nothing is counted twice: a scrape reads the counters the gateway already keeps
+(the status document of `gateway.runtime.status_snapshot`, the uplink's and the door
+controller's counters) on the event loop, where they change, so one scrape is
+consistent. The only disk work, the outbox head/cursor read and the free space
+of the data dir, runs in threads with a deadline: a scrape never blocks a door.
+
+The endpoints need no authentication: they give counts, never personal data,
+and are meant for the building's own network (the API is HTTPS as always).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.process_collector import ProcessCollector
+
+from gateway import __version__
+from gateway.api.terminal_api import TerminalApiStats
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.doors.access import DecisionReason
+from gateway.doors.latency import DecisionLatency
+from gateway.store.errors import StoreError
+from gateway.store.outbox import OutboxStats
+from gateway.sync.uplink import UplinkStats
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 2.0
+"""A scrape waits this long for the outbox and the disk, then reports without them."""
+WARN_EVERY_S = 60.0
+MIB = 1024 * 1024
+K = TypeVar("K", bound=str)
+
+
+class DoorCountersView(Protocol):
+    @property
+    def decisions(self) -> Counter[str]: ...
+    @property
+    def rejected(self) -> Counter[str]: ...
+    @property
+    def signals(self) -> Counter[str]: ...
+    @property
+    def alarms(self) -> Counter[str]: ...
+    @property
+    def latency(self) -> DecisionLatency: ...
+
+
+class DoorsView(Protocol):
+    @property
+    def counters(self) -> DoorCountersView: ...
+
+
+class UplinkView(Protocol):
+    @property
+    def stats(self) -> UplinkStats: ...
+
+
+class OutboxView(Protocol):
+    async def stats(self, delivered_at_least: int = 0) -> OutboxStats: ...
+
+
+class Monitored(Protocol):
+    """What the endpoints read from a running gateway; `gateway.runtime.gateway.Gateway` is one."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def ready(self) -> asyncio.Event: ...
+    @property
+    def doors(self) -> DoorsView: ...
+    @property
+    def uplink(self) -> UplinkView | None: ...
+    @property
+    def source(self) -> OutboxView: ...
+    @property
+    def api(self) -> FastAPI: ...
+    def status(self, *, running: bool) -> dict[str, Any]: ...
+
+
+class NotReady(StrEnum):
+    """Why `/readyz` says 503: the gateway cannot both decide doors and record events."""
+
+    STARTING = "starting"
+    STORE_FAILING = "store_failing"
+
+
+@dataclass(frozen=True)
+class StorageReading:
+    """One scrape's disk reads; None where the read failed or took too long."""
+
+    outbox: OutboxStats | None
+    disk_free_bytes: int | None
+    disk_total_bytes: int | None
+
+
+@dataclass(frozen=True)
+class Essentials:
+    """The few numbers of `/metrics` the MQTT birth message carries for the platform."""
+
+    decisions: int
+    decisions_denied: int
+    rejected_inputs: int
+    readers: int
+    readers_online: int
+    store_failing: bool
+    disk_free_mb: int | None
+
+
+class _Warnings:
+    """At most one log line a minute per kind of read failure, however often we are scraped."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def warn(self, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last.get(kind, -WARN_EVERY_S) >= WARN_EVERY_S:
+            self._last[kind] = now
+            log.warning(message, *args)
+
+
+async def read_storage(gateway: Monitored, warnings: _Warnings | None = None) -> StorageReading:
+    """The outbox's head, cursor and oldest unsent event, and the data dir's free space."""
+    warnings = warnings or _Warnings()
+    acked = gateway.uplink.stats.delivered_seq if gateway.uplink is not None else 0
+    outbox: OutboxStats | None = None
+    try:
+        outbox = await asyncio.wait_for(gateway.source.stats(acked), READ_TIMEOUT_S)
+    except (StoreError, TimeoutError) as exc:
+        warnings.warn("outbox", "metrics: outbox not read: %s", str(exc) or "timed out")
+    except RuntimeError as exc:  # its reader thread was shut down: the gateway is stopping
+        warnings.warn("outbox", "metrics: outbox not read: %s", exc)
+    free = total = None
+    data_dir = gateway.config.gateway.data_dir
+    try:
+        usage = await asyncio.wait_for(
+            asyncio.to_thread(shutil.disk_usage, data_dir), READ_TIMEOUT_S
+        )
+        free, total = usage.free, usage.total
+    except (OSError, TimeoutError) as exc:
+        warnings.warn(
+            "disk", "metrics: free space of %s not read: %s", data_dir, str(exc) or "timed out"
+        )
+    return StorageReading(outbox, free, total)
+
+
+async def essentials(gateway: Monitored) -> Essentials:
+    """Decisions, readers, store and disk in brief, for the birth/state message."""
+    status = gateway.status(running=True)
+    decisions = gateway.doors.counters.decisions
+    storage = await read_storage(gateway)
+    free = storage.disk_free_bytes
+    return Essentials(
+        decisions=sum(decisions.values()),
+        decisions_denied=sum(n for reason, n in decisions.items() if not _allowed(reason)),
+        rejected_inputs=sum(gateway.doors.counters.rejected.values()),
+        readers=len(status["readers"]),
+        readers_online=sum(1 for reader in status["readers"].values() if reader["online"]),
+        store_failing=bool(status["store"]["failing"]),
+        disk_free_mb=free // MIB if free is not None else None,
+    )
+
+
+Samples = dict[tuple[str, ...], float]
+
+FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    # name, type, help, labels: every family a scrape can show, once.
+    ("rentgate_info", "gauge", "The gateway and its software.", ("gateway", "version")),
+    ("rentgate_decisions", "counter", "Access decisions.", ("result", "reason")),
+    (
+        "rentgate_rejected_inputs",
+        "counter",
+        "Reader inputs that were not credentials.",
+        ("reason",),
+    ),
+    ("rentgate_door_signals", "counter", "Door contact and exit button signals.", ("signal",)),
+    ("rentgate_door_alarms", "counter", "Door alarms raised and cleared.", ("alarm", "state")),
+    ("rentgate_door_open", "gauge", "Door open (1) or shut.", ("door",)),
+    ("rentgate_door_alarm_active", "gauge", "Door alarms in force.", ("door", "alarm")),
+    ("rentgate_reader_online", "gauge", "Reader connected and working (1) or not.", ("reader",)),
+    ("rentgate_credentials", "gauge", "Credentials in the access index.", ()),
+    ("rentgate_outbox_readable", "gauge", "This scrape read the outbox (0: no outbox_*).", ()),
+    ("rentgate_outbox_depth", "gauge", "Recorded events not yet PUBACKed.", ()),
+    ("rentgate_outbox_oldest_unsent_age_seconds", "gauge", "Age of the oldest (0: none).", ()),
+    ("rentgate_outbox_head_seq", "gauge", "Seq of the newest recorded event.", ()),
+    ("rentgate_disk_free_bytes", "gauge", "Free space on the data dir's filesystem.", ()),
+    ("rentgate_disk_size_bytes", "gauge", "Size of the data dir's filesystem.", ()),
+    ("rentgate_store_failing", "gauge", "Store writes failing (1) or not.", ()),
+    ("rentgate_store_pending", "gauge", "Events and writes queued for commit.", ()),
+    ("rentgate_store_commits", "counter", "Store transactions committed.", ()),
+    ("rentgate_mqtt_connected", "gauge", "MQTT session up (1) or not.", ()),
+    ("rentgate_mqtt_reconnects", "counter", "MQTT sessions that ended.", ()),
+    ("rentgate_mqtt_publishes", "counter", "Event envelopes published.", ()),
+    ("rentgate_mqtt_pubacks", "counter", "Event envelopes PUBACKed.", ()),
+    ("rentgate_mqtt_events_acked", "counter", "Events PUBACKed.", ()),
+    ("rentgate_mqtt_pubacks_rejected", "counter", "PUBACKs with a failure code.", ()),
+    ("rentgate_mqtt_last_puback_timestamp_seconds", "gauge", "Last PUBACK (Unix time).", ()),
+    ("rentgate_commands", "counter", "Platform commands by what became of them.", ("outcome",)),
+    ("rentgate_commands_rejected", "counter", "Platform commands refused.", ("reason",)),
+    ("rentgate_alerts_raised", "counter", "Residence alerts raised.", ()),
+    ("rentgate_alerts_cleared", "counter", "Residence alerts cleared.", ()),
+    ("rentgate_gateway_alarm_active", "gauge", "Gateway alarms in force.", ("alarm",)),
+    ("rentgate_api_unauthorized", "counter", "Terminal requests refused.", ("reason",)),
+    ("rentgate_api_batches_refused", "counter", "Terminal batches refused.", ("reason",)),
+    ("rentgate_api_records", "counter", "Terminal records by outcome.", ("outcome",)),
+    ("rentgate_api_records_rejected", "counter", "Terminal records rejected.", ("reason",)),
+    ("rentgate_api_refused", "counter", "Web and REST requests refused.", ("reason",)),
+)
+
+
+class GatewayCollector:
+    """A prometheus_client collector over a gateway, built per scrape with its disk reads.
+
+    `collect` reads the gateway's live counters: run it on the gateway's event loop.
+    """
+
+    def __init__(self, gateway: Monitored, storage: StorageReading) -> None:
+        self._gateway = gateway
+        self._storage = storage
+
+    def collect(self) -> Iterator[Metric]:
+        values = _samples(self._gateway, self._storage)
+        for name, kind, documentation, labels in FAMILIES:
+            samples = values.get(name)
+            if samples is None:
+                continue
+            family_type = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            family = family_type(name, documentation, labels=labels)
+            for label_values, value in sorted(samples.items()):
+                family.add_metric(label_values, value)
+            yield family
+        latency = self._gateway.doors.counters.latency
+        yield HistogramMetricFamily(
+            "rentgate_decision_latency_seconds",
+            "Credential read by the gateway to decision done (lock commanded, event queued).",
+            buckets=latency.cumulative(),
+            sum_value=latency.sum_s,
+        )
+
+
+def _samples(gateway: Monitored, storage: StorageReading) -> dict[str, Samples]:
+    """Every family's samples by name; a family left out has nothing to show this time."""
+    status = gateway.status(running=gateway.ready.is_set())
+    counters = gateway.doors.counters
+    link, store, commands = status["link"], status["store"], status["commands"]
+    uplink = gateway.uplink.stats if gateway.uplink is not None else UplinkStats()
+    values: dict[str, Samples] = {
+        "rentgate_info": {(status["gateway"], __version__): 1},
+        "rentgate_decisions": {
+            ("allow" if _allowed(reason) else "deny", reason): n
+            for reason, n in counters.decisions.items()
+        },
+        "rentgate_rejected_inputs": _by(counters.rejected),
+        "rentgate_door_signals": _by(counters.signals),
+        "rentgate_door_alarms": {
+            tuple(key.partition(":")[::2]): n for key, n in counters.alarms.items()
+        },
+        "rentgate_door_open": {(door,): int(s["open"]) for door, s in status["doors"].items()},
+        "rentgate_door_alarm_active": {
+            (door, alarm): 1 for door, s in status["doors"].items() for alarm in s["alarms"]
+        },
+        "rentgate_reader_online": {
+            (reader,): int(s["online"]) for reader, s in status["readers"].items()
+        },
+        "rentgate_credentials": {(): status["credentials"]},
+        "rentgate_outbox_readable": {(): int(storage.outbox is not None)},
+        "rentgate_store_failing": {(): int(store["failing"])},
+        "rentgate_store_pending": {(): store["pending"]},
+        "rentgate_store_commits": {(): store["commits"]},
+        "rentgate_mqtt_connected": {(): int(link["connected"])},
+        "rentgate_mqtt_reconnects": {(): link["reconnects"]},
+        "rentgate_mqtt_publishes": {(): uplink.envelopes_published},
+        "rentgate_mqtt_pubacks": {(): uplink.envelopes_acked},
+        "rentgate_mqtt_events_acked": {(): uplink.events_acked},
+        "rentgate_mqtt_pubacks_rejected": {(): uplink.rejected_pubacks},
+        "rentgate_commands": {
+            (outcome,): commands[outcome]
+            for outcome in ("received", "applied", "duplicates", "dropped")
+        },
+        "rentgate_commands_rejected": _by(commands["rejected"]),
+        "rentgate_alerts_raised": {(): status["alerts"]["raised"]},
+        "rentgate_alerts_cleared": {(): status["alerts"]["cleared"]},
+        "rentgate_gateway_alarm_active": {(alarm,): 1 for alarm in status.get("alarms", {})},
+    }
+    if uplink.last_puback is not None:
+        values["rentgate_mqtt_last_puback_timestamp_seconds"] = {(): uplink.last_puback.timestamp()}
+    if (outbox := storage.outbox) is not None:
+        oldest = outbox.oldest_unsent_ts
+        age = (gateway.clock.now() - oldest).total_seconds() if oldest is not None else 0.0
+        values["rentgate_outbox_depth"] = {(): outbox.depth}
+        values["rentgate_outbox_oldest_unsent_age_seconds"] = {(): max(0.0, age)}
+        values["rentgate_outbox_head_seq"] = {(): outbox.head_seq}
+    if storage.disk_free_bytes is not None and storage.disk_total_bytes is not None:
+        values["rentgate_disk_free_bytes"] = {(): storage.disk_free_bytes}
+        values["rentgate_disk_size_bytes"] = {(): storage.disk_total_bytes}
+    terminals = getattr(gateway.api.state, "terminal_stats", None)
+    if isinstance(terminals, TerminalApiStats):
+        values["rentgate_api_unauthorized"] = _by(terminals.unauthorized)
+        values["rentgate_api_batches_refused"] = _by(terminals.batches_refused)
+        values["rentgate_api_records"] = _by(terminals.records)
+        values["rentgate_api_records_rejected"] = _by(terminals.records_rejected)
+    refused = getattr(gateway.api.state, "refused", None)
+    if isinstance(refused, Counter):
+        values["rentgate_api_refused"] = _by(refused)
+    return values
+
+
+def render(gateway: Monitored, storage: StorageReading) -> bytes:
+    """The Prometheus text exposition of the gateway and its process (memory, CPU, fds)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(gateway, storage))
+    ProcessCollector(registry=registry)
+    return generate_latest(registry)
+
+
+def metrics_router(gateway: Monitored) -> APIRouter:
+    """`/metrics`, `/healthz` and `/readyz`, kept out of the API's OpenAPI document."""
+    router = APIRouter(include_in_schema=False)
+    warnings = _Warnings()
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        storage = await read_storage(gateway, warnings)
+        return Response(render(gateway, storage), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """Alive: the event loop that runs the doors is answering."""
+        return JSONResponse({"status": "ok"})
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Ready: doors can be decided and events recorded. MQTT down is not unready
+        (events wait in the outbox), but it is shown."""
+        running = gateway.ready.is_set()
+        status = gateway.status(running=running)
+        store, link = status["store"], status["link"]
+        problems: list[NotReady] = []
+        if not running:
+            problems.append(NotReady.STARTING)
+        if store["failing"]:
+            problems.append(NotReady.STORE_FAILING)
+        body = {
+            "ready": not problems,
+            "problems": [problem.value for problem in problems],
+            "store": {"failing": store["failing"], "last_error": store["last_error"]},
+            "credentials": status["credentials"],
+            "mqtt": {"connected": link["connected"], "last_error": link["last_error"]},
+        }
+        return JSONResponse(body, status_code=503 if problems else 200)
+
+    return router
+
+
+def _allowed(reason: str) -> bool:
+    return reason == DecisionReason.GRANTED.value
+
+
+def _by(counts: Mapping[K, int]) -> Samples:
+    """One sample per key of a Counter (its one label's values are enum values)."""
+    return {(str(key),): count for key, count in counts.items()}

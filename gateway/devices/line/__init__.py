@@ -1,0 +1,1 @@
+"""Line readers: newline-delimited credential reads on a FIFO, pty or serial port."""

@@ -1,0 +1,1 @@
+"""ID-card SAM readers: the resident ID card and residence-permit IC card, over serial."""

@@ -1,0 +1,1 @@
+"""Keeping the gateway alive and looked after: liveness, watchdog, status, housekeeping, logs."""

@@ -1,0 +1,1 @@
+"""The residence rules at work: alerts, terminal records, platform commands, runtime settings."""

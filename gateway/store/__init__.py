@@ -1,0 +1,1 @@
+"""Every SQL statement: schema and migrations, the outbox, field encryption of personal data."""
