@@ -48,7 +48,7 @@ from support import InProcessGateway
 from gateway.config import load_config
 from gateway.devices.protocols import CardRead
 from gateway.domain.credentials import CredentialStatus
-from gateway.runtime.gateway import open_store
+from gateway.runtime.parts import open_store
 from gateway.store import registry
 from gateway.store.db import connect, transaction
 from gateway.sync.local_broker import LocalBroker
@@ -203,8 +203,8 @@ def one_run(
     running = InProcessGateway(config)
     index_s = time.perf_counter() - built
     gateway = running.gateway
-    lock = gateway.locks["front"]
-    (reader,) = gateway.readers.values()
+    lock = gateway.parts.devices.locks["front"]
+    (reader,) = gateway.parts.devices.readers.values()
     doors = gateway.doors
     taps = [Tap() for _ in plan]
     position = [0]
@@ -234,7 +234,9 @@ def one_run(
     try:
         device.open_for_writing()
         deadline = time.monotonic() + 10
-        while not gateway.reader_health[reader.name].online and time.monotonic() < deadline:
+        while (
+            not gateway.doors.reader_health.get(reader.name).online and time.monotonic() < deadline
+        ):
             time.sleep(0.01)
         time.sleep(0.3)  # let the reader open the device (pty raw mode) before the first tap
         interval = 1.0 / args.rate

@@ -39,7 +39,7 @@ from benchlib import ROOT, EventCounter, PeakRss, fmt_rate, median, verdict
 
 from gateway.clock import SystemClock
 from gateway.config import load_config
-from gateway.runtime.gateway import open_store
+from gateway.runtime.parts import open_store
 from gateway.store import outbox
 from gateway.store.db import connect
 from gateway.store.writer import Writer

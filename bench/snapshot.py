@@ -138,7 +138,7 @@ def part_two(people: int, rate: float, workdir: Path, broker: LocalBroker) -> No
         assert send_pages(platform, signed_pages(platform, 1, 2000, "A"))["ok"]
         wait_until(lambda: len(gateway.doors.index) == 2000, 60, "first index")
         fifo = os.open(workdir / "front.reader", os.O_WRONLY)
-        lock = gateway.locks["front"]
+        lock = gateway.parts.devices.locks["front"]
 
         def tap_for(seconds: float) -> list[float]:
             start_reads, start_locks = len(reads), len(lock.commands)

@@ -23,7 +23,8 @@ from gateway.config import Config, load_config
 from gateway.domain.credentials import CredentialKind, parse_credential
 from gateway.domain.ids import IdNumber, check_character
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
-from gateway.runtime.gateway import Gateway, open_store
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.parts import open_store
 from gateway.store import outbox, registry
 from gateway.store.db import connect, transaction
 from gateway.store.outbox import OutboxStats

@@ -95,7 +95,7 @@ def test_unregistered_newcomer_is_alerted_on_day_4_and_cleared_when_registered(
 
     scene.clock.advance(2 * DAY)  # day 3: still on time
     wait_until(
-        lambda: scene.running.gateway.alerts._last_sweep == scene.clock.now().date(),
+        lambda: scene.running.gateway.parts.alerts._last_sweep == scene.clock.now().date(),
         15,
         "day 3 sweep",
     )

@@ -53,7 +53,7 @@ def test_a_jump_is_announced_and_seq_stays_in_order(tmp_path: Path, broker: Loca
             write_taps(tmp_path / "front.reader", ["0C000001"])
             wait_until(lambda: running.gateway.doors.counters.decisions.total() == 1, 10, "tap")
             clock.step(-3600)  # NTP arrives and sets the clock an hour back
-            wait_until(lambda: running.gateway.clock_watch.jumps >= 1, 10, "jump noticed")
+            wait_until(lambda: running.gateway.parts.clock_watch.jumps >= 1, 10, "jump noticed")
             write_taps(tmp_path / "front.reader", ["0C000002"])
             wait_until(
                 lambda: (

@@ -41,7 +41,7 @@ from gateway.domain.signing import SigningKey
 from gateway.domain.voucher import Voucher
 from gateway.domain.voucher import issue as issue_voucher
 from gateway.residence.intake import issue_token_offline
-from gateway.runtime.gateway import open_store
+from gateway.runtime.parts import open_store
 from gateway.store import registry
 from gateway.store.db import connect, transaction
 from gateway.sync.local_broker import LocalBroker
@@ -327,7 +327,7 @@ def _platform_traffic(
         wait_until(lambda: decided.total() > before + 2, 10, "the vouchers decided")
         assert platform.send_raw("door.unlock", sent[1])["ok"]
         assert platform.send_raw("door.unlock", sent[1])["reason"] == "already_seen"
-        wait_until(lambda: running.gateway.alerts.raised >= 3, 10, "registration.due raised")
+        wait_until(lambda: running.gateway.parts.alerts.raised >= 3, 10, "registration.due raised")
         assert platform.send_raw("person.status", sent[2])["ok"]
         assert platform.send_raw("resync", sent[3])["reason"] == "unknown_key"
     finally:

@@ -239,10 +239,12 @@ def test_every_rejection_has_its_reason_and_changes_nothing(rig: Rig) -> None:
     assert [(r["ok"], r["reason"]) for _, r in replies] == [(False, e) for e, _ in replies]
     assert all(r["detail"] for _, r in replies)
     assert rig.allowlist_version() == 10
-    assert rig.gateway.locks["front"].commands == SimLock("front").commands  # never unlocked
+    assert (
+        rig.gateway.parts.devices.locks["front"].commands == SimLock("front").commands
+    )  # never unlocked
     assert [d["result"] for d in rig.tap("C000000", "C000100")] == ["allow", "deny"]
-    assert rig.gateway.downlink.stats.rejected is not None
-    assert sum(rig.gateway.downlink.stats.rejected.values()) == len(cases)
+    assert rig.gateway.parts.downlink.stats.rejected is not None
+    assert sum(rig.gateway.parts.downlink.stats.rejected.values()) == len(cases)
 
 
 def test_a_command_is_applied_once_and_a_resend_says_so(rig: Rig) -> None:
@@ -258,7 +260,7 @@ def test_a_command_is_applied_once_and_a_resend_says_so(rig: Rig) -> None:
         "already_seen",
         {"ok": True, "reason": None},
     )
-    assert [c.seconds for c in rig.gateway.locks["front"].commands] == [3.0]
+    assert [c.seconds for c in rig.gateway.parts.devices.locks["front"].commands] == [3.0]
     wait_until(
         lambda: any(e["type"] == "door.unlocked" for e in rig.subscriber.events()), 10, "event"
     )
@@ -303,7 +305,7 @@ def test_config_set_changes_unlock_time_atomically_and_persists(rig: Rig) -> Non
     reply = rig.platform.send("config.set", {"settings": {"doors.front.unlock_seconds": 9}})
     assert reply["ok"] is True
     assert rig.tap("C000000")[0]["result"] == "allow"
-    assert rig.gateway.locks["front"].commands[-1].seconds == 9.0
+    assert rig.gateway.parts.devices.locks["front"].commands[-1].seconds == 9.0
     saved = json.loads((rig.gateway.config.gateway.data_dir / "settings.json").read_text())
     assert saved == {"doors.front.unlock_seconds": 9}
     refused = rig.platform.send(

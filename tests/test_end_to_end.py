@@ -38,7 +38,7 @@ def test_fifo_taps_reach_the_platform_in_order(broker: LocalBroker, tmp_path: Pa
                 20,
                 "all decisions at the subscriber",
             )
-            lock_commands = len(running.gateway.locks["front"].commands)
+            lock_commands = len(running.gateway.parts.devices.locks["front"].commands)
         events = platform.events()
     finally:
         platform.close()

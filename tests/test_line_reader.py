@@ -11,6 +11,7 @@ from support import InProcessGateway, Subscriber, enrol_cards, load, wait_until,
 
 from gateway.devices.line.reader import LineReader
 from gateway.domain.credentials import CredentialKind
+from gateway.ops.status import ReaderStatus
 from gateway.sync.local_broker import LocalBroker
 
 GOOD = "04A1B2C3D4"
@@ -27,7 +28,9 @@ def test_pty_reader_rejects_bad_input_counts_it_and_keeps_going(
     try:
         with InProcessGateway(config) as running:
             gateway = running.gateway
-            wait_until(lambda: all(h.online for h in gateway.reader_health.values()), 5, "online")
+            wait_until(
+                lambda: all(h.online for h in gateway.doors.reader_health.values()), 5, "online"
+            )
             garbage = [
                 b"\x00\x01\x02\xff\n",  # binary
                 b"Z" * 5000 + b"\n",  # over-long, arriving in pieces
@@ -48,7 +51,7 @@ def test_pty_reader_rejects_bad_input_counts_it_and_keeps_going(
             wait_until(
                 lambda: any(e["type"] == "access.decision" for e in platform.events()), 10, "event"
             )
-            assert len(gateway.locks["front"].commands) == 1
+            assert len(gateway.parts.devices.locks["front"].commands) == 1
     finally:
         os.close(master)
         os.close(slave)
@@ -68,12 +71,15 @@ def test_reader_offline_until_its_device_appears_then_online(
     try:
         with InProcessGateway(config) as running:
             gateway = running.gateway
-            health = next(iter(gateway.reader_health.values()))
-            wait_until(lambda: health.error is not None, 5, "reader reported offline")
-            assert not health.online
-            assert "cannot open" in (health.error or "")
+
+            def health() -> ReaderStatus:
+                return next(iter(gateway.status().readers.values()))
+
+            wait_until(lambda: health().error is not None, 5, "reader reported offline")
+            assert not health().online
+            assert "cannot open" in (health().error or "")
             os.mkfifo(fifo, 0o600)
-            wait_until(lambda: health.online, 10, "reader online once the FIFO exists")
+            wait_until(lambda: health().online, 10, "reader online once the FIFO exists")
             writer = os.open(fifo, os.O_WRONLY)
             os.write(writer, GOOD.encode() + b"\n")
             os.close(writer)
@@ -92,9 +98,12 @@ def test_a_regular_file_is_not_a_reader(broker: LocalBroker, tmp_path: Path) -> 
     plain.write_text(GOOD + "\n")
     config = load(write_config(tmp_path, broker.url, gateway_id="GW-FILE", reader_path=plain))
     with InProcessGateway(config) as running:
-        health = next(iter(running.gateway.reader_health.values()))
-        wait_until(lambda: health.error is not None, 5, "refusal")
-    assert "not a FIFO, pty or serial port" in (health.error or "")
+
+        def error() -> str | None:
+            return next(iter(running.gateway.status().readers.values())).error
+
+        wait_until(lambda: error() is not None, 5, "refusal")
+        assert "not a FIFO, pty or serial port" in (error() or "")
 
 
 class CountingSink:

@@ -262,8 +262,8 @@ def test_readyz_says_starting_until_the_gateway_runs(tmp_path: Path, broker: Loc
     try:
         ready, health = asyncio.run(ask())
     finally:
-        gateway.source.close()
-        gateway.terminals.close()
+        gateway.parts.source.close()
+        gateway.parts.terminals.close()
     assert ready.status_code == 503
     assert ready.json()["problems"] == ["starting"]
     assert health.status_code == 200

@@ -110,9 +110,9 @@ def test_card_opens_the_relay_then_held_open_then_closed(door: Door) -> None:
     door.reader.set_contact(open_=False)
     door.alarm("held_open", "cleared")
     assert not any(e["alarm"] == "forced_open" for e in door.events("door.alarm"))
-    status = door.running.gateway.status(running=True)
-    assert status["readers"]["front-osdp"]["online"] is True
-    assert status["doors"]["front"]["alarms"] == []
+    status = door.running.gateway.status()
+    assert status.readers["front-osdp"].online is True
+    assert status.doors["front"].alarms == ()
 
 
 def test_door_opened_without_a_grant_is_forced_open(door: Door) -> None:
@@ -135,6 +135,6 @@ def test_a_silent_reader_raises_an_offline_alarm_and_clears_it_when_back(door: D
     assert offline["detail"]
     door.sim.start()
     door.alarm("reader_offline", "cleared")
-    status = door.running.gateway.status(running=True)
-    assert os.getpid() == status["pid"]
-    assert status["doors"]["front"]["alarms"] == []
+    status = door.running.gateway.status()
+    assert os.getpid() == status.pid
+    assert status.doors["front"].alarms == ()

@@ -75,17 +75,17 @@ def test_a_damaged_store_is_kept_aside_rebuilt_and_announced(
     try:
         with InProcessGateway(config) as running:
             gateway = running.gateway
-            assert gateway.recovery is not None
-            assert gateway.recovery.damaged.exists()
-            assert gateway.recovery.copied["outbox"] > 1000  # most of it was readable
-            assert gateway.recovery.copied["credentials"] == 1
+            assert gateway.parts.recovery is not None
+            assert gateway.parts.recovery.damaged.exists()
+            assert gateway.parts.recovery.copied["outbox"] > 1000  # most of it was readable
+            assert gateway.parts.recovery.copied["credentials"] == 1
             write_taps(tmp_path / "front.reader", ["0A000001"])
             wait_until(
                 lambda: any(e["type"] == "access.decision" for e in subscriber.events()),
                 20,
                 "a decision after recovery",
             )
-            assert "store_recovered" in gateway.status(running=True)["alarms"]
+            assert "store_recovered" in gateway.status().alarms
         events = subscriber.events()
         alarm = next(e for e in events if e["type"] == "gateway.alarm")
         assert (alarm["alarm"], alarm["state"]) == ("store_recovered", "raised")
@@ -108,7 +108,7 @@ def test_backup_while_running_and_restore_when_stopped(
     with InProcessGateway(config) as running:
         write_taps(tmp_path / "front.reader", ["0A000002", "0BADCAFE"])
         wait_until(lambda: running.gateway.writer.health.events_recorded >= 3, 10, "recorded")
-        running.gateway._dump_status(running=True)
+        running.gateway.write_status(running=True)
         assert main(["backup", "--config", str(path), "--out", str(backup)]) == 0
         assert "checked" in capsys.readouterr().out
         assert main(["restore", "--config", str(path), str(backup)]) == 1

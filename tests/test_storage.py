@@ -99,11 +99,13 @@ def test_undelivered_records_over_budget_raise_an_alarm_and_are_all_delivered(
         for burst in range(4):
             write_taps(tmp_path / "front.reader", [f"0B{burst:02X}{n:04X}" for n in range(40)])
         write_taps(tmp_path / "front.reader", ["0A000001"])
-        wait_until(lambda: "storage_budget" in gateway.housekeeper.alarms, 20, "budget alarm")
+        wait_until(lambda: "storage_budget" in gateway.parts.housekeeper.alarms, 20, "budget alarm")
         assert gateway.doors.counters.decisions["granted"] == 1  # doors kept deciding
         broker.start()
         try:
-            wait_until(lambda: "storage_budget" not in gateway.housekeeper.alarms, 30, "cleared")
+            wait_until(
+                lambda: "storage_budget" not in gateway.parts.housekeeper.alarms, 30, "cleared"
+            )
             head = stats_of(cfg.gateway.database).head_seq
             wait_until(lambda: subscriber.unique_seqs() >= set(range(1, head + 1)), 30, "all")
         finally:
@@ -160,9 +162,13 @@ def test_a_really_full_disk_loses_no_record_and_doors_keep_deciding(
         taps = [f"0C{n:06X}" for n in range(50)] + ["0A000001"]
         write_taps(tmp_path / "front.reader", taps)
         wait_until(lambda: gateway.writer.health.failing_since is not None, 20, "writes fail")
-        wait_until(lambda: "storage_failing" in gateway.housekeeper.alarms, 20, "failing alarm")
+        wait_until(
+            lambda: "storage_failing" in gateway.parts.housekeeper.alarms, 20, "failing alarm"
+        )
         wait_until(lambda: gateway.doors.counters.decisions["granted"] == 2, 20, "door decided")
-        assert gateway.locks["front"].commands[-1].seconds > 0  # and opened, disk full or not
+        assert (
+            gateway.parts.devices.locks["front"].commands[-1].seconds > 0
+        )  # and opened, disk full or not
         filler.unlink()  # the installer frees space
         own_broker.start()
         try:
@@ -175,8 +181,7 @@ def test_a_really_full_disk_loses_no_record_and_doors_keep_deciding(
                 missing = sorted(set(range(1, head + 1)) - subscriber.unique_seqs())
                 stats = stats_of(cfg.gateway.database)
                 raise AssertionError(
-                    f"missing {missing[:20]} of {head}; {stats}; "
-                    f"{gateway.status(running=True)['link']}"
+                    f"missing {missing[:20]} of {head}; {stats}; {gateway.status().link}"
                 ) from None
         finally:
             subscriber.close()

@@ -1,9 +1,8 @@
 """Prometheus `/metrics`, `/healthz` and `/readyz` for a running gateway.
 
-Nothing is counted twice: a scrape reads the counters the gateway already keeps
-(the status document of `gateway.runtime.status_snapshot`, the uplink's and the door
-controller's counters) on the event loop, where they change, so one scrape is
-consistent. The only disk work, the outbox head/cursor read and the free space
+Nothing is counted twice: a scrape reads one `GatewayStatus` snapshot of the
+counters the gateway already keeps, taken on the event loop where they change,
+so one scrape is consistent. The only disk work, the outbox head/cursor read and the free space
 of the data dir, runs in threads with a deadline: a scrape never blocks a door.
 
 The endpoints need no authentication: they give counts, never personal data,
@@ -20,9 +19,10 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from pathlib import Path
+from typing import Protocol, TypeVar
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -32,16 +32,14 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.process_collector import ProcessCollector
+from starlette.datastructures import State
 
 from gateway import __version__
 from gateway.api.terminal_api import TerminalApiStats
-from gateway.clock import Clock
-from gateway.config import Config
 from gateway.doors.access import DecisionReason
-from gateway.doors.latency import DecisionLatency
+from gateway.ops.status import GatewayStatus
 from gateway.store.errors import StoreError
 from gateway.store.outbox import OutboxStats
-from gateway.sync.uplink import UplinkStats
 
 log = logging.getLogger(__name__)
 
@@ -52,51 +50,16 @@ MIB = 1024 * 1024
 K = TypeVar("K", bound=str)
 
 
-class DoorCountersView(Protocol):
-    @property
-    def decisions(self) -> Counter[str]: ...
-    @property
-    def rejected(self) -> Counter[str]: ...
-    @property
-    def signals(self) -> Counter[str]: ...
-    @property
-    def alarms(self) -> Counter[str]: ...
-    @property
-    def latency(self) -> DecisionLatency: ...
-
-
-class DoorsView(Protocol):
-    @property
-    def counters(self) -> DoorCountersView: ...
-
-
-class UplinkView(Protocol):
-    @property
-    def stats(self) -> UplinkStats: ...
-
-
-class OutboxView(Protocol):
-    async def stats(self, delivered_at_least: int = 0) -> OutboxStats: ...
-
-
 class Monitored(Protocol):
-    """What the endpoints read from a running gateway; `gateway.runtime.gateway.Gateway` is one."""
+    """What the endpoints read from a running gateway: its status, its outbox, its disk."""
 
     @property
-    def config(self) -> Config: ...
-    @property
-    def clock(self) -> Clock: ...
-    @property
-    def ready(self) -> asyncio.Event: ...
-    @property
-    def doors(self) -> DoorsView: ...
-    @property
-    def uplink(self) -> UplinkView | None: ...
-    @property
-    def source(self) -> OutboxView: ...
-    @property
-    def api(self) -> FastAPI: ...
-    def status(self, *, running: bool) -> dict[str, Any]: ...
+    def data_dir(self) -> Path: ...
+
+    def status(self) -> GatewayStatus:
+        """Now; `running` is false until the gateway is ready (and once it stops)."""
+
+    async def outbox_stats(self, delivered_at_least: int = 0) -> OutboxStats: ...
 
 
 class NotReady(StrEnum):
@@ -144,16 +107,16 @@ class _Warnings:
 async def read_storage(gateway: Monitored, warnings: _Warnings | None = None) -> StorageReading:
     """The outbox's head, cursor and oldest unsent event, and the data dir's free space."""
     warnings = warnings or _Warnings()
-    acked = gateway.uplink.stats.delivered_seq if gateway.uplink is not None else 0
+    acked = gateway.status().link.delivered_seq
     outbox: OutboxStats | None = None
     try:
-        outbox = await asyncio.wait_for(gateway.source.stats(acked), READ_TIMEOUT_S)
+        outbox = await asyncio.wait_for(gateway.outbox_stats(acked), READ_TIMEOUT_S)
     except (StoreError, TimeoutError) as exc:
         warnings.warn("outbox", "metrics: outbox not read: %s", str(exc) or "timed out")
     except RuntimeError as exc:  # its reader thread was shut down: the gateway is stopping
         warnings.warn("outbox", "metrics: outbox not read: %s", exc)
     free = total = None
-    data_dir = gateway.config.gateway.data_dir
+    data_dir = gateway.data_dir
     try:
         usage = await asyncio.wait_for(
             asyncio.to_thread(shutil.disk_usage, data_dir), READ_TIMEOUT_S
@@ -168,17 +131,16 @@ async def read_storage(gateway: Monitored, warnings: _Warnings | None = None) ->
 
 async def essentials(gateway: Monitored) -> Essentials:
     """Decisions, readers, store and disk in brief, for the birth/state message."""
-    status = gateway.status(running=True)
-    decisions = gateway.doors.counters.decisions
+    status = gateway.status()
     storage = await read_storage(gateway)
     free = storage.disk_free_bytes
     return Essentials(
-        decisions=sum(decisions.values()),
-        decisions_denied=sum(n for reason, n in decisions.items() if not _allowed(reason)),
-        rejected_inputs=sum(gateway.doors.counters.rejected.values()),
-        readers=len(status["readers"]),
-        readers_online=sum(1 for reader in status["readers"].values() if reader["online"]),
-        store_failing=bool(status["store"]["failing"]),
+        decisions=sum(status.decisions.values()),
+        decisions_denied=sum(n for reason, n in status.decisions.items() if not _allowed(reason)),
+        rejected_inputs=sum(status.rejected_inputs.values()),
+        readers=len(status.readers),
+        readers_online=status.readers_online,
+        store_failing=status.store.failing,
         disk_free_mb=free // MIB if free is not None else None,
     )
 
@@ -231,17 +193,19 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 
 
 class GatewayCollector:
-    """A prometheus_client collector over a gateway, built per scrape with its disk reads.
+    """A prometheus_client collector over one status snapshot and one scrape's disk reads."""
 
-    `collect` reads the gateway's live counters: run it on the gateway's event loop.
-    """
-
-    def __init__(self, gateway: Monitored, storage: StorageReading) -> None:
-        self._gateway = gateway
+    def __init__(
+        self, status: GatewayStatus, storage: StorageReading, api_state: State | None = None
+    ) -> None:
+        self._status = status
         self._storage = storage
+        self._api_state = api_state
 
     def collect(self) -> Iterator[Metric]:
-        values = _samples(self._gateway, self._storage)
+        values = _samples(self._status, self._storage)
+        if self._api_state is not None:
+            values.update(_api_samples(self._api_state))
         for name, kind, documentation, labels in FAMILIES:
             samples = values.get(name)
             if samples is None:
@@ -251,86 +215,91 @@ class GatewayCollector:
             for label_values, value in sorted(samples.items()):
                 family.add_metric(label_values, value)
             yield family
-        latency = self._gateway.doors.counters.latency
+        latency = self._status.latency
         yield HistogramMetricFamily(
             "rentgate_decision_latency_seconds",
             "Credential read by the gateway to decision done (lock commanded, event queued).",
-            buckets=latency.cumulative(),
+            buckets=list(latency.buckets),
             sum_value=latency.sum_s,
         )
 
 
-def _samples(gateway: Monitored, storage: StorageReading) -> dict[str, Samples]:
+def _samples(status: GatewayStatus, storage: StorageReading) -> dict[str, Samples]:
     """Every family's samples by name; a family left out has nothing to show this time."""
-    status = gateway.status(running=gateway.ready.is_set())
-    counters = gateway.doors.counters
-    link, store, commands = status["link"], status["store"], status["commands"]
-    uplink = gateway.uplink.stats if gateway.uplink is not None else UplinkStats()
+    link, store, commands = status.link, status.store, status.commands
     values: dict[str, Samples] = {
-        "rentgate_info": {(status["gateway"], __version__): 1},
+        "rentgate_info": {(status.gateway, __version__): 1},
         "rentgate_decisions": {
             ("allow" if _allowed(reason) else "deny", reason): n
-            for reason, n in counters.decisions.items()
+            for reason, n in status.decisions.items()
         },
-        "rentgate_rejected_inputs": _by(counters.rejected),
-        "rentgate_door_signals": _by(counters.signals),
+        "rentgate_rejected_inputs": _by(status.rejected_inputs),
+        "rentgate_door_signals": _by(status.door_signals),
         "rentgate_door_alarms": {
-            tuple(key.partition(":")[::2]): n for key, n in counters.alarms.items()
+            tuple(key.partition(":")[::2]): n for key, n in status.door_alarms.items()
         },
-        "rentgate_door_open": {(door,): int(s["open"]) for door, s in status["doors"].items()},
+        "rentgate_door_open": {(door,): int(s.open) for door, s in status.doors.items()},
         "rentgate_door_alarm_active": {
-            (door, alarm): 1 for door, s in status["doors"].items() for alarm in s["alarms"]
+            (door, alarm): 1 for door, s in status.doors.items() for alarm in s.alarms
         },
         "rentgate_reader_online": {
-            (reader,): int(s["online"]) for reader, s in status["readers"].items()
+            (reader,): int(s.online) for reader, s in status.readers.items()
         },
-        "rentgate_credentials": {(): status["credentials"]},
+        "rentgate_credentials": {(): status.credentials},
         "rentgate_outbox_readable": {(): int(storage.outbox is not None)},
-        "rentgate_store_failing": {(): int(store["failing"])},
-        "rentgate_store_pending": {(): store["pending"]},
-        "rentgate_store_commits": {(): store["commits"]},
-        "rentgate_mqtt_connected": {(): int(link["connected"])},
-        "rentgate_mqtt_reconnects": {(): link["reconnects"]},
-        "rentgate_mqtt_publishes": {(): uplink.envelopes_published},
-        "rentgate_mqtt_pubacks": {(): uplink.envelopes_acked},
-        "rentgate_mqtt_events_acked": {(): uplink.events_acked},
-        "rentgate_mqtt_pubacks_rejected": {(): uplink.rejected_pubacks},
+        "rentgate_store_failing": {(): int(store.failing)},
+        "rentgate_store_pending": {(): store.pending},
+        "rentgate_store_commits": {(): store.commits},
+        "rentgate_mqtt_connected": {(): int(link.connected)},
+        "rentgate_mqtt_reconnects": {(): link.reconnects},
+        "rentgate_mqtt_publishes": {(): link.envelopes_published},
+        "rentgate_mqtt_pubacks": {(): link.envelopes_acked},
+        "rentgate_mqtt_events_acked": {(): link.events_acked},
+        "rentgate_mqtt_pubacks_rejected": {(): link.rejected_pubacks},
         "rentgate_commands": {
-            (outcome,): commands[outcome]
-            for outcome in ("received", "applied", "duplicates", "dropped")
+            ("received",): commands.received,
+            ("applied",): commands.applied,
+            ("duplicates",): commands.duplicates,
+            ("dropped",): commands.dropped,
         },
-        "rentgate_commands_rejected": _by(commands["rejected"]),
-        "rentgate_alerts_raised": {(): status["alerts"]["raised"]},
-        "rentgate_alerts_cleared": {(): status["alerts"]["cleared"]},
-        "rentgate_gateway_alarm_active": {(alarm,): 1 for alarm in status.get("alarms", {})},
+        "rentgate_commands_rejected": _by(commands.rejected),
+        "rentgate_alerts_raised": {(): status.alerts_raised},
+        "rentgate_alerts_cleared": {(): status.alerts_cleared},
+        "rentgate_gateway_alarm_active": {(alarm,): 1 for alarm in status.alarms},
     }
-    if uplink.last_puback is not None:
-        values["rentgate_mqtt_last_puback_timestamp_seconds"] = {(): uplink.last_puback.timestamp()}
+    if link.last_puback is not None:
+        values["rentgate_mqtt_last_puback_timestamp_seconds"] = {(): link.last_puback.timestamp()}
     if (outbox := storage.outbox) is not None:
         oldest = outbox.oldest_unsent_ts
-        age = (gateway.clock.now() - oldest).total_seconds() if oldest is not None else 0.0
+        age = (status.updated - oldest).total_seconds() if oldest is not None else 0.0
         values["rentgate_outbox_depth"] = {(): outbox.depth}
         values["rentgate_outbox_oldest_unsent_age_seconds"] = {(): max(0.0, age)}
         values["rentgate_outbox_head_seq"] = {(): outbox.head_seq}
     if storage.disk_free_bytes is not None and storage.disk_total_bytes is not None:
         values["rentgate_disk_free_bytes"] = {(): storage.disk_free_bytes}
         values["rentgate_disk_size_bytes"] = {(): storage.disk_total_bytes}
-    terminals = getattr(gateway.api.state, "terminal_stats", None)
+    return values
+
+
+def _api_samples(state: State) -> dict[str, Samples]:
+    """What the API itself counted: terminal requests and refused web requests."""
+    values: dict[str, Samples] = {}
+    terminals = getattr(state, "terminal_stats", None)
     if isinstance(terminals, TerminalApiStats):
         values["rentgate_api_unauthorized"] = _by(terminals.unauthorized)
         values["rentgate_api_batches_refused"] = _by(terminals.batches_refused)
         values["rentgate_api_records"] = _by(terminals.records)
         values["rentgate_api_records_rejected"] = _by(terminals.records_rejected)
-    refused = getattr(gateway.api.state, "refused", None)
+    refused = getattr(state, "refused", None)
     if isinstance(refused, Counter):
         values["rentgate_api_refused"] = _by(refused)
     return values
 
 
-def render(gateway: Monitored, storage: StorageReading) -> bytes:
+def render(status: GatewayStatus, storage: StorageReading, api_state: State | None = None) -> bytes:
     """The Prometheus text exposition of the gateway and its process (memory, CPU, fds)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(gateway, storage))
+    registry.register(GatewayCollector(status, storage, api_state))
     ProcessCollector(registry=registry)
     return generate_latest(registry)
 
@@ -341,9 +310,10 @@ def metrics_router(gateway: Monitored) -> APIRouter:
     warnings = _Warnings()
 
     @router.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         storage = await read_storage(gateway, warnings)
-        return Response(render(gateway, storage), media_type=CONTENT_TYPE_LATEST)
+        body = render(gateway.status(), storage, request.app.state)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -354,20 +324,18 @@ def metrics_router(gateway: Monitored) -> APIRouter:
     async def readyz() -> JSONResponse:
         """Ready: doors can be decided and events recorded. MQTT down is not unready
         (events wait in the outbox), but it is shown."""
-        running = gateway.ready.is_set()
-        status = gateway.status(running=running)
-        store, link = status["store"], status["link"]
+        status = gateway.status()
         problems: list[NotReady] = []
-        if not running:
+        if not status.running:
             problems.append(NotReady.STARTING)
-        if store["failing"]:
+        if status.store.failing:
             problems.append(NotReady.STORE_FAILING)
         body = {
             "ready": not problems,
             "problems": [problem.value for problem in problems],
-            "store": {"failing": store["failing"], "last_error": store["last_error"]},
-            "credentials": status["credentials"],
-            "mqtt": {"connected": link["connected"], "last_error": link["last_error"]},
+            "store": {"failing": status.store.failing, "last_error": status.store.last_error},
+            "credentials": status.credentials,
+            "mqtt": {"connected": status.link.connected, "last_error": status.link.last_error},
         }
         return JSONResponse(body, status_code=503 if problems else 200)
 

@@ -10,37 +10,45 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from gateway.api import models
 from gateway.api.auth import Principal, Role
 from gateway.api.directory import DirectoryError, DirectoryProblem
 from gateway.api.storeaccess import StoreAccess
+from gateway.clock import iso_ms
+from gateway.ops.status import GatewayStatus
 from gateway.store import outbox, residents, tenants, terminal_records, users
 from gateway.store.errors import StoreError
 
 _R = TypeVar("_R")
 
 
-@dataclass(frozen=True)
-class LinkState:
-    connected: bool
-    reconnects: int
-    last_error: str | None
-    last_puback: str | None
-    acked_through: int
-    """Events PUBACKed so far, including those whose cursor write is still queued."""
-
-
 class GatewayView(Protocol):
-    """The running gateway, as the API may look at it."""
+    """The running gateway, as the API may look at it: its status, and alerts to acknowledge."""
 
-    def doors(self) -> list[models.DoorOut]: ...
-
-    def link(self) -> LinkState: ...
+    def status(self) -> GatewayStatus: ...
 
     def acknowledge_alert(self, alert_id: str) -> Awaitable[bool]: ...
+
+
+def doors_out(status: GatewayStatus) -> list[models.DoorOut]:
+    """Each door with its state and its readers, as the API shows them."""
+    return [
+        models.DoorOut(
+            name=name,
+            units=list(door.units) if door.units is not None else None,
+            open=door.open,
+            fail_mode=door.fail_mode,
+            alarms=list(door.alarms),
+            readers=[
+                models.ReaderOut(name=reader_name, online=reader.online, error=reader.error)
+                for reader_name, reader in status.readers.items()
+                if reader.door == name
+            ],
+        )
+        for name, door in status.doors.items()
+    ]
 
 
 def door_visible(principal: Principal, door: models.DoorOut) -> bool:
@@ -59,20 +67,20 @@ class Monitor:
 
     def doors(self, principal: Principal) -> models.DoorsOut:
         return models.DoorsOut(
-            doors=[door for door in self._view.doors() if door_visible(principal, door)]
+            doors=[door for door in doors_out(self._view.status()) if door_visible(principal, door)]
         )
 
     def door_names(self, principal: Principal) -> frozenset[str]:
         return frozenset(door.name for door in self.doors(principal).doors)
 
     async def sync(self) -> models.SyncOut:
-        link = self._view.link()
-        stats = await self._read(lambda conn: outbox.stats(conn, link.acked_through))
+        link = self._view.status().link
+        stats = await self._read(lambda conn: outbox.stats(conn, link.delivered_seq))
         return models.SyncOut(
             connected=link.connected,
             reconnects=link.reconnects,
             last_error=link.last_error,
-            last_puback=link.last_puback,
+            last_puback=iso_ms(link.last_puback) if link.last_puback else None,
             head_seq=stats.head_seq,
             delivered_seq=stats.delivered_seq,
             outbox_depth=stats.depth,

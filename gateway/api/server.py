@@ -83,14 +83,23 @@ class _Server(uvicorn.Server):
 
 
 class ApiServer:
-    def __init__(self, app: FastAPI, listen: str, cert: Path, key: Path) -> None:
+    """The HTTPS listener; the app it serves is given when it runs, so its status exists first."""
+
+    def __init__(self, listen: str, cert: Path, key: Path) -> None:
         host, _, port = listen.rpartition(":")
-        self._config = uvicorn.Config(
+        self._host, self._port = host.strip("[]"), int(port)
+        self._cert, self._key = cert, key
+        self.url: str | None = None
+        self.error: str | None = None
+        self._server: _Server | None = None
+
+    def _uvicorn_config(self, app: FastAPI) -> uvicorn.Config:
+        return uvicorn.Config(
             app,
-            host=host.strip("[]"),
-            port=int(port),
-            ssl_certfile=str(cert),
-            ssl_keyfile=str(key),
+            host=self._host,
+            port=self._port,
+            ssl_certfile=str(self._cert),
+            ssl_keyfile=str(self._key),
             lifespan="off",
             ws="none",
             http="h11",
@@ -99,34 +108,32 @@ class ApiServer:
             access_log=False,
             timeout_graceful_shutdown=3,  # live event streams never end by themselves
         )
-        self.url: str | None = None
-        self.error: str | None = None
-        self._server: _Server | None = None
 
     def stop(self) -> None:
         """Ask the server to finish its requests and close (`run` then returns to its loop)."""
         if self._server is not None:
             self._server.should_exit = True
 
-    async def run(self) -> None:
-        """Serve until cancelled; a port that cannot be bound is logged and retried.
+    async def run(self, app: FastAPI) -> None:
+        """Serve `app` until cancelled; a port that cannot be bound is logged and retried.
 
         The socket is bound here, not by uvicorn, whose own bind failure ends in
         `sys.exit`, which would take the whole gateway down.
         """
-        where = f"{self._config.host}:{self._config.port}"
+        config = self._uvicorn_config(app)
+        where = f"{self._host}:{self._port}"
         while True:
             try:
-                sock = socket.create_server((self._config.host, self._config.port))
+                sock = socket.create_server((self._host, self._port))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as exc:
                 self.error = f"cannot listen on {where}: {exc.strerror}"
                 log.error("API %s; retrying in %.0f s", self.error, RETRY_S)
                 await asyncio.sleep(RETRY_S)
                 continue
-            server = _Server(self._config)
+            server = _Server(config)
             self._server = server
-            self.url = f"https://{self._config.host}:{sock.getsockname()[1]}"
+            self.url = f"https://{self._host}:{sock.getsockname()[1]}"
             self.error = None
             log.info("API listening on %s", self.url)
             try:

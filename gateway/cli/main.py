@@ -24,9 +24,10 @@ from gateway.cli.users import add_parsers as add_user_parsers
 from gateway.cli.users import run_users
 from gateway.cli.voucher import add_parsers as add_voucher_parsers
 from gateway.cli.voucher import run_voucher
+from gateway.clock import iso_ms
 from gateway.config import Config, ConfigError, load_config, missing_files
 from gateway.ops.logs import FORMATS, configure_logging
-from gateway.ops.status import live_status
+from gateway.ops.status import GatewayStatus, read_status_file
 from gateway.store.errors import StoreError
 
 EXIT_CONFIG = 2
@@ -151,7 +152,7 @@ def _enroll(config: Config, args: argparse.Namespace) -> int:
     from gateway.domain.credentials import CredentialError, CredentialKind, parse_credential
     from gateway.domain.ids import IdNumber
     from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
-    from gateway.runtime.gateway import open_store
+    from gateway.runtime.parts import open_store
     from gateway.store import registry
     from gateway.store.db import connect, transaction
     from gateway.store.errors import StoreError
@@ -218,15 +219,16 @@ def _status(config: Config, *, as_json: bool) -> int:
             conn.close()
     except StoreError as exc:
         report["store_error"] = str(exc)
-    report["process"] = live_status(config.gateway.status_file)
+    live = read_status_file(config.gateway.status_file)
+    report["process"] = live.to_json() if live is not None else None
     if as_json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
-        print(_render_status(report))
+        print(_render_status(report, live))
     return 0 if "store_error" not in report else EXIT_FAILURE
 
 
-def _render_status(report: dict[str, Any]) -> str:
+def _render_status(report: dict[str, Any], live: GatewayStatus | None) -> str:
     lines = [f"gateway {report['gateway']}"]
     if "store_error" in report:
         lines.append(f"  store: cannot read ({report['store_error']})")
@@ -242,36 +244,41 @@ def _render_status(report: dict[str, Any]) -> str:
             f"  enrolled: {enrolled['people']} people, {enrolled['credentials']} "
             f"credentials, {enrolled['tenancies']} tenancies"
         )
-    live = report["process"]
-    if not live or not live["running"]:
-        lines.append("  process: not running" + (f" (last seen {live['updated']})" if live else ""))
+    if live is None or not live.running:
+        seen = f" (last seen {iso_ms(live.updated)})" if live else ""
+        lines.append("  process: not running" + seen)
         return "\n".join(lines)
-    link = live["link"]
-    lines.append(f"  process: running (pid {live['pid']}, since {live['started']})")
-    lines.append(
-        f"  link: {'connected' if link['connected'] else 'DISCONNECTED'}, "
-        f"{link['reconnects']} reconnect(s)"
-        + (f", last error: {link['last_error']}" if link["last_error"] else "")
-    )
-    lines.append(f"  last PUBACK: {link['last_puback'] or '-'}")
-    for name, reader in live["readers"].items():
-        state = "online" if reader["online"] else f"OFFLINE ({reader['error']})"
-        lines.append(f"  reader {name}: {state}")
-    for name, door in live.get("doors", {}).items():
-        alarms = ", ".join(door["alarms"]) or "no alarms"
-        state = "OPEN" if door["open"] else "closed"
-        lines.append(f"  door {name}: {state}, fail-{door['fail_mode']}, {alarms}")
-    commands = live.get("commands")
-    if commands and commands["received"]:
-        lines.append(
-            f"  platform commands: {commands['applied']} applied, {commands['duplicates']}"
-            f" repeated, rejected {commands['rejected'] or 'none'}"
-        )
-    if live["rejected_inputs"]:
-        lines.append(f"  rejected reader input: {live['rejected_inputs']}")
-    if live["store"]["failing"]:
-        lines.append(f"  STORE FAILING: {live['store']['last_error']}")
+    lines.extend(_render_live(live))
     return "\n".join(lines)
+
+
+def _render_live(live: GatewayStatus) -> list[str]:
+    link = live.link
+    lines = [f"  process: running (pid {live.pid}, since {iso_ms(live.started)})"]
+    lines.append(
+        f"  link: {'connected' if link.connected else 'DISCONNECTED'}, "
+        f"{link.reconnects} reconnect(s)"
+        + (f", last error: {link.last_error}" if link.last_error else "")
+    )
+    lines.append(f"  last PUBACK: {iso_ms(link.last_puback) if link.last_puback else '-'}")
+    for name, reader in live.readers.items():
+        state = "online" if reader.online else f"OFFLINE ({reader.error})"
+        lines.append(f"  reader {name}: {state}")
+    for name, door in live.doors.items():
+        alarms = ", ".join(door.alarms) or "no alarms"
+        state = "OPEN" if door.open else "closed"
+        lines.append(f"  door {name}: {state}, fail-{door.fail_mode}, {alarms}")
+    commands = live.commands
+    if commands.received:
+        lines.append(
+            f"  platform commands: {commands.applied} applied, {commands.duplicates}"
+            f" repeated, rejected {dict(commands.rejected) or 'none'}"
+        )
+    if live.rejected_inputs:
+        lines.append(f"  rejected reader input: {dict(live.rejected_inputs)}")
+    if live.store.failing:
+        lines.append(f"  STORE FAILING: {live.store.last_error}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Config
-from gateway.ops.status import live_status
+from gateway.ops.status import read_status_file
 
 
 def add_parsers(commands: Any) -> None:
@@ -31,8 +31,8 @@ def run_store_command(config: Config, args: argparse.Namespace) -> int:
             print(f"backup written to {args.out} ({args.out.stat().st_size} bytes, checked)")
             print("it holds personal data sealed with the gateway's key file: keep both safe")
             return 0
-        live = live_status(config.gateway.status_file)
-        if live is not None and live["running"]:
+        live = read_status_file(config.gateway.status_file)
+        if live is not None and live.running:
             print("rentgate restore: the gateway is running; stop it first", file=sys.stderr)
             return 1
         kept = maintenance.restore(args.backup, database)

@@ -25,7 +25,7 @@ def run_terminal(config: Config, args: argparse.Namespace) -> int:
     from gateway.api.server import fingerprint, self_signed
     from gateway.clock import SystemClock
     from gateway.residence.intake import issue_token_offline
-    from gateway.runtime.gateway import open_store
+    from gateway.runtime.parts import open_store
     from gateway.store import terminal_records
     from gateway.store.db import connect, transaction
     from gateway.store.errors import StoreError

@@ -37,7 +37,7 @@ def add_parsers(commands: Any) -> None:
 
 def run_users(config: Config, args: argparse.Namespace) -> int:
     from gateway.clock import SystemClock
-    from gateway.runtime.gateway import open_store
+    from gateway.runtime.parts import open_store
     from gateway.store.db import connect
     from gateway.store.errors import StoreError
 

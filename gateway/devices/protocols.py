@@ -76,8 +76,11 @@ class Reader(Protocol):
     door: str
 
     async def run(self, sink: ReadSink, ready: Callable[[], None]) -> None:
-        """Read until cancelled; call `ready` once the device is open; raise `ReaderError`
-        if the device cannot be opened or fails."""
+        """Read until cancelled; raise `ReaderError` if the device cannot be opened or fails.
+
+        Call `ready` once the device is open. A reader whose device can be open while
+        the reader behind it is silent (OSDP on a bus) reports its own state through
+        `sink.device_status` instead and does not call `ready`."""
 
     def indicate(self, allowed: bool) -> None:
         """Feedback to the person at the door (LED, buzzer); may do nothing."""

@@ -20,6 +20,7 @@ from gateway.domain.credentials import Credential, CredentialKind, RejectReason
 from gateway.domain.events import EventType, OutboxEvent, new_event
 from gateway.doors.access import AccessIndex, Decision, DecisionReason
 from gateway.doors.latency import DecisionLatency
+from gateway.doors.readers import ReaderHealthBoard
 from gateway.doors.supervision import AlarmChange, DoorSupervisor
 from gateway.store.crypto import KeyRing
 
@@ -89,6 +90,7 @@ class DoorController:
         self._vouchers = vouchers
         self._capture = capture
         self.counters = DoorCounters()
+        self.reader_health = ReaderHealthBoard(readers)
         self._last_reject_log = 0.0
 
     def accepted(self, read: CardRead) -> None:
@@ -163,6 +165,7 @@ class DoorController:
             self._alarms(supervisor.signal(device, signal, self._clock.monotonic()))
 
     def device_status(self, device: str, door: str, online: bool, detail: str | None) -> None:
+        self.reader_health.report(device, online, detail)
         body = {"device": device, "door": door, "online": online, "error": detail}
         now = self._clock.now()
         self._record(new_event(EventType.DEVICE_STATUS, now, self._clock.monotonic(), body))

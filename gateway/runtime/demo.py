@@ -42,7 +42,8 @@ from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_c
 from gateway.domain.idcard import CardKind, IdCard
 from gateway.domain.ids import IdNumber, check_character
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
-from gateway.runtime.gateway import open_store, run_gateway
+from gateway.runtime.gateway import run_gateway
+from gateway.runtime.parts import open_store
 from gateway.store import registry, users
 from gateway.store.db import connect, transaction
 from gateway.sync.local_broker import LocalBroker

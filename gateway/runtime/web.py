@@ -1,92 +1,57 @@
-"""Put the gateway's API together: services, routers, web pages, and the running gateway's view.
+"""Put the gateway's web side together: services, routers, pages, and how they see the gateway.
 
-`app.py` builds the gateway; this builds everything its HTTPS port serves,
-so the wiring of the web side sits in one place of its own.
+The web side never holds the gateway itself: it sees the running gateway only
+through `GatewayView` (its status, and alerts to acknowledge) and `Monitored`
+(status, outbox and disk for `/metrics`), which `gateway.runtime.gateway`
+implements; every other service comes in as a built part.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from gateway.api import models
 from gateway.api.accounts import Accounts
 from gateway.api.application import create_api
 from gateway.api.directory import Directory, Residence
 from gateway.api.events_api import events_router
 from gateway.api.history import History, LiveFeed
-from gateway.api.metrics import metrics_router
-from gateway.api.monitor import LinkState, Monitor
+from gateway.api.metrics import Monitored, metrics_router
+from gateway.api.monitor import GatewayView, Monitor
 from gateway.api.overview import overview_router
 from gateway.api.pages import pages_router
 from gateway.api.people_api import people_router
 from gateway.api.rendering import STATIC_DIR
 from gateway.api.security import security_router
 from gateway.api.storeaccess import StoreAccess
-from gateway.clock import iso_ms
-from gateway.devices.osdp.reader import OsdpReader
 from gateway.doors.enrol_by_tap import CardCaptures
+from gateway.ops.status import GatewayStatus
+from gateway.runtime.parts import GatewayParts
+from gateway.store.outbox import OutboxStats
 
-if TYPE_CHECKING:
-    from gateway.runtime.gateway import Gateway
+
+class RunningView(GatewayView, Monitored, Protocol):
+    """Both views of the running gateway the web side may hold."""
 
 
 class RunningGatewayView:
-    """`GatewayView` of a running `Gateway`: its doors, readers and link, read in place."""
+    """`RunningView` of a gateway: its status from a callable, the rest from its parts."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
+    def __init__(self, parts: GatewayParts, status: Callable[[], GatewayStatus]) -> None:
+        self._parts = parts
+        self.status = status
+        self.data_dir = parts.config.gateway.data_dir
 
-    def doors(self) -> list[models.DoorOut]:
-        gateway = self._gateway
-        found = []
-        for door in gateway.config.all_doors():
-            supervisor = gateway.doors.supervisors.get(door.name)
-            readers = [
-                self._reader(name)
-                for name, reader in gateway.readers.items()
-                if reader.door == door.name
-            ]
-            found.append(
-                models.DoorOut(
-                    name=door.name,
-                    units=sorted(door.units) if door.units else None,
-                    open=bool(supervisor and supervisor.open_since is not None),
-                    fail_mode=supervisor.fail_mode.value if supervisor else door.fail_mode,
-                    alarms=sorted(a.value for a in supervisor.active) if supervisor else [],
-                    readers=readers,
-                )
-            )
-        return found
-
-    def _reader(self, name: str) -> models.ReaderOut:
-        reader = self._gateway.readers[name]
-        if isinstance(reader, OsdpReader):
-            return models.ReaderOut(
-                name=name, online=reader.online, error=None if reader.online else reader.detail
-            )
-        health = self._gateway.reader_health[name]
-        return models.ReaderOut(name=name, online=health.online, error=health.error)
-
-    def link(self) -> LinkState:
-        uplink = self._gateway.uplink
-        link = uplink.link if uplink else None
-        stats = uplink.stats if uplink else None
-        return LinkState(
-            connected=bool(link and link.connected),
-            reconnects=link.reconnects if link else 0,
-            last_error=link.last_error if link else None,
-            last_puback=iso_ms(stats.last_puback) if stats and stats.last_puback else None,
-            acked_through=stats.delivered_seq if stats else 0,
-        )
+    async def outbox_stats(self, delivered_at_least: int = 0) -> OutboxStats:
+        return await self._parts.source.stats(delivered_at_least)
 
     def acknowledge_alert(self, alert_id: str) -> Awaitable[bool]:
-        return self._gateway.alerts.acknowledge(alert_id)
+        return self._parts.alerts.acknowledge(alert_id)
 
 
 @dataclass
@@ -105,38 +70,38 @@ class WebSide:
         self.store.close()
 
 
-def build_web(gateway: Gateway, captures: CardCaptures) -> WebSide:
-    """Everything the API serves for `gateway`; `captures` is the one its doors offer taps to."""
-    config = gateway.config
-    store = StoreAccess(config.gateway.database, gateway.writer)
+def build_web(parts: GatewayParts, view: RunningView) -> WebSide:
+    """Everything the API serves; taps for enrolment come from the doors' `parts.captures`."""
+    config = parts.config
+    store = StoreAccess(config.gateway.database, parts.writer)
     accounts = Accounts(
         config.gateway.database,
-        writer=gateway.writer,
-        clock=gateway.clock,
+        writer=parts.writer,
+        clock=parts.clock,
         setup_code_file=config.gateway.data_dir / "setup-code",
-        terminals=gateway.terminals,
+        terminals=parts.terminals,
     )
-    monitor = Monitor(store, RunningGatewayView(gateway))
+    monitor = Monitor(store, view)
     directory = Directory(
         store,
-        keys=gateway.keys,
-        clock=gateway.clock,
+        keys=parts.keys,
+        clock=parts.clock,
         accounts=accounts,
         residence=Residence(
             config.building,
-            lambda: gateway.settings.local_districts(config.residence.local_districts),
+            lambda: parts.settings.local_districts(config.residence.local_districts),
         ),
-        captures=captures,
+        captures=parts.captures,
     )
     history = History(store, monitor)
     feed = LiveFeed(store, history)
-    app = create_api(gateway.intake, gateway.terminals)
+    app = create_api(parts.intake, parts.terminals)
     app.state.zone = ZoneInfo(config.gateway.timezone)  # how pages show times
     app.include_router(security_router(accounts))
     app.include_router(people_router(accounts, directory))
-    app.include_router(overview_router(accounts, monitor, captures))
+    app.include_router(overview_router(accounts, monitor, parts.captures))
     app.include_router(events_router(accounts, history, feed))
-    app.include_router(metrics_router(gateway))
+    app.include_router(metrics_router(view))
     app.include_router(pages_router(accounts, directory, monitor, history))
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return WebSide(app, accounts, captures, feed, store)
+    return WebSide(app, accounts, parts.captures, feed, store)

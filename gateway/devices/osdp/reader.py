@@ -129,11 +129,10 @@ class OsdpReader:
         self.offline_reason: OfflineReason | None = None
         self.detail: str | None = None
 
-    async def run(self, sink: ReadSink, ready: Callable[[], None]) -> None:
+    async def run(self, sink: ReadSink, ready: Callable[[], None]) -> None:  # noqa: ARG002
         """Attach to the line (opening it if first); `ReaderError` when the line fails."""
         failed = self._bus._attach(self._index, sink)
-        try:
-            ready()
+        try:  # `ready` is not called: the reader reports its own link state (see `_link`)
             if self.online or self.offline_reason is not None:
                 sink.device_status(self.name, self.door, self.online, self.detail)
             await failed
