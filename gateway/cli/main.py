@@ -31,7 +31,6 @@ from gateway.config import Config, ConfigError, load_config, missing_files
 from gateway.ops.logs import FORMATS, configure_logging
 from gateway.store.errors import StoreError
 
-
 DESCRIPTION = "Rentgate's edge gateway: run it, enrol tenants, show its status, run the demo."
 
 
