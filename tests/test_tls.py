@@ -35,7 +35,7 @@ from support import (
 )
 
 from gateway.config import ConfigError, parse_config
-from gateway.runtime.gateway import broker_settings
+from gateway.runtime.parts import broker_settings
 from gateway.store.outbox import OutboxStats
 from gateway.sync.link import TlsSettings
 from gateway.sync.local_broker import LocalBroker, free_port
