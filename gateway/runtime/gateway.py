@@ -5,9 +5,9 @@ writer and the outbox reader have threads of their own, paho its network
 thread. `async with Gateway(config)` starts everything; leaving it stops in
 this order: readers first, the web side, what was accepted is committed, a
 goodbye on MQTT with a retained offline state, then the loops, then the store.
-A background loop that fails is logged with its traceback and stops the
-gateway (systemd restarts it); short-lived tasks started by commands are only
-logged.
+A background loop that fails (or ends) is logged with its traceback and
+stops the gateway the same clean way, after which `run` raises its error
+(systemd restarts the process); a short task a command started is only logged.
 """
 
 from __future__ import annotations
@@ -93,6 +93,9 @@ class Gateway:
             summary=self._summary,
         )
         self._tasks: asyncio.TaskGroup | None = None
+        self._loop_tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._failure: Exception | None = None
         self._exit: AsyncExitStack | None = None
 
     # The parts most callers (tests, benchmarks, the CLI) reach for by name.
@@ -124,9 +127,18 @@ class Gateway:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set (or a loop fails), then shut down cleanly."""
+        """Run until `stop` is set or a loop fails, then shut down cleanly (and raise that)."""
         async with self:
-            await stop.wait()
+            await self.until_stopped(stop)
+
+    async def until_stopped(self, stop: asyncio.Event) -> None:
+        """Wait until `stop` is set or one of the gateway's loops has ended or failed."""
+        if self._tasks is None:
+            raise RuntimeError("the gateway is not running")
+        self._loop_tasks["stop-request"] = self._tasks.create_task(
+            _relay(stop, self._stopping), name="stop-request"
+        )
+        await self._stopping.wait()
 
     async def __aenter__(self) -> Gateway:
         parts = self.parts
@@ -160,14 +172,11 @@ class Gateway:
         try:
             if stack is not None:
                 await stack.__aexit__(kind, error, trace)
-        except BaseExceptionGroup as group:
-            failures = group.subgroup(Exception)
-            if failures is None or len(failures.exceptions) != 1:
-                raise
-            raise failures.exceptions[0] from group  # the one loop that failed, as itself
         finally:
             self.ready.clear()
             log.info("gateway %s stopped", self.config.gateway.id)
+        if self._failure is not None and error is None:
+            raise self._failure  # the loop that stopped the gateway, after a clean shutdown
 
     async def _start_loops(self, stack: AsyncExitStack) -> asyncio.TaskGroup:
         """Every loop in one TaskGroup; the exit stack undoes today's order in reverse."""
@@ -178,7 +187,7 @@ class Gateway:
         stack.callback(parts.terminals.close)
         stack.push_async_callback(asyncio.to_thread, parts.writer.close)
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
-        loops = self._loops()
+        loops = self._loop_tasks
         stack.callback(_cancel, loops.values())
         stack.push_async_callback(parts.uplink.close)
         stack.push_async_callback(self._flush_store)
@@ -186,17 +195,28 @@ class Gateway:
         stack.callback(web.feed.close)  # live streams end, so the API can finish
         stack.callback(lambda: _cancel(t for n, t in loops.items() if n.startswith("reader:")))
         stack.callback(self.watchdog.stopping)
-        for name, work in list(loops.items()):
-            loops[name] = tasks.create_task(_logged_failure(work, name), name=name)
+        for name, work in self._loops().items():
+            loops[name] = tasks.create_task(self._supervised(work, name), name=name)
         return tasks
 
-    def _loops(self) -> dict[str, Any]:
+    async def _supervised(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """A long-running loop: if it fails (or ends), the gateway stops cleanly and says why."""
+        try:
+            await work
+        except Exception as exc:
+            log.exception("background task %s failed; the gateway stops", name)
+            self._failure = self._failure or exc
+        else:
+            log.error("background task %s ended; the gateway stops", name)
+        self._stopping.set()
+
+    def _loops(self) -> dict[str, Coroutine[Any, Any, Any]]:
         """The gateway's long-running loops by task name (coroutines, not yet started)."""
         parts, liveness = self.parts, self.liveness
         liveness.register(EVENT_LOOP, 5.0)
         liveness.register(UPLINK, self.config.mqtt.ack_timeout_s + 60)
         liveness.register(STORE_WRITER, 60.0)
-        loops: dict[str, Any] = {
+        loops: dict[str, Coroutine[Any, Any, Any]] = {
             "uplink": parts.uplink.run(),
             "heartbeat": heartbeat(liveness),
             "writer-pings": writer_pings(liveness, parts.writer),
@@ -240,7 +260,7 @@ class Gateway:
         try:
             if self._tasks is None:
                 raise RuntimeError("the gateway is not running")
-            self._tasks.create_task(_logged_failure(work, name, swallow=True), name=name)
+            self._tasks.create_task(_logged_failure(work, name), name=name)
         except RuntimeError as exc:  # not yet running, or already stopping
             work.close()
             log.warning("background task %s not started: %s", name, exc)
@@ -281,16 +301,17 @@ class Gateway:
         write_status_file(self.config.gateway.status_file, status)
 
 
-async def _logged_failure(
-    work: Coroutine[Any, Any, Any], name: str, *, swallow: bool = False
-) -> None:
-    """Run `work`; a failure is logged with its traceback (and re-raised unless `swallow`)."""
+async def _logged_failure(work: Coroutine[Any, Any, Any], name: str) -> None:
+    """Run a short task; a failure is logged with its traceback and goes no further."""
     try:
         await work
     except Exception:
         log.exception("background task %s failed", name)
-        if not swallow:
-            raise
+
+
+async def _relay(stop: asyncio.Event, stopping: asyncio.Event) -> None:
+    await stop.wait()
+    stopping.set()
 
 
 def _cancel(tasks: Iterable[Any]) -> None:
