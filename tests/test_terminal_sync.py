@@ -131,7 +131,7 @@ def site(
     subscriber = Subscriber(broker.port, f"rentgate/v1/{GW}/events", client_id=f"p-{tmp_path.name}")
     running = InProcessGateway(config).start()
     gw = running.gateway
-    intake = GatedIntake(RecordIntake(writer=gw.writer, keys=gw.keys, clock=gw.clock))
+    intake = GatedIntake(RecordIntake(writer=gw.writer, keys=gw.parts.keys, clock=gw.clock))
     registry = TerminalRegistry(config.gateway.database, writer=gw.writer, clock=gw.clock)
     home = tmp_path / "terminal"
     try:
