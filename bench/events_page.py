@@ -18,7 +18,7 @@
    one day, and the 2,000-people scope with a deep page, a door, a rare type,
    one day, and at its sparsest: 40 of its people with events, 1,960 without
    any (a big scope is walked newest-first, then merged if the walk runs out:
-   gateway/store/event_history.py).
+   gateway/store/event_merge.py).
 3. The same cases again while a background thread records taps through the
    real `gateway.store.writer.Writer` (group commit, synchronous=FULL) at
    ~50 taps/s, as doors in use do; it stops after the measurement.

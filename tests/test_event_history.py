@@ -27,7 +27,8 @@ from gateway.domain.events import EventType, new_event
 from gateway.store import event_history, maintenance, outbox
 from gateway.store.db import connect, transaction
 from gateway.store.errors import StoreError
-from gateway.store.event_history import CLOCK_SLACK, EventFilter, EventRow, EventScope
+from gateway.store.event_history import EventFilter, EventRow, EventScope
+from gateway.store.event_window import CLOCK_SLACK
 from gateway.store.migrations import LATEST_VERSION, migrate, schema_version
 
 CST = timezone(timedelta(hours=8))
@@ -564,7 +565,7 @@ def test_an_event_stamped_before_the_clock_stepped_back_within_the_slack_is_foun
 def test_beyond_the_slack_the_events_of_the_stretch_lived_twice_may_be_left_out(
     tmp_path: Path,
 ) -> None:
-    """The documented limit (event_history.py, "What that guarantees"): seq 7 was stamped a day
+    """The documented limit (event_window.py, "What that guarantees"): seq 7 was stamped a day
     ahead, then the clock was set back a day. A page starting after 10:00 the next day
     has seq 8 (stamped 10:00 today, recorded after seq 7) more than CLOCK_SLACK before its
     bound, so its seq range starts above 7: seq 7 is left out. A bound outside the stretch
