@@ -22,7 +22,7 @@ from gateway.api.security import (
     require_page,
 )
 from gateway.api.session_pages import session_pages_router
-from gateway.api.tenant_pages import tenant_pages_router
+from gateway.api.tenant_pages import tenant_changes_router, tenant_pages_router
 from gateway.store.event_history import EventFilter
 
 EVENTS_SHOWN = 50
@@ -35,6 +35,7 @@ def pages_router(
     router = APIRouter(include_in_schema=False)
     router.include_router(session_pages_router(accounts))
     router.include_router(tenant_pages_router(accounts, directory, monitor))
+    router.include_router(tenant_changes_router(accounts, directory))
     Anyone = Annotated[
         Principal, Depends(require_page(accounts, Role.ADMIN, Role.LANDLORD, Role.COORDINATOR))
     ]

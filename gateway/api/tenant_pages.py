@@ -1,7 +1,9 @@
 """The tenant pages: the list with registration and permit status, enrol, one tenant's page.
 
 Forms call `Directory` exactly as the REST API does, so the same scoping and
-audit apply; they redirect after success so a reload never re-submits.
+audit apply; they redirect after success so a reload never re-submits. Two
+routers, which `pages` includes one after the other: the pages themselves, and
+the changes posted from a tenant's page (cards and tenancies).
 """
 
 from datetime import datetime
@@ -25,6 +27,7 @@ PAGE_SIZE = 50
 
 
 def tenant_pages_router(accounts: Accounts, directory: Directory, monitor: Monitor) -> APIRouter:
+    """The tenant list, enrolment, one tenant's page, and an admin's reveal of the ID number."""
     router = APIRouter(include_in_schema=False)
     Anyone = Annotated[
         Principal, Depends(require_page(accounts, Role.ADMIN, Role.LANDLORD, Role.COORDINATOR))
@@ -86,6 +89,14 @@ def tenant_pages_router(accounts: Accounts, directory: Directory, monitor: Monit
             return error_page(request, principal, error)
         return render(request, "tenant.html", principal, person=person, revealed=revealed.id_number)
 
+    return router
+
+
+def tenant_changes_router(accounts: Accounts, directory: Directory) -> APIRouter:
+    """The forms on a tenant's page that change a card or a tenancy; each goes back there."""
+    router = APIRouter(include_in_schema=False)
+    Changer = Annotated[Principal, Depends(require_page(accounts, Role.ADMIN, Role.LANDLORD))]
+
     @router.post("/ui/cards/{card_id}/action")
     async def card_action(request: Request, principal: Changer, card_id: str) -> Response:
         fields = await form(request)
@@ -125,14 +136,16 @@ def tenant_pages_router(accounts: Accounts, directory: Directory, monitor: Monit
             lambda: directory.set_tenancy_end(principal, tenancy_id, directory.now(), action="end"),
         )
 
-    async def _change(request: Request, principal: Principal, change: Any) -> Response:
-        try:
-            person: models.PersonOut = await change()
-        except DirectoryError as error:
-            return error_page(request, principal, error)
-        return RedirectResponse(f"/ui/tenants/{quote(person.id)}?saved=1", 303)
-
     return router
+
+
+async def _change(request: Request, principal: Principal, change: Any) -> Response:
+    """Run `change`, then back to the tenant's page (or the error page)."""
+    try:
+        person: models.PersonOut = await change()
+    except DirectoryError as error:
+        return error_page(request, principal, error)
+    return RedirectResponse(f"/ui/tenants/{quote(person.id)}?saved=1", 303)
 
 
 def _enrol_context(monitor: Monitor, principal: Principal) -> dict[str, Any]:

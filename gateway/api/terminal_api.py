@@ -164,41 +164,48 @@ def terminal_router(
             if isinstance(refused.reason, BatchProblem):
                 stats.batches_refused[refused.reason] += 1
             return refused.response
-        results: list[dict[str, Any]] = []
-        valid: list[tuple[int, CapturedRecord]] = []
-        for index, item in enumerate(items):
-            record, problem, errors = _judge(item, terminal)
-            if record is None:
-                assert problem is not None
-                stats.records_rejected[problem] += 1
-                results.append(_rejected(index, item, problem, errors))
-            else:
-                valid.append((index, record))
-                results.append({})
-        try:
-            outcomes = await sink.submit_many([record for _, record in valid])
-        except StoreError as exc:
-            log.error("terminal %s: batch not stored: %s", terminal, exc)
-            stats.batches_refused[BatchProblem.STORE_UNAVAILABLE] += 1
-            return _error(503, BatchProblem.STORE_UNAVAILABLE.value, "the gateway cannot store now")
-        for (index, record), outcome in zip(valid, outcomes, strict=True):
-            result = RecordOutcome.STORED if outcome.new else RecordOutcome.DUPLICATE
-            results[index] = {
-                "index": index,
-                "record_id": record.record_id,
-                "outcome": result.value,
-                "seq": outcome.seq,
-            }
-        counts = Counter(RecordOutcome(result["outcome"]) for result in results)
-        stats.records.update(counts)
-        body = {
-            "terminal": terminal,
-            **{outcome.value: counts[outcome] for outcome in RecordOutcome},
-            "results": results,
-        }
-        return JSONResponse(body, status_code=422 if counts[RecordOutcome.REJECTED] else 200)
+        return await _store_batch(sink, stats, terminal, items)
 
     return router
+
+
+async def _store_batch(
+    sink: RecordSink, stats: TerminalApiStats, terminal: str, items: list[Any]
+) -> JSONResponse:
+    """Judge each record, store the valid ones in one go, and answer each one's outcome."""
+    results: list[dict[str, Any]] = []
+    valid: list[tuple[int, CapturedRecord]] = []
+    for index, item in enumerate(items):
+        record, problem, errors = _judge(item, terminal)
+        if record is None:
+            assert problem is not None
+            stats.records_rejected[problem] += 1
+            results.append(_rejected(index, item, problem, errors))
+        else:
+            valid.append((index, record))
+            results.append({})
+    try:
+        outcomes = await sink.submit_many([record for _, record in valid])
+    except StoreError as exc:
+        log.error("terminal %s: batch not stored: %s", terminal, exc)
+        stats.batches_refused[BatchProblem.STORE_UNAVAILABLE] += 1
+        return _error(503, BatchProblem.STORE_UNAVAILABLE.value, "the gateway cannot store now")
+    for (index, record), outcome in zip(valid, outcomes, strict=True):
+        result = RecordOutcome.STORED if outcome.new else RecordOutcome.DUPLICATE
+        results[index] = {
+            "index": index,
+            "record_id": record.record_id,
+            "outcome": result.value,
+            "seq": outcome.seq,
+        }
+    counts = Counter(RecordOutcome(result["outcome"]) for result in results)
+    stats.records.update(counts)
+    body = {
+        "terminal": terminal,
+        **{outcome.value: counts[outcome] for outcome in RecordOutcome},
+        "results": results,
+    }
+    return JSONResponse(body, status_code=422 if counts[RecordOutcome.REJECTED] else 200)
 
 
 _TOKEN_DETAIL = {
