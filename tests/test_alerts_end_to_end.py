@@ -14,8 +14,15 @@ import pytest
 from gateway.cli import main
 from gateway.clock import ManualClock
 from gateway.sync.local_broker import LocalBroker
-from tests.platform_support import Platform, key_file, person_entry
-from tests.support import InProcessGateway, Subscriber, load, wait_until, write_config, write_taps
+from tests.support.gateway import (
+    InProcessGateway,
+    Subscriber,
+    load,
+    wait_until,
+    write_config,
+    write_taps,
+)
+from tests.support.platform import Platform, key_file, person_entry
 
 GW = "GW-ALERTS"
 DAY = 24 * 3600

@@ -22,7 +22,6 @@ from typing import Annotated, Any
 
 import pytest
 from fastapi import Depends, FastAPI
-from support import load, write_config
 
 from gateway.api import auth
 from gateway.api.accounts import Accounts, reveal_id_number
@@ -35,6 +34,7 @@ from gateway.store import users
 from gateway.store.db import connect, transaction
 from gateway.store.migrations import migrate
 from gateway.store.writer import Writer
+from tests.support.gateway import load, write_config
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 behind its TestClient; httpx (the terminal's client) works.

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from gateway.sync.local_broker import LocalBroker
-from tests.support import InProcessGateway, load, wait_until, write_config
+from tests.support.gateway import InProcessGateway, load, wait_until, write_config
 
 
 def test_first_admin_from_the_setup_code_then_login(tmp_path: Path, broker: LocalBroker) -> None:

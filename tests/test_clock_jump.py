@@ -8,7 +8,14 @@ from pathlib import Path
 from gateway.clock import ManualClock, SystemClock
 from gateway.ops.clock_watch import ClockWatch
 from gateway.sync.local_broker import LocalBroker
-from tests.support import InProcessGateway, Subscriber, load, wait_until, write_config, write_taps
+from tests.support.gateway import (
+    InProcessGateway,
+    Subscriber,
+    load,
+    wait_until,
+    write_config,
+    write_taps,
+)
 
 GW = "GW-CLOCK"
 

@@ -10,10 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import GatewayProcess, Subscriber, load, make_id_number, wait_until, write_config
 
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.sync.local_broker import LocalBroker
+from tests.support.gateway import (
+    GatewayProcess,
+    Subscriber,
+    load,
+    make_id_number,
+    wait_until,
+    write_config,
+)
 
 MINIMAL = """
 [gateway]

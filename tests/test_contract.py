@@ -19,17 +19,6 @@ import yaml
 from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
-from support import (
-    SH,
-    InProcessGateway,
-    Subscriber,
-    enrol_cards,
-    load,
-    make_id_number,
-    wait_until,
-    write_config,
-    write_taps,
-)
 
 from gateway.config import Config
 from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
@@ -46,8 +35,19 @@ from gateway.store import registry
 from gateway.store.db import connect, transaction
 from gateway.sync.local_broker import LocalBroker
 from gateway.sync.wire import CONTRACT_VERSION, Topics
-from tests.platform_support import Platform, id_number_for, key_file, person_entry
-from tests.terminal_support import record_json
+from tests.support.gateway import (
+    SH,
+    InProcessGateway,
+    Subscriber,
+    enrol_cards,
+    load,
+    make_id_number,
+    wait_until,
+    write_config,
+    write_taps,
+)
+from tests.support.platform import Platform, id_number_for, key_file, person_entry
+from tests.support.terminal import record_json
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.yaml"
 DOC_URI = "urn:rentgate:test:asyncapi"

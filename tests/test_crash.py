@@ -19,7 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
-from support import (
+
+from gateway.store.crypto import KeyRing
+from gateway.store.db import connect, integrity_problems
+from gateway.sync.local_broker import LocalBroker
+from tests.support.gateway import (
     GatewayProcess,
     Subscriber,
     enrol_cards,
@@ -28,10 +32,6 @@ from support import (
     wait_until,
     write_config,
 )
-
-from gateway.store.crypto import KeyRing
-from gateway.store.db import connect, integrity_problems
-from gateway.sync.local_broker import LocalBroker
 
 KILLS = 24
 TAPS_PER_SECOND = 400

@@ -20,8 +20,15 @@ from gateway.runtime.gateway import Gateway
 from gateway.store import allowlist, registry
 from gateway.store.db import connect
 from gateway.sync.local_broker import LocalBroker
-from tests.platform_support import Platform, key_file, person_entry
-from tests.support import InProcessGateway, Subscriber, load, wait_until, write_config, write_taps
+from tests.support.gateway import (
+    InProcessGateway,
+    Subscriber,
+    load,
+    wait_until,
+    write_config,
+    write_taps,
+)
+from tests.support.platform import Platform, key_file, person_entry
 
 GW = "GW-CMD"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from support import (
+from gateway.sync.local_broker import LocalBroker
+from tests.support.gateway import (
     InProcessGateway,
     Subscriber,
     enrol_cards,
@@ -14,8 +15,6 @@ from support import (
     wait_until,
     write_config,
 )
-
-from gateway.sync.local_broker import LocalBroker
 
 KNOWN = ["04A1B2C3D4", "04E5F60718"]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from gateway.devices.sam.simulator import SamSimulator, make_card
 from gateway.domain.idcard import CardKind
 from gateway.sync.local_broker import LocalBroker
-from tests.platform_support import Platform, key_file, person_entry
-from tests.support import InProcessGateway, Subscriber, load, wait_until, write_config
+from tests.support.gateway import InProcessGateway, Subscriber, load, wait_until, write_config
+from tests.support.platform import Platform, key_file, person_entry
 
 GW = "GW-IDCARD"
 

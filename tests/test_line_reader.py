@@ -7,11 +7,17 @@ import contextlib
 import os
 from pathlib import Path
 
-from support import InProcessGateway, Subscriber, enrol_cards, load, wait_until, write_config
-
 from gateway.devices.line.reader import LineReader
 from gateway.domain.credentials import CredentialKind
 from gateway.sync.local_broker import LocalBroker
+from tests.support.gateway import (
+    InProcessGateway,
+    Subscriber,
+    enrol_cards,
+    load,
+    wait_until,
+    write_config,
+)
 
 GOOD = "04A1B2C3D4"
 

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.ops.logs import configure_logging, mask_id_numbers
 from gateway.sync.local_broker import LocalBroker
-from tests.support import (
+from tests.support.gateway import (
     InProcessGateway,
     enrol_cards,
     load,

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.doors.latency import LATENCY_BUCKETS_MS, DecisionLatency
 from gateway.runtime.gateway import Gateway
 from gateway.sync.local_broker import LocalBroker
-from tests.support import (
+from tests.support.gateway import (
     InProcessGateway,
     enrol_cards,
     load,

@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import (
+
+from gateway.config import load_config
+from gateway.sync.local_broker import LocalBroker
+from tests.support.gateway import (
     InProcessGateway,
     Subscriber,
     enrol_cards,
@@ -28,9 +31,6 @@ from support import (
     write_config,
     write_taps,
 )
-
-from gateway.config import load_config
-from gateway.sync.local_broker import LocalBroker
 
 CARD = "04A1B2C3D4"
 TAPS = [CARD, "04DEADBEEF", CARD, CARD, "04DEADBEEF", CARD]

@@ -15,7 +15,7 @@ import pytest
 from gateway.devices.osdp.keys import write_key
 from gateway.devices.osdp.simulator import OsdpSimBus, SimCommand, SimPeripheral
 from gateway.sync.local_broker import LocalBroker
-from tests.support import InProcessGateway, Subscriber, enrol_cards, load, wait_until
+from tests.support.gateway import InProcessGateway, Subscriber, enrol_cards, load, wait_until
 
 GW = "GW-OSDP"
 KEY = bytes(range(16))

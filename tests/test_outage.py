@@ -13,9 +13,16 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from support import InProcessGateway, Subscriber, load, stats_of, wait_until, write_config
 
 from gateway.sync.local_broker import LocalBroker
+from tests.support.gateway import (
+    InProcessGateway,
+    Subscriber,
+    load,
+    stats_of,
+    wait_until,
+    write_config,
+)
 
 
 class PersistentSubscriber(Subscriber):

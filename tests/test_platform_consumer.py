@@ -11,7 +11,14 @@ from types import ModuleType
 from gateway.sync.link import BrokerSettings
 from gateway.sync.local_broker import LocalBroker
 from gateway.sync.platform_client import PlatformClient
-from tests.support import InProcessGateway, load, stats_of, wait_until, write_config, write_taps
+from tests.support.gateway import (
+    InProcessGateway,
+    load,
+    stats_of,
+    wait_until,
+    write_config,
+    write_taps,
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "platform_consumer.py"
 GW = "GW-CONSUMED"

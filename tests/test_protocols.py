@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import (
+
+from gateway.sync.local_broker import LocalBroker
+from tests.support.gateway import (
     InProcessGateway,
     Subscriber,
     enrol_cards,
@@ -21,8 +23,6 @@ from support import (
     write_config,
     write_taps,
 )
-
-from gateway.sync.local_broker import LocalBroker
 
 KNOWN = ["04A1B2C3D4", "04E5F60718"]
 TAPS = [KNOWN[0], "04DEADBEEF", KNOWN[1]] * 5

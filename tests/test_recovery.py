@@ -15,7 +15,7 @@ from gateway.store.db import connect, transaction
 from gateway.store.maintenance import SEQ_GAP, quick_check
 from gateway.store.migrations import migrate
 from gateway.sync.local_broker import LocalBroker
-from tests.support import (
+from tests.support.gateway import (
     InProcessGateway,
     Subscriber,
     enrol_cards,

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from support import (
+from gateway.config import Config
+from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
+from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
+from gateway.store import registry
+from gateway.store.crypto import KeyRing
+from gateway.store.db import connect, transaction
+from gateway.store.migrations import migrate
+from gateway.sync.local_broker import LocalBroker
+from tests.support.gateway import (
     SH,
     InProcessGateway,
     enrol_cards,
@@ -15,15 +23,6 @@ from support import (
     write_config,
     write_taps,
 )
-
-from gateway.config import Config
-from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
-from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
-from gateway.store import registry
-from gateway.store.crypto import KeyRing
-from gateway.store.db import connect, transaction
-from gateway.store.migrations import migrate
-from gateway.sync.local_broker import LocalBroker
 
 NEW_CARD = "04ABCDEF01"
 

@@ -1,5 +1,5 @@
 """terminal.scan.decode on real images: camera-like frames rendered by segno and
-degraded by tests/qr_frames.py, decoded by the real decoders (no mocks).
+degraded by tests/support/qr_frames.py, decoded by the real decoders (no mocks).
 
 Read counts are deterministic (fixed seeds, deterministic decoders), so the
 minimums below are what the pipeline reaches with one frame to spare; zxing-cpp
@@ -16,13 +16,6 @@ import cv2
 import numpy as np
 import pytest
 import zxingcpp
-from qr_frames import (
-    CONDITIONS,
-    NEGATIVE,
-    NEGATIVE_KINDS,
-    make_frame,
-    photograph,
-)
 
 from gateway.domain.credentials import CredentialKind, parse_credential
 from gateway.domain.ids import IdNumber
@@ -30,6 +23,13 @@ from gateway.domain.signing import SigningKey
 from gateway.domain.voucher import Voucher, issue, verify
 from terminal import scan
 from terminal.scan import FrameError, FrameRejectReason, decode
+from tests.support.qr_frames import (
+    CONDITIONS,
+    NEGATIVE,
+    NEGATIVE_KINDS,
+    make_frame,
+    photograph,
+)
 
 SEEDS = range(500, 512)
 MIN_READS = dict.fromkeys(CONDITIONS, len(SEEDS) - 1)

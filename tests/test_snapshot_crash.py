@@ -15,8 +15,8 @@ from gateway.store import allowlist
 from gateway.store.db import connect
 from gateway.store.errors import StoreError
 from gateway.sync.local_broker import LocalBroker
-from tests.platform_support import Platform, key_file, person_entry
-from tests.support import GatewayProcess, Subscriber, wait_until, write_config, write_taps
+from tests.support.gateway import GatewayProcess, Subscriber, wait_until, write_config, write_taps
+from tests.support.platform import Platform, key_file, person_entry
 
 GW = "GW-SNAPKILL"
 BIG = 100_000

@@ -18,7 +18,7 @@ from gateway.store import outbox, retention
 from gateway.store.db import connect, transaction
 from gateway.store.migrations import migrate
 from gateway.sync.local_broker import LocalBroker
-from tests.support import (
+from tests.support.gateway import (
     InProcessGateway,
     enrol_cards,
     load,

@@ -11,7 +11,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from support import make_id_number
 
 from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
 from gateway.domain.events import EventType, new_event
@@ -22,6 +21,7 @@ from gateway.store.db import connect, integrity_problems, transaction
 from gateway.store.errors import KeyFileError, SchemaTooNewError, StoreError
 from gateway.store.migrations import LATEST_VERSION, MIGRATIONS, migrate, schema_version
 from gateway.store.writer import Writer
+from tests.support.gateway import make_id_number
 
 SH = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=SH)

@@ -40,7 +40,7 @@ from gateway.store.writer import Writer
 from gateway.sync.link import BrokerSettings, MqttLink
 from gateway.sync.local_broker import LocalBroker
 from gateway.sync.uplink import OutboxSource, Uplink
-from tests.support import write_config as support_write_config
+from tests.support.gateway import write_config as support_write_config
 
 UNITS_DIR = Path(__file__).resolve().parent.parent / "systemd"
 UNITS = ("rentgate.service", "rentgate-terminal-sync.service", "rentgate-terminal-sync.timer")

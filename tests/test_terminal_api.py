@@ -19,8 +19,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
-from support import make_id_number
-from terminal_support import PROPOSED_EVENT_SCHEMA, record_json
 
 from gateway.api.application import create_api
 from gateway.api.terminal_api import (
@@ -41,6 +39,8 @@ from gateway.store.db import connect, transaction
 from gateway.store.migrations import migrate
 from gateway.store.terminal_records import TokenProblem
 from gateway.store.writer import Writer
+from tests.support.gateway import make_id_number
+from tests.support.terminal import PROPOSED_EVENT_SCHEMA, record_json
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 behind its TestClient; httpx (the terminal's client) works.

@@ -10,8 +10,8 @@ import pytest
 from gateway.residence.intake import issue_token_offline
 from gateway.sync.local_broker import LocalBroker
 from terminal.cli import main as terminal
-from tests.support import InProcessGateway, Subscriber, load, make_id_number, wait_until
-from tests.support import write_config as gateway_config
+from tests.support.gateway import InProcessGateway, Subscriber, load, make_id_number, wait_until
+from tests.support.gateway import write_config as gateway_config
 
 GW = "GW-TERMINAL"
 RECORDS = 120

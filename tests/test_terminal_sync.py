@@ -23,8 +23,6 @@ from typing import Any
 
 import pytest
 import segno
-from support import InProcessGateway, Subscriber, load, make_id_number, wait_until, write_config
-from terminal_support import Pki, make_pki, serve_https
 
 from gateway.api.application import create_api
 from gateway.domain.capture import CapturedRecord, CaptureKind
@@ -38,6 +36,15 @@ from gateway.sync.local_broker import LocalBroker, free_port
 from terminal import config as terminal_config
 from terminal.cli import main
 from terminal.queue import Queue, load_key
+from tests.support.gateway import (
+    InProcessGateway,
+    Subscriber,
+    load,
+    make_id_number,
+    wait_until,
+    write_config,
+)
+from tests.support.terminal import Pki, make_pki, serve_https
 
 GW = "GW-TERM"
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ import pytest
 from gateway.cli import main
 from gateway.store import terminal_records
 from gateway.store.db import connect
-from tests.support import write_config
+from tests.support.gateway import write_config
 
 
 def _check(database: Path, token: str) -> terminal_records.TokenCheck:

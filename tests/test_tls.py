@@ -23,7 +23,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from support import (
+
+from gateway.config import ConfigError, parse_config
+from gateway.runtime.gateway import broker_settings
+from gateway.store.outbox import OutboxStats
+from gateway.sync.link import TlsSettings
+from gateway.sync.local_broker import LocalBroker, free_port
+from tests.support.gateway import (
     InProcessGateway,
     Subscriber,
     enrol_cards,
@@ -33,12 +39,6 @@ from support import (
     write_config,
     write_taps,
 )
-
-from gateway.config import ConfigError, parse_config
-from gateway.runtime.gateway import broker_settings
-from gateway.store.outbox import OutboxStats
-from gateway.sync.link import TlsSettings
-from gateway.sync.local_broker import LocalBroker, free_port
 
 CARD = "04A1B2C3D4"
 TAPS = [CARD, "04DEADBEEF", CARD]

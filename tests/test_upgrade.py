@@ -14,7 +14,14 @@ from gateway.store.db import connect, transaction
 from gateway.store.errors import SchemaTooNewError
 from gateway.store.migrations import LATEST_VERSION, migrate, schema_version
 from gateway.sync.local_broker import LocalBroker
-from tests.support import InProcessGateway, Subscriber, load, stats_of, wait_until, write_config
+from tests.support.gateway import (
+    InProcessGateway,
+    Subscriber,
+    load,
+    stats_of,
+    wait_until,
+    write_config,
+)
 
 GW = "GW-UPGRADE"
 PREVIOUS_RELEASE_SCHEMA = 3

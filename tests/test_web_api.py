@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from gateway.sync.local_broker import LocalBroker
-from tests.support import wait_until
-from tests.web_support import WebGateway, start_web_gateway
+from tests.support.gateway import wait_until
+from tests.support.web import WebGateway, start_web_gateway
 
 BAD_CHECK = "110105194912310021"  # the check character should be X
 

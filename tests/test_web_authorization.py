@@ -24,7 +24,7 @@ from starlette.responses import StreamingResponse
 from gateway.api.auth import Role
 from gateway.api.security import gate_roles
 from gateway.sync.local_broker import LocalBroker
-from tests.web_support import WebGateway, start_web_gateway
+from tests.support.web import WebGateway, start_web_gateway
 
 PUBLIC = {
     ("GET", "/"): "redirects to the UI",

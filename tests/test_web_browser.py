@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from gateway.sync.local_broker import LocalBroker
-from tests.web_support import PASSWORD, WebGateway, start_web_gateway
+from tests.support.web import PASSWORD, WebGateway, start_web_gateway
 
 CHROMIUM = Path("/usr/bin/chromium")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gateway.sync.local_broker import LocalBroker
-from tests.web_support import PASSWORD, WebGateway, start_web_gateway
+from tests.support.web import PASSWORD, WebGateway, start_web_gateway
 
 EXAMPLES = 25
 CHECKS = [

@@ -27,7 +27,7 @@ from gateway.runtime.gateway import Gateway
 from gateway.store import registry, residents, users
 from gateway.store.db import connect
 from gateway.sync.local_broker import LocalBroker
-from tests.support import SH, InProcessGateway, load, wait_until, write_config
+from tests.support.gateway import SH, InProcessGateway, load, wait_until, write_config
 
 PASSWORD = "a long enough passphrase"
 ACCOUNTS = {

@@ -15,7 +15,7 @@ from gateway.domain.signing import SigningKey
 from gateway.sync.link import BrokerSettings
 from gateway.sync.local_broker import LocalBroker
 from gateway.sync.platform_client import PlatformClient
-from tests.support import make_id_number
+from tests.support.gateway import make_id_number
 
 
 class Platform:

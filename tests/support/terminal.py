@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
-from support import make_id_number, wait_until
 
 from gateway.sync.local_broker import free_port
+from tests.support.gateway import make_id_number, wait_until
 
 SH = dt.timezone(dt.timedelta(hours=8))
 

@@ -1,0 +1,8 @@
+"""Helpers shared by the tests (and the benchmarks): real gateways, brokers, platforms, devices.
+
+- `gateway`: config files, taps, an in-process gateway, `rentgate run` as a child, a subscriber;
+- `platform`: the platform's key and signed commands;
+- `web`: a running gateway seeded with two landlords' data, for the web API and UI;
+- `terminal`: handheld records, a throwaway PKI, the terminal API served over HTTPS;
+- `qr_frames`: camera-like frames of voucher QR codes.
+"""
