@@ -6,3 +6,8 @@
 - `terminal`: handheld records, a throwaway PKI, the terminal API served over HTTPS;
 - `qr_frames`: camera-like frames of voucher QR codes.
 """
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+"""The repository's root: docs/, examples/, systemd/ are found from here."""

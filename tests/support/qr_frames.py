@@ -31,7 +31,7 @@ filter makes every blurred frame zxing misses readable: hard, not hopeless.
 grid paper, a checkerboard, 1D barcodes, noise, a photo-like scene, and a QR
 look-alike (finder patterns around random modules) no decoder may accept.
 
-Shared by tests/test_scan.py and bench/qr_read.py (as `tests.support.qr_frames`).
+Shared by tests/terminal/test_scan.py and bench/qr_read.py (as `tests.support.qr_frames`).
 """
 
 from __future__ import annotations

@@ -40,9 +40,10 @@ from gateway.store.writer import Writer
 from gateway.sync.link import BrokerSettings, MqttLink
 from gateway.sync.local_broker import LocalBroker
 from gateway.sync.uplink import OutboxSource, Uplink
+from tests.support import REPO
 from tests.support.gateway import write_config as support_write_config
 
-UNITS_DIR = Path(__file__).resolve().parent.parent / "systemd"
+UNITS_DIR = REPO / "systemd"
 UNITS = ("rentgate.service", "rentgate-terminal-sync.service", "rentgate-terminal-sync.timer")
 VENV_BIN = "/opt/rentgate/.venv/bin/"
 STATE = "/var/lib/rentgate"

@@ -1,5 +1,5 @@
 """The SAM card reader driver on real pseudo-terminals: against the simulator, and replaying
-recorded conversations (tests/data/sam/*.hex) through a peer that checks every command."""
+recorded conversations (tests/devices/data/sam/*.hex) through a peer that checks every command."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from types import ModuleType
 from gateway.sync.link import BrokerSettings
 from gateway.sync.local_broker import LocalBroker
 from gateway.sync.platform_client import PlatformClient
+from tests.support import REPO
 from tests.support.gateway import (
     InProcessGateway,
     load,
@@ -20,7 +21,7 @@ from tests.support.gateway import (
     write_taps,
 )
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "platform_consumer.py"
+EXAMPLE = REPO / "examples" / "platform_consumer.py"
 GW = "GW-CONSUMED"
 
 

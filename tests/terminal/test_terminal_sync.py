@@ -36,6 +36,7 @@ from gateway.sync.local_broker import LocalBroker, free_port
 from terminal import config as terminal_config
 from terminal.cli import main
 from terminal.queue import Queue, load_key
+from tests.support import REPO
 from tests.support.gateway import (
     InProcessGateway,
     Subscriber,
@@ -47,7 +48,6 @@ from tests.support.gateway import (
 from tests.support.terminal import Pki, make_pki, serve_https
 
 GW = "GW-TERM"
-REPO = Path(__file__).resolve().parent.parent
 RECORDS = 500
 
 

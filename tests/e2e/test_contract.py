@@ -35,6 +35,7 @@ from gateway.store import registry
 from gateway.store.db import connect, transaction
 from gateway.sync.local_broker import LocalBroker
 from gateway.sync.wire import CONTRACT_VERSION, Topics
+from tests.support import REPO
 from tests.support.gateway import (
     SH,
     InProcessGateway,
@@ -49,14 +50,14 @@ from tests.support.gateway import (
 from tests.support.platform import Platform, id_number_for, key_file, person_entry
 from tests.support.terminal import record_json
 
-DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.yaml"
+DOC_PATH = REPO / "docs" / "asyncapi.yaml"
 DOC_URI = "urn:rentgate:test:asyncapi"
 DOCUMENT: dict[str, Any] = yaml.safe_load(DOC_PATH.read_text(encoding="utf-8"))
 SCHEMAS: dict[str, Any] = DOCUMENT["components"]["schemas"]
 REGISTRY: Registry[Any] = Registry().with_resource(DOC_URI, DRAFT202012.create_resource(DOCUMENT))
 
 VALIDATED_ELSEWHERE = {EventType.GATEWAY_ALARM.value}
-"""Event types whose real traffic is validated by another test (tests/test_storage.py: a
+"""Event types whose real traffic is validated by another test (tests/ops/test_storage.py: a
 storage alarm needs a broker outage and a full budget)."""
 
 GRANTED = "04A1B2C3D4"

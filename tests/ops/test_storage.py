@@ -18,6 +18,8 @@ from gateway.store import outbox, retention
 from gateway.store.db import connect, transaction
 from gateway.store.migrations import migrate
 from gateway.sync.local_broker import LocalBroker
+from tests.e2e.test_contract import assert_valid, payload_ref, validator
+from tests.e2e.test_outage import PersistentSubscriber
 from tests.support.gateway import (
     InProcessGateway,
     enrol_cards,
@@ -27,8 +29,6 @@ from tests.support.gateway import (
     write_config,
     write_taps,
 )
-from tests.test_contract import assert_valid, payload_ref, validator
-from tests.test_outage import PersistentSubscriber
 
 GW = "GW-STORAGE"
 

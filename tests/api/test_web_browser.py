@@ -19,10 +19,11 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from gateway.sync.local_broker import LocalBroker
+from tests.support import REPO
 from tests.support.web import PASSWORD, WebGateway, start_web_gateway
 
 CHROMIUM = Path("/usr/bin/chromium")
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+DOCS = REPO / "docs" / "screenshots"
 NEW_CARD = "0E0E0E0E"
 NEW_TENANT = {"name": "王小明", "id_number": "330106199003071236"}
 
