@@ -30,8 +30,14 @@ from pathlib import Path
 import benchlib
 
 from gateway.sync.local_broker import LocalBroker
-from tests.e2e.test_outage import PersistentSubscriber
-from tests.support.gateway import enrol_cards, load, stats_of, wait_until, write_config
+from tests.support.gateway import (
+    PersistentSubscriber,
+    enrol_cards,
+    load,
+    stats_of,
+    wait_until,
+    write_config,
+)
 
 GW = "GW-SOAK"
 

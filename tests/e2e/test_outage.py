@@ -3,60 +3,20 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import (
     InProcessGateway,
-    Subscriber,
+    PersistentSubscriber,
     load,
     stats_of,
     wait_until,
     write_config,
 )
-
-
-class PersistentSubscriber(Subscriber):
-    """A platform consumer with a persistent session, so the broker queues for it."""
-
-    def __init__(self, port: int, topic: str) -> None:
-        self.messages = []
-        self._lock = threading.Lock()
-        self._topic = topic
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id="outage-platform", protocol=paho.MQTTv5
-        )
-        self._client.on_message = self._on_message
-        self._client.on_connect = self._resubscribe
-        self._client.reconnect_delay_set(0.1, 0.5)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        self._client.connect("127.0.0.1", port, clean_start=False, properties=props)
-        self._subscribed = threading.Event()
-        self._client.on_subscribe = lambda *_a: self._subscribed.set()
-        self._client.loop_start()
-        if not self._subscribed.wait(10):
-            raise AssertionError("subscription not acknowledged")
-
-    def _resubscribe(self, client: paho.Client, *_args: object) -> None:
-        client.subscribe(self._topic, qos=1)
-
-
-@pytest.fixture
-def persistent_broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    workdir = tmp_path / "mosquitto"
-    workdir.mkdir()
-    with LocalBroker(workdir=workdir, persistent=True) as running:
-        yield running
 
 
 @pytest.mark.slow

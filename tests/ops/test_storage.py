@@ -18,10 +18,10 @@ from gateway.store import outbox, retention
 from gateway.store.db import connect, transaction
 from gateway.store.migrations import migrate
 from gateway.sync.local_broker import LocalBroker
-from tests.e2e.test_contract import assert_valid, payload_ref, validator
-from tests.e2e.test_outage import PersistentSubscriber
+from tests.support.contract import assert_valid, payload_ref, validator
 from tests.support.gateway import (
     InProcessGateway,
+    PersistentSubscriber,
     enrol_cards,
     load,
     stats_of,
@@ -75,21 +75,12 @@ def test_only_delivered_history_is_pruned_and_space_comes_back(tmp_path: Path) -
         conn.close()
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    """A broker that keeps the platform's session (and what is queued for it) across a stop."""
-    workdir = tmp_path / "mosquitto"
-    workdir.mkdir()
-    with LocalBroker(workdir=workdir, persistent=True) as running:
-        yield running
-
-
 def test_undelivered_records_over_budget_raise_an_alarm_and_are_all_delivered(
-    tmp_path: Path, broker: LocalBroker
+    tmp_path: Path, persistent_broker: LocalBroker
 ) -> None:
-    subscriber = PersistentSubscriber(broker.port, f"rentgate/v1/{GW}/events")
-    broker.stop()
-    path = write_config(tmp_path, broker.url, gateway_id=GW)
+    subscriber = PersistentSubscriber(persistent_broker.port, f"rentgate/v1/{GW}/events")
+    persistent_broker.stop()
+    path = write_config(tmp_path, persistent_broker.url, gateway_id=GW)
     with path.open("a", encoding="utf-8") as config:
         config.write("\n[storage]\nbudget_mb = 0.02\ncheck_every_s = 0.2\n")
     cfg = load(path)
@@ -101,7 +92,7 @@ def test_undelivered_records_over_budget_raise_an_alarm_and_are_all_delivered(
         write_taps(tmp_path / "front.reader", ["0A000001"])
         wait_until(lambda: "storage_budget" in gateway.housekeeper.alarms, 20, "budget alarm")
         assert gateway.doors.counters.decisions["granted"] == 1  # doors kept deciding
-        broker.start()
+        persistent_broker.start()
         try:
             wait_until(lambda: "storage_budget" not in gateway.housekeeper.alarms, 30, "cleared")
             head = stats_of(cfg.gateway.database).head_seq
@@ -135,12 +126,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_really_full_disk_loses_no_record_and_doors_keep_deciding(
-    tmp_path: Path, small_disk: Path, broker: LocalBroker
+    tmp_path: Path, small_disk: Path, persistent_broker: LocalBroker
 ) -> None:
-    subscriber = PersistentSubscriber(broker.port, f"rentgate/v1/{GW}/events")
-    broker.stop()
-    own_broker = broker
-    path = write_config(tmp_path, own_broker.url, gateway_id=GW)
+    subscriber = PersistentSubscriber(persistent_broker.port, f"rentgate/v1/{GW}/events")
+    persistent_broker.stop()
+    path = write_config(tmp_path, persistent_broker.url, gateway_id=GW)
     text = path.read_text().replace(str(tmp_path / "data"), str(small_disk / "data"))
     path.write_text(text + "\n[storage]\nbudget_mb = 100\ncheck_every_s = 0.2\n")
     cfg = load(path)
@@ -164,7 +154,7 @@ def test_a_really_full_disk_loses_no_record_and_doors_keep_deciding(
         wait_until(lambda: gateway.doors.counters.decisions["granted"] == 2, 20, "door decided")
         assert gateway.locks["front"].commands[-1].seconds > 0  # and opened, disk full or not
         filler.unlink()  # the installer frees space
-        own_broker.start()
+        persistent_broker.start()
         try:
             wait_until(lambda: gateway.writer.health.failing_since is None, 30, "writes recover")
             wait_until(lambda: gateway.writer.pending() == 0, 30, "everything recorded")

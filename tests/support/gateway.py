@@ -18,6 +18,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.config import Config, load_config
 from gateway.domain.credentials import CredentialKind, parse_credential
@@ -204,6 +206,32 @@ class Subscriber:
         # Our bound-method callbacks make a cycle with the client; break it so paho's
         # __del__ closes its wake-up socket pair now rather than in a later GC pass.
         self._client.on_message = self._client.on_connect = self._client.on_subscribe = None
+
+
+class PersistentSubscriber(Subscriber):
+    """A platform consumer with a persistent session, so the broker queues for it."""
+
+    def __init__(self, port: int, topic: str, client_id: str = "persistent-platform") -> None:
+        self.messages = []
+        self._lock = threading.Lock()
+        self._topic = topic
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
+        )
+        self._client.on_message = self._on_message
+        self._client.on_connect = self._resubscribe
+        self._client.reconnect_delay_set(0.1, 0.5)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self._client.connect("127.0.0.1", port, clean_start=False, properties=props)
+        self._subscribed = threading.Event()
+        self._client.on_subscribe = lambda *_a: self._subscribed.set()
+        self._client.loop_start()
+        if not self._subscribed.wait(10):
+            raise AssertionError("subscription not acknowledged")
+
+    def _resubscribe(self, client: paho.Client, *_args: object) -> None:
+        client.subscribe(self._topic, qos=1)
 
 
 class InProcessGateway:
