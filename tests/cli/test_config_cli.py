@@ -219,9 +219,7 @@ def test_run_reports_live_status_and_stops_cleanly_on_sigterm(
         fifo = os.open(tmp_path / "front.reader", os.O_WRONLY)
         os.write(fifo, b"04DEADBEEF\n")
         os.close(fifo)
-        wait_until(
-            lambda: any(e["type"] == "access.decision" for e in platform.events()), 10, "decision"
-        )
+        wait_until(lambda: bool(platform.decisions()), 10, "decision")
 
         def live() -> dict[str, object]:
             return json.loads(rentgate("status", "--config", str(config_path), "--json").stdout)

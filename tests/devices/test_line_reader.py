@@ -51,16 +51,14 @@ def test_pty_reader_rejects_bad_input_counts_it_and_keeps_going(
                 "the good tap",
             )
             rejected = dict(gateway.doors.counters.rejected)
-            wait_until(
-                lambda: any(e["type"] == "access.decision" for e in platform.events()), 10, "event"
-            )
+            wait_until(lambda: bool(platform.decisions()), 10, "event")
             assert len(gateway.locks["front"].commands) == 1
     finally:
         os.close(master)
         os.close(slave)
         platform.close()
     assert rejected == {"binary": 3, "too_long": 1, "bad_format": 1, "empty": 1}
-    decisions = [e for e in platform.events() if e["type"] == "access.decision"]
+    decisions = platform.decisions()
     assert len(decisions) == 1, "rejected input records no decision"
 
 

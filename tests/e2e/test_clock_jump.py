@@ -11,6 +11,7 @@ from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import (
     InProcessGateway,
     Subscriber,
+    access_decisions,
     load,
     wait_until,
     write_config,
@@ -63,9 +64,7 @@ def test_a_jump_is_announced_and_seq_stays_in_order(tmp_path: Path, broker: Loca
             wait_until(lambda: running.gateway.clock_watch.jumps >= 1, 10, "jump noticed")
             write_taps(tmp_path / "front.reader", ["0C000002"])
             wait_until(
-                lambda: (
-                    len([e for e in subscriber.events() if e["type"] == "access.decision"]) == 2
-                ),
+                lambda: len(subscriber.decisions()) == 2,
                 15,
                 "both decisions",
             )
@@ -80,7 +79,7 @@ def test_a_jump_is_announced_and_seq_stays_in_order(tmp_path: Path, broker: Loca
     alarm = next(e for e in events if e["type"] == "gateway.alarm")
     assert alarm["alarm"] == "clock_jump"
     assert "-3600" in alarm["detail"]
-    first, second = [e for e in events if e["type"] == "access.decision"]
+    first, second = access_decisions(events)
     assert second["seq"] > first["seq"]
     assert second["ts"] < first["ts"]  # the wall clock went back...
     assert second["mono"] > first["mono"]  # ...the monotonic reading did not

@@ -37,6 +37,7 @@ from tests.support.gateway import (
     SH,
     InProcessGateway,
     Subscriber,
+    access_decisions,
     enrol_cards,
     load,
     make_id_number,
@@ -192,10 +193,6 @@ def _terminal_record(running: InProcessGateway) -> None:
     assert response.status_code == 200, response.text
 
 
-def _decisions(platform: Subscriber) -> list[dict[str, Any]]:
-    return [e for e in platform.events() if e["type"] == EventType.ACCESS_DECISION.value]
-
-
 def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) -> None:
     gateway_id = f"GW-CONTRACT-{uuid4().hex[:8]}"
     key, public = key_file(tmp_path / "platform")
@@ -230,7 +227,7 @@ def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) 
                 os.close(fifo)
             wait_until(
                 lambda: (
-                    len(_decisions(platform)) >= len(taps)
+                    len(platform.decisions()) >= len(taps)
                     and any(e["type"] == EventType.DEVICE_STATUS.value for e in platform.events())
                 ),
                 20,
@@ -297,7 +294,7 @@ def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) 
     )
 
     events = [by_seq[seq] for seq in sorted(by_seq)]
-    decisions = [e for e in events if e["type"] == EventType.ACCESS_DECISION.value]
+    decisions = access_decisions(events)
     outcomes = [(d["result"], d["reason"]) for d in decisions]
     assert outcomes == [
         ("allow", "granted"),

@@ -26,6 +26,7 @@ from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import (
     GatewayProcess,
     Subscriber,
+    access_decisions,
     enrol_cards,
     load,
     stats_of,
@@ -122,11 +123,9 @@ def test_kill_9_loses_nothing_recorded(broker: LocalBroker, tmp_path: Path) -> N
     offered_index = {
         keys.lookup("card_uid", card).hex()[:32]: n for n, card in enumerate(taps.offered)
     }
-    decisions = [
-        event
-        for seq, event in sorted({e["seq"]: e for e in received}.items())
-        if event["type"] == "access.decision"
-    ]
+    decisions = access_decisions(
+        event for _, event in sorted({e["seq"]: e for e in received}.items())
+    )
     # A kill can cut a line in two: the restarted reader then sees the tail of a
     # tap as a line of its own. If that tail still looks like a card serial it is
     # decided (an unknown card, refused) and recorded; it is not a tap we offered.

@@ -9,6 +9,7 @@ from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import (
     InProcessGateway,
     Subscriber,
+    access_decisions,
     enrol_cards,
     load,
     stats_of,
@@ -33,7 +34,7 @@ def test_fifo_taps_reach_the_platform_in_order(broker: LocalBroker, tmp_path: Pa
             finally:
                 os.close(fifo)
             wait_until(
-                lambda: sum(e["type"] == "access.decision" for e in platform.events()) >= len(taps),
+                lambda: len(platform.decisions()) >= len(taps),
                 20,
                 "all decisions at the subscriber",
             )
@@ -44,7 +45,7 @@ def test_fifo_taps_reach_the_platform_in_order(broker: LocalBroker, tmp_path: Pa
 
     seqs = [event["seq"] for event in events]
     assert seqs == list(range(1, len(seqs) + 1)), "seq contiguous from 1, in order"
-    decisions = [event for event in events if event["type"] == "access.decision"]
+    decisions = access_decisions(events)
     assert [d["result"] for d in decisions] == ["allow", "deny", "allow"] * 20
     assert [d["reason"] for d in decisions[:3]] == ["granted", "unknown", "granted"]
     assert lock_commands == 40, "the lock was commanded once per granted tap"

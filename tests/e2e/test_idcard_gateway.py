@@ -60,9 +60,9 @@ def test_id_card_opens_the_door_and_its_number_never_travels_in_full(
                 platform.close()
             wait_until(lambda: len(running.gateway.doors.index) == 2, 15, "allowlist")
             for card in (local, outsider, stranger):
-                count = len(_decisions(subscriber))
+                count = len(subscriber.decisions())
                 reader.present(card)
-                wait_until(lambda c=count: len(_decisions(subscriber)) > c, 15, "decision")
+                wait_until(lambda c=count: len(subscriber.decisions()) > c, 15, "decision")
                 reader.remove()
                 gone = reader.replies["find_no_card"] + 2  # the driver's "card has left" rule
                 wait_until(lambda g=gone: reader.replies["find_no_card"] >= g, 15, "card gone")
@@ -72,7 +72,7 @@ def test_id_card_opens_the_door_and_its_number_never_travels_in_full(
                 "the outsider's registration alert",
             )
         subscriber.close()
-    decisions = _decisions(subscriber)
+    decisions = subscriber.decisions()
     assert [(d["result"], d["reason"], d["reader"]) for d in decisions] == [
         ("allow", "granted", "desk"),
         ("allow", "granted", "desk"),
@@ -92,7 +92,3 @@ def test_id_card_opens_the_door_and_its_number_never_travels_in_full(
     alerts = [e for e in subscriber.events() if e["type"] == "alert.raised"]
     assert [a["rule"] for a in alerts] == ["registration.due"]  # the local tenant owes nothing
     assert alerts[0]["person"] == decisions[1]["person"]
-
-
-def _decisions(subscriber: Subscriber) -> list[dict[str, object]]:
-    return [e for e in subscriber.events() if e["type"] == "access.decision"]

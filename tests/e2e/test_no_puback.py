@@ -24,6 +24,7 @@ from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import (
     InProcessGateway,
     Subscriber,
+    access_decisions,
     enrol_cards,
     load,
     stats_of,
@@ -242,10 +243,6 @@ def events_in(publishes: list[Publish]) -> list[dict[str, Any]]:
     return [event for p in publishes for event in json.loads(p.payload)["events"]]
 
 
-def decisions_in(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [event for event in events if event["type"] == "access.decision"]
-
-
 def redeliver_everything(
     config_path: Path, broker: LocalBroker, gateway_id: str, head_before: int
 ) -> list[dict[str, Any]]:
@@ -284,7 +281,7 @@ def assert_same_events_resent(
     for event in resent[:head_before]:
         if event["seq"] in by_seq:
             assert event == by_seq[event["seq"]], "the same event, byte for byte, under its seq"
-    assert [d["result"] for d in decisions_in(resent)] == RESULTS
+    assert [d["result"] for d in access_decisions(resent)] == RESULTS
 
 
 # --------------------------------------------------------------------- tests
@@ -326,7 +323,9 @@ def test_published_but_never_acked_events_stay_undelivered(
             assert uplink is not None
             write_taps(tmp_path / "front.reader", TAPS)
             wait_until(
-                lambda: len(decisions_in(events_in(stand_in.publishes(events_topic)))) >= len(TAPS),
+                lambda: (
+                    len(access_decisions(events_in(stand_in.publishes(events_topic)))) >= len(TAPS)
+                ),
                 20,
                 "every tap published to the stand-in",
             )
@@ -356,7 +355,7 @@ def test_published_but_never_acked_events_stay_undelivered(
     unacked = events_in(event_publishes)
     seqs = [event["seq"] for event in unacked]
     assert seqs == list(range(1, len(seqs) + 1)), "each event sent once, in order"
-    assert [d["result"] for d in decisions_in(unacked)] == RESULTS
+    assert [d["result"] for d in access_decisions(unacked)] == RESULTS
     assert published == len(event_publishes)
     for publish in event_publishes:
         assert publish.qos == 1
@@ -412,7 +411,8 @@ def test_a_broker_that_stops_acknowledging_gets_a_new_session(tmp_path: Path) ->
             wait_until(lambda: len(stand_in.protocol_levels) >= 3, 30, "two new sessions")
             wait_until(
                 lambda: (
-                    len(decisions_in(events_in(stand_in.publishes(events_topic)))) >= 2 * len(TAPS)
+                    len(access_decisions(events_in(stand_in.publishes(events_topic))))
+                    >= 2 * len(TAPS)
                 ),
                 20,
                 "the taps sent again in a later session",

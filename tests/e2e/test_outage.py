@@ -12,6 +12,7 @@ from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import (
     InProcessGateway,
     PersistentSubscriber,
+    access_decisions,
     load,
     stats_of,
     wait_until,
@@ -69,7 +70,7 @@ def test_broker_outage_loses_nothing_and_keeps_order(
     head = stats_of(config.gateway.database).head_seq
     assert first_seen == list(range(1, head + 1)), "every seq once, in order"
     unique = {e["seq"]: e for e in events}
-    decisions = [unique[s] for s in sorted(unique) if unique[s]["type"] == "access.decision"]
+    decisions = access_decisions(unique[s] for s in sorted(unique))
     cards = [int(e["credential"]["masked"][-4:], 16) for e in decisions]
     assert cards == [n & 0xFFFF for n in range(offered)], "every tap, in the order offered"
     births = [s for s in platform.states() if s["online"]]

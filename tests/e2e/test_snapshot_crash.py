@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -41,10 +40,6 @@ def _version(database: Path) -> int:
         return allowlist.state(conn).version
     finally:
         conn.close()
-
-
-def _decisions(subscriber: Subscriber) -> list[dict[str, Any]]:
-    return [e for e in subscriber.events() if e["type"] == "access.decision"]
 
 
 @pytest.mark.slow
@@ -90,11 +85,11 @@ def test_kill_during_a_large_snapshot_leaves_the_previous_version_in_force(
         assert 0 < staged < len(pages), "killed mid-apply"
         assert _version(database) == 1
 
-        before = len(_decisions(subscriber))
+        before = len(subscriber.decisions())
         gateway.start()
         write_taps(tmp_path / "front.reader", ["A00001", "B00001", "A003E7"])
-        wait_until(lambda: len(_decisions(subscriber)) >= before + 3, 30, "decisions")
-        after = _decisions(subscriber)[before:]
+        wait_until(lambda: len(subscriber.decisions()) >= before + 3, 30, "decisions")
+        after = subscriber.decisions()[before:]
         assert [(d["result"], d["reason"]) for d in after] == [
             ("allow", "granted"),
             ("deny", "unknown"),

@@ -108,7 +108,7 @@ def test_undelivered_records_over_budget_raise_an_alarm_and_are_all_delivered(
     check = validator(payload_ref("events"))
     for envelope in subscriber.envelopes():
         assert_valid(check, envelope, "an envelope with gateway.alarm")
-    decisions = [e for e in subscriber.events() if e["type"] == "access.decision"]
+    decisions = subscriber.decisions()
     assert len({d["seq"] for d in decisions}) == 161
 
 
@@ -170,7 +170,7 @@ def test_a_really_full_disk_loses_no_record_and_doors_keep_deciding(
                 ) from None
         finally:
             subscriber.close()
-    decisions = [e for e in subscriber.events() if e["type"] == "access.decision"]
+    decisions = subscriber.decisions()
     assert len({d["seq"] for d in decisions}) == 52  # every tap accepted is there
     kinds = [(e["alarm"], e["state"]) for e in subscriber.events() if e["type"] == "gateway.alarm"]
     assert ("storage_failing", "raised") in kinds

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -135,6 +135,11 @@ def enrol_cards(config: Config, cards: list[str], unit: str = "1") -> None:
         conn.close()
 
 
+def access_decisions(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `access.decision` events among `events`, in their order."""
+    return [event for event in events if event["type"] == "access.decision"]
+
+
 @dataclass
 class Received:
     topic: str
@@ -196,6 +201,10 @@ class Subscriber:
 
     def states(self) -> list[dict[str, Any]]:
         return [json.loads(m.payload) for m in self.snapshot() if m.topic.endswith("/state")]
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """The `access.decision` events received so far, in the order they arrived."""
+        return access_decisions(self.events())
 
     def unique_seqs(self) -> set[int]:
         return {event["seq"] for event in self.events()}

@@ -61,14 +61,13 @@ class Rig:
         wait_until(caught_up, 15, "access index up to date")
 
     def decisions(self, count: int) -> list[dict[str, Any]]:
-        wait_until(lambda: len(self.decision_events()) >= count, 15, f"{count} access decisions")
-        return self.decision_events()
-
-    def decision_events(self) -> list[dict[str, Any]]:
-        return [e for e in self.subscriber.events() if e["type"] == "access.decision"]
+        wait_until(
+            lambda: len(self.subscriber.decisions()) >= count, 15, f"{count} access decisions"
+        )
+        return self.subscriber.decisions()
 
     def tap(self, *cards: str) -> list[dict[str, Any]]:
-        before = len(self.decision_events())
+        before = len(self.subscriber.decisions())
         write_taps(self.fifo, list(cards))
         return self.decisions(before + len(cards))[before:]
 

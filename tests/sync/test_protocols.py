@@ -16,6 +16,7 @@ from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import (
     InProcessGateway,
     Subscriber,
+    access_decisions,
     enrol_cards,
     load,
     stats_of,
@@ -65,7 +66,7 @@ def test_taps_reach_the_platform_over_each_protocol(
         with InProcessGateway(config) as running:
             write_taps(tmp_path / "front.reader", TAPS)
             wait_until(
-                lambda: sum(e["type"] == "access.decision" for e in platform.events()) >= len(TAPS),
+                lambda: len(platform.decisions()) >= len(TAPS),
                 20,
                 "all decisions at the subscriber",
             )
@@ -93,7 +94,7 @@ def test_taps_reach_the_platform_over_each_protocol(
 
     seqs = [event["seq"] for event in events]
     assert seqs == list(range(1, len(seqs) + 1)), "seq contiguous from 1, in order, no repeats"
-    decisions = [event for event in events if event["type"] == "access.decision"]
+    decisions = access_decisions(events)
     assert [d["result"] for d in decisions] == ["allow", "deny", "allow"] * 5
     assert all(envelope["gw"] == gateway_id for envelope in platform.envelopes())
 

@@ -331,10 +331,6 @@ def tls_lines(ca: Path, cert: Path | None = None, key: Path | None = None) -> st
     return "\n".join(lines)
 
 
-def decisions(platform: Subscriber) -> list[dict[str, object]]:
-    return [event for event in platform.events() if event["type"] == "access.decision"]
-
-
 def assert_delivers(
     broker: LocalBroker,
     tmp_path: Path,
@@ -353,7 +349,7 @@ def assert_delivers(
     enrol_cards(config, [CARD])
     with InProcessGateway(config) as running:
         write_taps(tmp_path / "front.reader", TAPS)
-        wait_until(lambda: len(decisions(platform)) >= len(TAPS), 20, "decisions over TLS")
+        wait_until(lambda: len(platform.decisions()) >= len(TAPS), 20, "decisions over TLS")
         wait_until(
             lambda: outbox_stats(running).delivered_seq == outbox_stats(running).head_seq,
             10,
@@ -366,7 +362,7 @@ def assert_delivers(
     events = platform.events()
     seqs = [event["seq"] for event in events]
     assert seqs == list(range(1, len(seqs) + 1))
-    assert [d["result"] for d in decisions(platform)] == ["allow", "deny", "allow"]
+    assert [d["result"] for d in platform.decisions()] == ["allow", "deny", "allow"]
     online = [state for state in platform.states() if state["online"]]
     assert online, "the birth arrived over TLS too"
 
