@@ -10,22 +10,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
-from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import wait_until
-from tests.support.web import WebGateway, start_web_gateway
+from tests.support.web import WebGateway
 
 BAD_CHECK = "110105194912310021"  # the check character should be X
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory, broker: LocalBroker) -> Iterator[WebGateway]:
-    yield from start_web_gateway(tmp_path_factory.mktemp("web-api"), broker)
 
 
 def _enrol(client: httpx.Client, id_number: str, card: str, unit: str = "101") -> dict[str, Any]:

@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.responses import StreamingResponse
 
 from gateway.api.auth import Role
 from gateway.api.security import gate_roles
-from gateway.sync.local_broker import LocalBroker
-from tests.support.web import WebGateway, start_web_gateway
+from tests.support.web import WebGateway
 
 PUBLIC = {
     ("GET", "/"): "redirects to the UI",
@@ -80,11 +78,6 @@ def _gated(web: WebGateway) -> list[tuple[str, str, APIRoute, frozenset[Role]]]:
         if roles is not None:
             gated.append((method, path, route, roles))
     return gated
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory, broker: LocalBroker) -> Iterator[WebGateway]:
-    yield from start_web_gateway(tmp_path_factory.mktemp("web-authz"), broker)
 
 
 def _fill(path: str, seeded: dict[str, str]) -> str:

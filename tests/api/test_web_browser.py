@@ -18,19 +18,13 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from gateway.sync.local_broker import LocalBroker
 from tests.support import REPO
-from tests.support.web import PASSWORD, WebGateway, start_web_gateway
+from tests.support.web import PASSWORD, WebGateway
 
 CHROMIUM = Path("/usr/bin/chromium")
 DOCS = REPO / "docs" / "screenshots"
 NEW_CARD = "0E0E0E0E"
 NEW_TENANT = {"name": "王小明", "id_number": "330106199003071236"}
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory, broker: LocalBroker) -> Iterator[WebGateway]:
-    yield from start_web_gateway(tmp_path_factory.mktemp("web-browser"), broker)
 
 
 @pytest.fixture(scope="module")

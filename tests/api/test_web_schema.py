@@ -9,7 +9,6 @@ run uses).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,8 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from gateway.sync.local_broker import LocalBroker
-from tests.support.web import PASSWORD, WebGateway, start_web_gateway
+from tests.support.web import PASSWORD, WebGateway
 
 EXAMPLES = 25
 CHECKS = [
@@ -32,11 +30,6 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-
-
-@pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory, broker: LocalBroker) -> Iterator[WebGateway]:
-    yield from start_web_gateway(tmp_path_factory.mktemp("web-schema"), broker)
 
 
 @pytest.fixture(scope="module")
