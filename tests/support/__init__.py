@@ -3,7 +3,9 @@
 - `gateway`: config files, taps, an in-process gateway, `rentgate run` as a child, a subscriber;
 - `platform`: the platform's key and signed commands;
 - `web`: a running gateway seeded with two landlords' data, for the web API and UI;
-- `terminal`: handheld records, a throwaway PKI, the terminal API served over HTTPS;
+- `terminal`: handheld records, the terminal API served over HTTPS;
+- `pki`: a throwaway CA with server and client certificates;
+- `contract`: docs/asyncapi.yaml loaded, and validators for its schemas;
 - `qr_frames`: camera-like frames of voucher QR codes.
 """
 

@@ -1,32 +1,27 @@
-"""Helpers for the terminal tests: schema v5, a throwaway PKI, the API served over HTTPS.
+"""Helpers for the terminal tests: records as a handheld sends them, the API served over HTTPS.
 
-`PROPOSED_EVENT_SCHEMA` is the `registration.captured` schema proposed for
-docs/asyncapi.yaml (as `RegistrationCapturedEvent`); the tests check real
-events against it until the document has it.
+Certificates come from tests/support/pki.py. `PROPOSED_EVENT_SCHEMA` is the
+`registration.captured` schema proposed for docs/asyncapi.yaml (as
+`RegistrationCapturedEvent`); the tests check real events against it until the
+document has it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import uvicorn
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 
 from gateway.sync.local_broker import free_port
 from tests.support.gateway import make_id_number, wait_until
+from tests.support.pki import Pki
 
 SH = dt.timezone(dt.timedelta(hours=8))
 
@@ -53,72 +48,6 @@ def record_json(
         document["moved_out_on"] = "2026-03-02"
     document.update(overrides)
     return {key: value for key, value in document.items() if value is not None}
-
-
-# --------------------------------------------------------------------------- PKI
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    other_ca: Path
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[str, ec.EllipticCurvePrivateKey] | None,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        ).add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def make_pki(directory: Path) -> Pki:
-    """A test CA with a server certificate for 127.0.0.1, and an unrelated CA."""
-    ca_key, server_key, other_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    pem = serialization.Encoding.PEM
-    paths = Pki(
-        directory / "ca.pem",
-        directory / "server.pem",
-        directory / "server.key",
-        directory / "o.pem",
-    )
-    paths.ca.write_bytes(_cert("Rentgate terminal test CA", ca_key, None).public_bytes(pem))
-    server = _cert("127.0.0.1", server_key, ("Rentgate terminal test CA", ca_key))
-    paths.server_cert.write_bytes(server.public_bytes(pem))
-    paths.server_key.write_bytes(
-        server_key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    paths.other_ca.write_bytes(_cert("Unrelated CA", other_key, None).public_bytes(pem))
-    return paths
 
 
 # --------------------------------------------------------------------------- HTTPS server

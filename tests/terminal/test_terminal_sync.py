@@ -45,7 +45,8 @@ from tests.support.gateway import (
     wait_until,
     write_config,
 )
-from tests.support.terminal import Pki, make_pki, serve_https
+from tests.support.pki import Pki, make_pki
+from tests.support.terminal import serve_https
 
 GW = "GW-TERM"
 RECORDS = 500
