@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
-
-import httpx
 
 from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import InProcessGateway, load, wait_until, write_config
@@ -14,13 +11,10 @@ from tests.support.gateway import InProcessGateway, load, wait_until, write_conf
 def test_first_admin_from_the_setup_code_then_login(tmp_path: Path, broker: LocalBroker) -> None:
     config = load(write_config(tmp_path, broker.url, gateway_id="GW-AUTH"))
     with InProcessGateway(config) as running:
-        gateway = running.gateway
         code_file = config.gateway.data_dir / "setup-code"
         wait_until(code_file.exists, 10, "the setup code written at first start")
         assert oct(code_file.stat().st_mode & 0o777) == "0o600"
-        wait_until(lambda: gateway.api_server.url is not None, 10, "the API listening")
-        trust = ssl.create_default_context(cafile=str(gateway.api_certificate))
-        with httpx.Client(base_url=str(gateway.api_server.url), verify=trust, timeout=10) as web:
+        with running.api_client() as web:
             body = {"name": "admin", "password": "a long enough passphrase"}
             assert web.post("/api/v1/setup", json={**body, "code": "wrong"}).status_code == 403
             code = code_file.read_text().strip()

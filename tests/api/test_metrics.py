@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,12 +43,8 @@ def _config(tmp_path: Path, broker_url: str) -> Path:
 @contextmanager
 def _serving(config_path: Path) -> Iterator[tuple[InProcessGateway, httpx.Client]]:
     running = InProcessGateway(load(config_path))
-    gateway = running.gateway
-    with running:
-        wait_until(lambda: gateway.api_server.url is not None, 10, "the API listening")
-        context = ssl.create_default_context(cafile=str(gateway.api_certificate))
-        with httpx.Client(base_url=str(gateway.api_server.url), verify=context) as client:
-            yield running, client
+    with running, running.api_client() as client:
+        yield running, client
 
 
 def _scrape(client: httpx.Client) -> Samples:

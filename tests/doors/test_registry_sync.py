@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from gateway.config import Config
 from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
 from gateway.store import registry
@@ -19,6 +18,7 @@ from tests.support.gateway import (
     enrol_cards,
     load,
     make_id_number,
+    wait_for_index,
     wait_until,
     write_config,
     write_taps,
@@ -113,14 +113,6 @@ def test_enrol_and_report_lost_while_the_gateway_runs(broker: LocalBroker, tmp_p
                 )
         finally:
             conn.close()
-        wait_until(lambda: running.gateway.registry_version == _version(config), 10, "applied")
+        wait_for_index(running.gateway, 10)
         write_taps(tmp_path / "front.reader", [NEW_CARD])
         wait_until(lambda: counters["revoked"] == 1, 10, "the lost card refused")
-
-
-def _version(config: Config) -> int:
-    conn = connect(config.gateway.database, readonly=True)
-    try:
-        return registry.registry_version(conn)
-    finally:
-        conn.close()

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
-
-import httpx
 
 from gateway.config import Config
 from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_credential
@@ -182,11 +179,9 @@ def _terminal_record(running: InProcessGateway) -> None:
     """A handheld terminal hands in a registration over HTTPS: registration.captured."""
     gateway = running.gateway
     token = issue_token_offline(gateway.config.gateway.database, "T-01", gateway.clock)
-    wait_until(lambda: gateway.api_server.url is not None, 10, "the API listening")
-    trust = ssl.create_default_context(cafile=str(gateway.api_certificate))
-    with httpx.Client(verify=trust, timeout=10) as client:
+    with running.api_client() as client:
         response = client.post(
-            f"{gateway.api_server.url}/api/v1/terminal/records",
+            "/api/v1/terminal/records",
             json={"records": [record_json("T-01", 3, voucher=None)]},
             headers={"Authorization": f"Bearer {token}"},
         )
@@ -219,12 +214,7 @@ def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) 
     platform = Subscriber(broker.port, f"rentgate/v1/{gateway_id}/#", f"{gateway_id}-platform")
     try:
         with InProcessGateway(config) as running:
-            fifo = os.open(tmp_path / "front.reader", os.O_WRONLY)
-            try:
-                for card in taps:
-                    os.write(fifo, card.encode() + b"\r\n")
-            finally:
-                os.close(fifo)
+            write_taps(tmp_path / "front.reader", taps)
             wait_until(
                 lambda: (
                     len(platform.decisions()) >= len(taps)

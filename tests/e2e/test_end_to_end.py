@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from gateway.sync.local_broker import LocalBroker
@@ -15,6 +14,7 @@ from tests.support.gateway import (
     stats_of,
     wait_until,
     write_config,
+    write_taps,
 )
 
 KNOWN = ["04A1B2C3D4", "04E5F60718"]
@@ -27,12 +27,7 @@ def test_fifo_taps_reach_the_platform_in_order(broker: LocalBroker, tmp_path: Pa
     taps = [KNOWN[0], "04DEADBEEF", KNOWN[1]] * 20
     try:
         with InProcessGateway(config) as running:
-            fifo = os.open(tmp_path / "front.reader", os.O_WRONLY)
-            try:
-                for card in taps:
-                    os.write(fifo, card.encode() + b"\r\n")
-            finally:
-                os.close(fifo)
+            write_taps(tmp_path / "front.reader", taps)
             wait_until(
                 lambda: len(platform.decisions()) >= len(taps),
                 20,

@@ -40,14 +40,7 @@ def test_id_card_opens_the_door_and_its_number_never_travels_in_full(
         subscriber = Subscriber(broker.port, f"rentgate/v1/{GW}/#", client_id="idcard-test")
         with InProcessGateway(load(path)) as running:
             platform = Platform(broker, GW, key, running.gateway.clock)
-            wait_until(
-                lambda: (
-                    running.gateway.uplink is not None
-                    and running.gateway.uplink.session is not None
-                ),
-                15,
-                "gateway connected",
-            )
+            running.wait_connected()
             people = []
             for serial, card in enumerate((local, outsider)):
                 entry = person_entry(serial, [])

@@ -10,11 +10,17 @@ import pytest
 
 from gateway.clock import SystemClock
 from gateway.domain.command_bodies import snapshot_pages
-from gateway.store import allowlist
 from gateway.store.db import connect
 from gateway.store.errors import StoreError
 from gateway.sync.local_broker import LocalBroker
-from tests.support.gateway import GatewayProcess, Subscriber, wait_until, write_config, write_taps
+from tests.support.gateway import (
+    GatewayProcess,
+    Subscriber,
+    allowlist_version,
+    wait_until,
+    write_config,
+    write_taps,
+)
 from tests.support.platform import Platform, key_file, person_entry
 
 GW = "GW-SNAPKILL"
@@ -30,14 +36,6 @@ def _count(database: Path, sql: str) -> int:
         return int(conn.execute(sql).fetchone()[0])
     except sqlite3.Error:
         return 0
-    finally:
-        conn.close()
-
-
-def _version(database: Path) -> int:
-    conn = connect(database, readonly=True)
-    try:
-        return allowlist.state(conn).version
     finally:
         conn.close()
 
@@ -83,7 +81,7 @@ def test_kill_during_a_large_snapshot_leaves_the_previous_version_in_force(
         sender.join(120)
         staged = _count(database, "SELECT count(*) FROM staged_pages")
         assert 0 < staged < len(pages), "killed mid-apply"
-        assert _version(database) == 1
+        assert allowlist_version(database) == 1
 
         before = len(subscriber.decisions())
         gateway.start()
@@ -95,13 +93,13 @@ def test_kill_during_a_large_snapshot_leaves_the_previous_version_in_force(
             ("deny", "unknown"),
             ("allow", "granted"),
         ]
-        assert _version(database) == 1
+        assert allowlist_version(database) == 1
         # The staging survived the kill: re-sending every page resumes, the pages already
         # staged are recognised, and the last one switches the new version in.
         replies = [platform.send_raw("allowlist.snapshot", page, timeout=120) for page in pages]
         assert all(reply["ok"] for reply in replies)
         assert replies[-1]["allowlist_version"] == 2
-        assert _version(database) == 2
+        assert allowlist_version(database) == 2
         assert _count(database, "SELECT count(*) FROM staged_pages") == 0
         assert gateway.terminate() == 0
     finally:

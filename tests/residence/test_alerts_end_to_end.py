@@ -61,11 +61,7 @@ def scene(tmp_path: Path, broker: LocalBroker) -> Iterator[Scene]:
     subscriber = Subscriber(broker.port, f"rentgate/v1/{GW}/#", client_id="alerts-test")
     running = InProcessGateway(load(path), clock=clock, alert_poll_s=0.05).start()
     platform = Platform(broker, GW, key, clock)
-    wait_until(
-        lambda: running.gateway.uplink is not None and running.gateway.uplink.session is not None,
-        15,
-        "gateway connected",
-    )
+    running.wait_connected()
     try:
         yield Scene(running, platform, subscriber, clock, tmp_path / "front.reader", path)
     finally:

@@ -21,7 +21,7 @@ from gateway.store.db import connect, integrity_problems, transaction
 from gateway.store.errors import KeyFileError, SchemaTooNewError, StoreError
 from gateway.store.migrations import LATEST_VERSION, MIGRATIONS, migrate, schema_version
 from gateway.store.writer import Writer
-from tests.support.gateway import make_id_number
+from tests.support.gateway import make_id_number, wait_until
 
 SH = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=SH)
@@ -302,13 +302,13 @@ def test_writer_keeps_events_when_the_disk_is_full_and_retries(database: Path) -
     ]
     for item in big:
         writer.append(item)
-    _wait(lambda: writer.health.failing_since is not None)
+    wait_until(lambda: writer.health.failing_since is not None, 20, "the writer failing")
     assert "full" in (writer.health.last_error or "")
     assert writer.pending() >= 1, "the batch is still held, not dropped"
     with pytest.raises(TimeoutError, match="not recorded"):
         writer.flush(0.3)
     writer.submit(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
-    _wait(lambda: writer.health.events_recorded == 40)
+    wait_until(lambda: writer.health.events_recorded == 40, 20, "all 40 events recorded")
     writer.close()
     assert writer.health.failing_since is None
     conn = connect(database)
@@ -316,17 +316,6 @@ def test_writer_keeps_events_when_the_disk_is_full_and_retries(database: Path) -
         assert outbox.head_seq(conn) == 40
     finally:
         conn.close()
-
-
-def _wait(predicate: object, timeout: float = 20) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out")
 
 
 # -- registry ---------------------------------------------------------------

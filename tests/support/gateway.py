@@ -6,6 +6,7 @@ import asyncio
 import errno
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -26,7 +28,7 @@ from gateway.domain.credentials import CredentialKind, parse_credential
 from gateway.domain.ids import IdNumber, check_character
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
 from gateway.runtime.gateway import Gateway, open_store
-from gateway.store import outbox, registry
+from gateway.store import allowlist, outbox, registry
 from gateway.store.db import connect, transaction
 from gateway.store.outbox import OutboxStats
 
@@ -55,6 +57,29 @@ def stats_of(database: Path) -> OutboxStats:
         return outbox.stats(conn)
     finally:
         conn.close()
+
+
+def allowlist_version(database: Path) -> int:
+    """The version of the platform's allowlist snapshot in force in the store."""
+    conn = connect(database, readonly=True)
+    try:
+        return allowlist.state(conn).version
+    finally:
+        conn.close()
+
+
+def wait_for_index(gateway: Gateway, timeout: float = 15) -> None:
+    """Until the running gateway's access index reflects every registry change so far."""
+
+    def caught_up() -> bool:
+        conn = connect(gateway.config.gateway.database, readonly=True)
+        try:
+            version = registry.registry_version(conn)
+        finally:
+            conn.close()
+        return bool(gateway.registry_version >= version)
+
+    wait_until(caught_up, timeout, "the access index caught up with the registry")
 
 
 def write_taps(fifo_path: Path, cards: list[str], timeout: float = 10) -> None:
@@ -273,6 +298,23 @@ class InProcessGateway:
             self._thread.join(timeout)
         if self._error is not None:
             raise self._error
+
+    def wait_connected(self, timeout: float = 15) -> None:
+        """Until the uplink has a session with the broker."""
+        gateway = self.gateway
+        wait_until(
+            lambda: gateway.uplink is not None and gateway.uplink.session is not None,
+            timeout,
+            "gateway connected",
+        )
+
+    def api_client(self, timeout: float = 10) -> httpx.Client:
+        """An HTTPS client for the gateway's own API (its own certificate trusted), once the
+        API listens; the caller closes it."""
+        gateway = self.gateway
+        wait_until(lambda: gateway.api_server.url is not None, timeout, "the API listening")
+        trust = ssl.create_default_context(cafile=str(gateway.api_certificate))
+        return httpx.Client(base_url=str(gateway.api_server.url), verify=trust, timeout=timeout)
 
     def __enter__(self) -> InProcessGateway:
         return self.start()

@@ -24,10 +24,16 @@ from gateway.config import Config
 from gateway.domain.alerting import AlertRule
 from gateway.residence.intake import issue_token_offline
 from gateway.runtime.gateway import Gateway
-from gateway.store import registry, residents, users
-from gateway.store.db import connect
+from gateway.store import residents, users
 from gateway.sync.local_broker import LocalBroker
-from tests.support.gateway import SH, InProcessGateway, load, wait_until, write_config
+from tests.support.gateway import (
+    SH,
+    InProcessGateway,
+    load,
+    wait_for_index,
+    wait_until,
+    write_config,
+)
 
 PASSWORD = "a long enough passphrase"
 ACCOUNTS = {
@@ -93,17 +99,7 @@ class WebGateway:
 
     def wait_for_index(self) -> None:
         """Until the access index reflects every registry change so far."""
-        gateway = self.gateway
-
-        def caught_up() -> bool:
-            conn = connect(self.config.gateway.database, readonly=True)
-            try:
-                version = registry.registry_version(conn)
-            finally:
-                conn.close()
-            return bool(gateway.registry_version >= version)
-
-        wait_until(caught_up, 10, "the access index caught up with the registry")
+        wait_for_index(self.gateway, 10)
 
 
 def web_config(directory: Path, broker: LocalBroker) -> tuple[Config, dict[str, Path]]:

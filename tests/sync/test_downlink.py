@@ -17,13 +17,13 @@ from gateway.cli import main
 from gateway.devices.sim import SimLock
 from gateway.domain.signing import SigningKey
 from gateway.runtime.gateway import Gateway
-from gateway.store import allowlist, registry
-from gateway.store.db import connect
 from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import (
     InProcessGateway,
     Subscriber,
+    allowlist_version,
     load,
+    wait_for_index,
     wait_until,
     write_config,
     write_taps,
@@ -42,23 +42,10 @@ class Rig:
     key: SigningKey
 
     def allowlist_version(self) -> int:
-        conn = connect(self.gateway.config.gateway.database, readonly=True)
-        try:
-            return allowlist.state(conn).version
-        finally:
-            conn.close()
+        return allowlist_version(self.gateway.config.gateway.database)
 
     def index_caught_up(self) -> None:
-        """Wait until the running access index reflects every registry change."""
-
-        def caught_up() -> bool:
-            conn = connect(self.gateway.config.gateway.database, readonly=True)
-            try:
-                return self.gateway.registry_version == registry.registry_version(conn)
-            finally:
-                conn.close()
-
-        wait_until(caught_up, 15, "access index up to date")
+        wait_for_index(self.gateway)
 
     def decisions(self, count: int) -> list[dict[str, Any]]:
         wait_until(
@@ -84,11 +71,7 @@ def rig(tmp_path: Path, broker: LocalBroker) -> Iterator[Rig]:
     subscriber = Subscriber(broker.port, f"rentgate/v1/{GW}/#", client_id="downlink-test")
     running = InProcessGateway(load(path)).start()
     platform = Platform(broker, GW, key, running.gateway.clock)
-    wait_until(
-        lambda: running.gateway.uplink is not None and running.gateway.uplink.session is not None,
-        15,
-        "gateway connected",
-    )
+    running.wait_connected()
     try:
         yield Rig(running.gateway, platform, tmp_path / "front.reader", subscriber, key)
     finally:
