@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import random
 import select
 import threading
 from collections.abc import Awaitable, Callable
@@ -16,55 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway.devices.protocols import CardRead, DoorSignal, ReaderError
+from gateway.devices.protocols import ReaderError
 from gateway.devices.sam.frames import SamCommand, SamReason
 from gateway.devices.sam.reader import SamCardReader, reject_reason
-from gateway.devices.sam.simulator import Fault, FaultKind, SamSimulator, make_card
+from gateway.devices.sam.simulator import Fault, FaultKind, SamSimulator
 from gateway.domain.credentials import CredentialKind, RejectReason
 from gateway.domain.idcard import CardKind, IdCard
+from tests.support.devices import WAIT_S, RecordingSink, id_card, reading, sam_reader, until
 
 DATA = Path(__file__).resolve().parent / "data" / "sam"
 NO_CARD = bytes.fromhex("aaaaaa9669 0004 000080 84")
 FIND = bytes.fromhex("aaaaaa9669 0003 2001 22")
-WAIT_S = 15.0
-"""Bound on any wait: generous, for a shared machine; never a performance claim."""
-
-
-class RecordingSink:
-    """A ReadSink that keeps what arrives and can claim the store is behind."""
-
-    def __init__(self) -> None:
-        self.reads: list[CardRead] = []
-        self.rejections: list[RejectReason] = []
-        self.behind = False
-
-    def accepted(self, read: CardRead) -> None:
-        self.reads.append(read)
-
-    def rejected(self, reader: str, door: str, reason: RejectReason) -> None:
-        assert (reader, door) == ("desk", "front")
-        self.rejections.append(reason)
-
-    def door_signal(self, device: str, door: str, signal: DoorSignal) -> None:
-        raise AssertionError(f"unexpected door signal {signal}")
-
-    def device_status(self, device: str, door: str, online: bool, detail: str | None) -> None:
-        raise AssertionError("unexpected device status")
-
-    def saturated(self) -> bool:
-        return self.behind
-
-
-def reader_for(path: Path) -> SamCardReader:
-    return SamCardReader("desk", "front", path, poll_interval=0.02, timeout=1.0, read_timeout=1.0)
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    for _ in range(int(WAIT_S / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def drive(
@@ -73,34 +34,26 @@ def drive(
     sink: RecordingSink | None = None,
 ) -> tuple[SamCardReader, RecordingSink]:
     """Run the reader on `path` while `scenario` acts; then stop it (it must not have failed)."""
-    reader = reader_for(path)
+    reader = sam_reader(path)
     sink = sink or RecordingSink()
 
     async def main() -> None:
-        opened = asyncio.Event()
-        task = asyncio.create_task(reader.run(sink, opened.set))
-        await asyncio.wait_for(opened.wait(), WAIT_S)
-        try:
+        async with reading([reader], sink, sink.ready):
+            await until(lambda: sink.ready_calls > 0, "the device open")
             await scenario(reader, sink)
-        finally:
-            assert not task.done(), "the reader stopped by itself"
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
 
     asyncio.run(main())
+    assert sink.sources() <= {("desk", "front")}
+    assert sink.signals == [], "an ID-card reader has no door inputs"
+    assert sink.statuses == [], "nor a link state of its own"
     return reader, sink
-
-
-def card(kind: CardKind = CardKind.RESIDENT, seed: int = 1) -> IdCard:
-    return make_card(random.Random(seed), kind, date(2026, 6, 1))
 
 
 # --- against the simulator -----------------------------------------------------------------
 
 
 def test_a_card_is_read_once_and_again_only_after_it_left_the_field() -> None:
-    person = card()
+    person = id_card()
     with SamSimulator() as sim:
 
         async def scenario(reader: SamCardReader, sink: RecordingSink) -> None:
@@ -127,7 +80,7 @@ def test_a_card_is_read_once_and_again_only_after_it_left_the_field() -> None:
 
 
 def test_a_hong_kong_permit_opens_by_its_id_like_number() -> None:
-    permit = card(CardKind.HMT_PERMIT, seed=5)
+    permit = id_card(CardKind.HMT_PERMIT, seed=5)
     assert permit.id_number[:2] in {"81", "82", "83"}
     with SamSimulator() as sim:
 
@@ -146,7 +99,7 @@ def test_a_foreigners_card_is_refused_once_per_presentation() -> None:
     with SamSimulator() as sim:
 
         async def scenario(reader: SamCardReader, sink: RecordingSink) -> None:
-            sim.present(card(CardKind.FOREIGNER, seed=3))
+            sim.present(id_card(CardKind.FOREIGNER, seed=3))
             await until(lambda: sink.rejections != [], "the refusal")
             polls = sim.replies["find_found"]
             await until(lambda: sim.replies["find_found"] >= polls + 5, "more polls")
@@ -190,7 +143,7 @@ def test_a_foreigners_card_is_refused_once_per_presentation() -> None:
 def test_a_fault_is_counted_rejected_and_the_card_still_read(
     fault: Fault, reason: str, rejected: RejectReason | None
 ) -> None:
-    person = card(seed=2)
+    person = id_card(seed=2)
     with SamSimulator() as sim:
         sim.inject(fault)
         sim.present(person)
@@ -205,7 +158,7 @@ def test_a_fault_is_counted_rejected_and_the_card_still_read(
 
 
 def test_after_three_failed_reads_the_card_must_leave_first() -> None:
-    person = card(seed=4)
+    person = id_card(seed=4)
     with SamSimulator() as sim:
         sim.inject(Fault(FaultKind.STATUS, SamCommand.READ_BASE, 0x41), times=3)
 
@@ -227,7 +180,7 @@ def test_after_three_failed_reads_the_card_must_leave_first() -> None:
 
 
 def test_a_card_with_a_bad_id_number_is_refused_once() -> None:
-    person = card(seed=6)
+    person = id_card(seed=6)
     bad = person.id_number[:17] + ("0" if person.id_number[17] != "0" else "1")
     forged = dataclasses.replace(person, id_number=bad)
     with SamSimulator() as sim:
@@ -245,7 +198,7 @@ def test_a_card_with_a_bad_id_number_is_refused_once() -> None:
 
 def test_a_silent_device_raises_reader_error() -> None:
     with SamSimulator() as sim:
-        reader = reader_for(sim.path)
+        reader = sam_reader(sim.path)
         sim.silence()
         sink = RecordingSink()
         opened: list[bool] = []
@@ -258,7 +211,7 @@ def test_a_silent_device_raises_reader_error() -> None:
 
 def test_a_reader_whose_line_goes_away_raises_reader_error() -> None:
     sim = SamSimulator().start()
-    reader = reader_for(sim.path)
+    reader = sam_reader(sim.path)
 
     async def main() -> None:
         task = asyncio.create_task(reader.run(RecordingSink(), lambda: None))
@@ -272,13 +225,13 @@ def test_a_reader_whose_line_goes_away_raises_reader_error() -> None:
 
 def test_a_missing_device_or_bad_speed_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ReaderError, match="cannot open"):
-        asyncio.run(reader_for(tmp_path / "ttyNONE").run(RecordingSink(), lambda: None))
+        asyncio.run(sam_reader(tmp_path / "ttyNONE").run(RecordingSink(), lambda: None))
     with pytest.raises(ValueError, match="baud"):
         SamCardReader("desk", "front", tmp_path, baud=12345)
 
 
 def test_no_card_is_read_while_the_store_is_behind() -> None:
-    person = card(seed=8)
+    person = id_card(seed=8)
     with SamSimulator() as sim:
         sim.present(person)
 
@@ -294,7 +247,7 @@ def test_no_card_is_read_while_the_store_is_behind() -> None:
 
 
 def test_logs_never_carry_the_name_or_the_full_id_number(caplog: pytest.LogCaptureFixture) -> None:
-    person = card(seed=9)
+    person = id_card(seed=9)
     caplog.set_level(logging.DEBUG)
     with SamSimulator() as sim:
         sim.inject(Fault(FaultKind.BAD_CHECKSUM, SamCommand.READ_BASE))

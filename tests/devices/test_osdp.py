@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.devices.osdp.keys import load_key, pending_path, write_key
+from gateway.devices.osdp.keys import load_key, pending_path
 from gateway.devices.osdp.reader import (
     OfflineReason,
     OsdpBus,
@@ -25,12 +25,19 @@ from gateway.devices.osdp.reader import (
 from gateway.devices.osdp.simulator import OsdpSimBus, SimCommand, card_bytes, wiegand26
 from gateway.devices.protocols import CardRead, DoorSignal, DoorState, ReaderError
 from gateway.domain.credentials import CredentialError, RejectReason
+from tests.support.devices import (
+    OSDP_BAUD,
+    OSDP_KEY,
+    osdp_bus,
+    osdp_key_file,
+    reading,
+    uid,
+    until,
+)
 
-KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
 OTHER_KEY = bytes.fromhex("f0e0d0c0b0a090807060504030201000")
 KNOWN = wiegand26(12, 3456)
 UNKNOWN = wiegand26(12, 999)
-BAUD = 115200
 UNLOCK_S = 3.0
 
 
@@ -66,36 +73,16 @@ class DoorSink:
         return False
 
 
-def uid(value: int, bits: int = 26) -> str:
-    return card_value(bits, card_bytes(value, bits))
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def commands(pd_wait: Callable[[], object]) -> None:
     await asyncio.to_thread(pd_wait)
 
 
 @contextlib.asynccontextmanager
 async def running(bus: OsdpBus, sink: DoorSink) -> AsyncIterator[list[asyncio.Task[None]]]:
+    """The bus's readers at work for the block, deciding through `sink`."""
     sink.readers.update({reader.name: reader for reader in bus.readers})
-    tasks = [asyncio.create_task(reader.run(sink, lambda: None)) for reader in bus.readers]
-    try:
+    async with reading(bus.readers, sink) as tasks:
         yield tasks
-    finally:
-        ended = [task for task in tasks if task.done() and not task.cancelled()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for task in ended:
-        task.result()  # a reader that failed while the scenario ran fails the test
 
 
 @pytest.fixture
@@ -104,37 +91,17 @@ def sim() -> Iterator[OsdpSimBus]:
         yield bus
 
 
-def key_file(tmp_path: Path, key: bytes | None = KEY, name: str = "front.key") -> Path:
-    path = tmp_path / name
-    if key is not None:
-        write_key(path, key)
-    return path
-
-
-def one_reader(
-    sim: OsdpSimBus,
-    path: Path,
-    *,
-    install: bool = False,
-    output_mode: OutputMode = OutputMode.PULSE,
-) -> OsdpBus:
-    config = OsdpDeviceConfig(
-        "front-osdp", "front", 1, path, install=install, output_mode=output_mode
-    )
-    return OsdpBus(sim.path, BAUD, [config])
-
-
 def test_allowed_card_releases_the_relay_with_green_light_over_a_secure_channel(
     sim: OsdpSimBus, tmp_path: Path
 ) -> None:
-    pd = sim.add(1, KEY)
+    pd = sim.add(1, OSDP_KEY)
     sim.start()
-    bus = one_reader(sim, key_file(tmp_path))
+    bus = osdp_bus(sim.path, osdp_key_file(tmp_path))
     sink = DoorSink({uid(KNOWN)})
 
     async def scenario() -> None:
         async with running(bus, sink):
-            await until(lambda: bus.readers[0].online, 10, "the reader online")
+            await until(lambda: bus.readers[0].online, "the reader online", 10)
             pd.present_card(KNOWN, 26)
             await commands(lambda: pd.wait_for(lambda c: len(c) >= 3))
 
@@ -155,14 +122,14 @@ def test_allowed_card_releases_the_relay_with_green_light_over_a_secure_channel(
 
 
 def test_unknown_card_gets_red_light_and_no_release(sim: OsdpSimBus, tmp_path: Path) -> None:
-    pd = sim.add(1, KEY)
+    pd = sim.add(1, OSDP_KEY)
     sim.start()
-    bus = one_reader(sim, key_file(tmp_path))
+    bus = osdp_bus(sim.path, osdp_key_file(tmp_path))
     sink = DoorSink({uid(KNOWN)})
 
     async def scenario() -> None:
         async with running(bus, sink):
-            await until(lambda: bus.readers[0].online, 10, "the reader online")
+            await until(lambda: bus.readers[0].online, "the reader online", 10)
             pd.present_card(UNKNOWN, 26)
             await commands(lambda: pd.wait_for(lambda c: len(c) >= 2))
 
@@ -178,18 +145,18 @@ def test_unknown_card_gets_red_light_and_no_release(sim: OsdpSimBus, tmp_path: P
 def test_door_contact_exit_button_tamper_and_power_reach_the_sink(
     sim: OsdpSimBus, tmp_path: Path
 ) -> None:
-    pd = sim.add(1, KEY)
+    pd = sim.add(1, OSDP_KEY)
     sim.start()
-    bus = one_reader(sim, key_file(tmp_path))
+    bus = osdp_bus(sim.path, osdp_key_file(tmp_path))
     sink = DoorSink(set())
     reader = bus.readers[0]
     seen: list[DoorState] = []
 
     async def scenario() -> None:
         async with running(bus, sink):
-            await until(lambda: reader.online, 10, "the reader online")
+            await until(lambda: reader.online, "the reader online", 10)
             pd.set_contact(open_=True)
-            await until(lambda: DoorSignal.CONTACT_OPEN in sink.signals, 5, "contact open")
+            await until(lambda: DoorSignal.CONTACT_OPEN in sink.signals, "contact open", 5)
             seen.append(reader.state())
             pd.press_exit()
             pd.set_contact(open_=False)
@@ -197,7 +164,7 @@ def test_door_contact_exit_button_tamper_and_power_reach_the_sink(
             pd.set_tamper(False)
             pd.set_power_failure(True)
             pd.set_power_failure(False)
-            await until(lambda: len(sink.signals) == 7, 5, "all signals")
+            await until(lambda: len(sink.signals) == 7, "all signals", 5)
             seen.append(reader.state())
 
     asyncio.run(scenario())
@@ -218,12 +185,12 @@ def test_wrong_key_raises_an_offline_alarm_that_names_the_mismatch(
 ) -> None:
     pd = sim.add(1, OTHER_KEY)
     sim.start()
-    bus = one_reader(sim, key_file(tmp_path))
+    bus = osdp_bus(sim.path, osdp_key_file(tmp_path))
     sink = DoorSink({uid(KNOWN)})
 
     async def scenario() -> None:
         async with running(bus, sink):
-            await until(lambda: sink.statuses, 15, "a status report")
+            await until(lambda: sink.statuses, "a status report", 15)
             pd.present_card(KNOWN, 26)
             bus.readers[0].unlock(UNLOCK_S)
 
@@ -241,20 +208,20 @@ def test_wrong_key_raises_an_offline_alarm_that_names_the_mismatch(
 def test_silent_reader_raises_an_offline_alarm_and_comes_back(
     sim: OsdpSimBus, tmp_path: Path
 ) -> None:
-    pd = sim.add(1, KEY)
+    pd = sim.add(1, OSDP_KEY)
     sim.start()
-    bus = one_reader(sim, key_file(tmp_path))
+    bus = osdp_bus(sim.path, osdp_key_file(tmp_path))
     sink = DoorSink({uid(KNOWN)})
     reader = bus.readers[0]
 
     async def scenario() -> None:
         async with running(bus, sink):
-            await until(lambda: reader.online, 10, "the reader online")
+            await until(lambda: reader.online, "the reader online", 10)
             sim.stop()
-            await until(lambda: not reader.online, 30, "the reader offline")
+            await until(lambda: not reader.online, "the reader offline", 30)
             reader.unlock(UNLOCK_S)  # dropped: nothing to send it to
             sim.start()
-            await until(lambda: reader.online, 60, "the reader back online")
+            await until(lambda: reader.online, "the reader back online", 60)
             pd.present_card(KNOWN, 26)
             await commands(lambda: pd.wait_for(lambda c: len(c) >= 3))
 
@@ -272,18 +239,18 @@ def test_silent_reader_raises_an_offline_alarm_and_comes_back(
 def test_a_burst_of_300_reads_arrives_complete_and_in_order(
     sim: OsdpSimBus, tmp_path: Path
 ) -> None:
-    pd = sim.add(1, KEY)
+    pd = sim.add(1, OSDP_KEY)
     sim.start()
-    bus = one_reader(sim, key_file(tmp_path))
+    bus = osdp_bus(sim.path, osdp_key_file(tmp_path))
     cards = [wiegand26(7, n) for n in range(300)]
     sink = DoorSink({uid(card) for card in cards[::2]})
 
     async def scenario() -> None:
         async with running(bus, sink):
-            await until(lambda: bus.readers[0].online, 10, "the reader online")
+            await until(lambda: bus.readers[0].online, "the reader online", 10)
             for card in cards:
                 pd.present_card(card, 26)
-            await until(lambda: len(sink.reads) >= len(cards), 120, "all reads")
+            await until(lambda: len(sink.reads) >= len(cards), "all reads", 120)
             await commands(lambda: pd.wait_for(lambda c: len(c) >= 750, 30))
 
     asyncio.run(scenario())
@@ -295,16 +262,16 @@ def test_a_burst_of_300_reads_arrives_complete_and_in_order(
 def test_install_mode_sets_a_new_key_persists_it_and_a_restart_uses_it(
     tmp_path: Path,
 ) -> None:
-    path = key_file(tmp_path, None)
+    path = osdp_key_file(tmp_path, None)
     sink = DoorSink({uid(KNOWN)})
     with OsdpSimBus() as first:
         pd = first.add(1, None)  # a new reader: accepts the install key SCBK-D once
         first.start()
-        bus = one_reader(first, path, install=True)
+        bus = osdp_bus(first.path, path, install=True)
 
         async def install() -> None:
             async with running(bus, sink):
-                await until(lambda: bus.readers[0].online, 20, "the reader online")
+                await until(lambda: bus.readers[0].online, "the reader online", 20)
 
         asyncio.run(install())
         installed = pd.key
@@ -317,11 +284,11 @@ def test_install_mode_sets_a_new_key_persists_it_and_a_restart_uses_it(
     with OsdpSimBus() as second:
         again = second.add(1, installed)  # powered up again, holding the key it was given
         second.start()
-        bus = one_reader(second, path)  # install mode off: the key file must be used
+        bus = osdp_bus(second.path, path)  # install mode off: the key file must be used
 
         async def restart() -> None:
             async with running(bus, sink):
-                await until(lambda: bus.readers[0].online, 10, "the reader online")
+                await until(lambda: bus.readers[0].online, "the reader online", 10)
                 again.present_card(KNOWN, 26)
                 await commands(lambda: again.wait_for(lambda c: len(c) >= 3))
 
@@ -332,18 +299,18 @@ def test_install_mode_sets_a_new_key_persists_it_and_a_restart_uses_it(
 
 
 def test_two_readers_on_one_line_are_served_by_one_panel(sim: OsdpSimBus, tmp_path: Path) -> None:
-    entry, exit_ = sim.add(1, KEY), sim.add(2, OTHER_KEY)
+    entry, exit_ = sim.add(1, OSDP_KEY), sim.add(2, OTHER_KEY)
     sim.start()
     configs = [
-        OsdpDeviceConfig("lobby-in", "lobby", 1, key_file(tmp_path, KEY, "in.key")),
-        OsdpDeviceConfig("lobby-out", "lobby", 2, key_file(tmp_path, OTHER_KEY, "out.key")),
+        OsdpDeviceConfig("lobby-in", "lobby", 1, osdp_key_file(tmp_path, OSDP_KEY, "in.key")),
+        OsdpDeviceConfig("lobby-out", "lobby", 2, osdp_key_file(tmp_path, OTHER_KEY, "out.key")),
     ]
-    bus = OsdpBus(sim.path, BAUD, configs)
+    bus = OsdpBus(sim.path, OSDP_BAUD, configs)
     sink = DoorSink({uid(KNOWN)})
 
     async def scenario() -> None:
         async with running(bus, sink):
-            await until(lambda: all(r.online for r in bus.readers), 10, "both readers online")
+            await until(lambda: all(r.online for r in bus.readers), "both readers online", 10)
             exit_.present_card(KNOWN, 26)
             await commands(lambda: exit_.wait_for(lambda c: len(c) >= 3))
             entry.present_card(UNKNOWN, 26)
@@ -359,14 +326,14 @@ def test_two_readers_on_one_line_are_served_by_one_panel(sim: OsdpSimBus, tmp_pa
 
 
 def test_latch_mode_switches_the_relay_on_then_off(sim: OsdpSimBus, tmp_path: Path) -> None:
-    pd = sim.add(1, KEY)
+    pd = sim.add(1, OSDP_KEY)
     sim.start()
-    bus = one_reader(sim, key_file(tmp_path), output_mode=OutputMode.LATCH)
+    bus = osdp_bus(sim.path, osdp_key_file(tmp_path), output_mode=OutputMode.LATCH)
     sink = DoorSink(set())
 
     async def scenario() -> None:
         async with running(bus, sink):
-            await until(lambda: bus.readers[0].online, 10, "the reader online")
+            await until(lambda: bus.readers[0].online, "the reader online", 10)
             bus.readers[0].unlock(0.2)
             await commands(lambda: pd.wait_for(lambda c: len(c) >= 2))
 
@@ -378,14 +345,14 @@ def test_latch_mode_switches_the_relay_on_then_off(sim: OsdpSimBus, tmp_path: Pa
 def test_a_release_longer_than_one_pulse_is_renewed_not_latched(
     sim: OsdpSimBus, tmp_path: Path
 ) -> None:
-    pd = sim.add(1, KEY)
+    pd = sim.add(1, OSDP_KEY)
     sim.start()
-    bus = one_reader(sim, key_file(tmp_path))
+    bus = osdp_bus(sim.path, osdp_key_file(tmp_path))
     sink = DoorSink(set())
 
     async def scenario() -> None:
         async with running(bus, sink):
-            await until(lambda: bus.readers[0].online, 10, "the reader online")
+            await until(lambda: bus.readers[0].online, "the reader online", 10)
             bus.readers[0].unlock(26.0)  # one timed pulse lasts 25.5 s at most
             await commands(lambda: pd.wait_for(lambda c: len(c) >= 2, 40))
 
@@ -399,15 +366,15 @@ def test_a_release_longer_than_one_pulse_is_renewed_not_latched(
 def test_install_after_a_crash_before_the_commit_finishes_with_the_pending_key(
     sim: OsdpSimBus, tmp_path: Path
 ) -> None:
-    path = key_file(tmp_path, None)
+    path = osdp_key_file(tmp_path, None)
     pending = load_key(path, install=True).key  # offered, KEYSET accepted, then a crash
     pd = sim.add(1, pending)
     sim.start()
-    bus = one_reader(sim, path, install=True)
+    bus = osdp_bus(sim.path, path, install=True)
 
     async def scenario() -> None:
         async with running(bus, DoorSink(set())):
-            await until(lambda: bus.readers[0].online, 10, "the reader online")
+            await until(lambda: bus.readers[0].online, "the reader online", 10)
 
     asyncio.run(scenario())
     assert pd.received(SimCommand.KEYSET) == []
@@ -420,13 +387,13 @@ def test_install_mode_never_talks_in_the_clear_to_a_reader_that_refuses_both_key
 ) -> None:
     pd = sim.add(1, OTHER_KEY)  # not in install mode, and not our key either
     sim.start()
-    path = key_file(tmp_path, None)
-    bus = one_reader(sim, path, install=True)
+    path = osdp_key_file(tmp_path, None)
+    bus = osdp_bus(sim.path, path, install=True)
     sink = DoorSink({uid(KNOWN)})
 
     async def scenario() -> None:
         async with running(bus, sink):
-            await until(lambda: sink.statuses, 15, "a status report")
+            await until(lambda: sink.statuses, "a status report", 15)
             pd.present_card(KNOWN, 26)
             await asyncio.sleep(0.3)
 
@@ -443,25 +410,25 @@ def test_install_mode_never_talks_in_the_clear_to_a_reader_that_refuses_both_key
 
 def test_events_leave_no_memory_behind(sim: OsdpSimBus, tmp_path: Path) -> None:
     """libosdp 3.2.9 leaks every event's dict (~125-430 bytes) unless the panel releases it."""
-    pd = sim.add(1, KEY)
+    pd = sim.add(1, OSDP_KEY)
     sim.start()
-    bus = one_reader(sim, key_file(tmp_path))
+    bus = osdp_bus(sim.path, osdp_key_file(tmp_path))
     sink = DoorSink(set())
     retained: list[int] = []
     count = 100
 
     async def scenario() -> None:
         async with running(bus, sink):
-            await until(lambda: bus.readers[0].online, 10, "the reader online")
+            await until(lambda: bus.readers[0].online, "the reader online", 10)
             pd.present_card(KNOWN, 26)
-            await until(lambda: len(sink.reads) == 1, 5, "a first read")
+            await until(lambda: len(sink.reads) == 1, "a first read", 5)
             gc.collect()
             tracemalloc.start()
             try:
                 before = tracemalloc.take_snapshot()
                 for serial in range(count):
                     pd.set_contact(open_=serial % 2 == 0)
-                await until(lambda: len(sink.signals) == count, 60, "the contact changes")
+                await until(lambda: len(sink.signals) == count, "the contact changes", 60)
                 gc.collect()
                 after = tracemalloc.take_snapshot()
             finally:
@@ -474,18 +441,18 @@ def test_events_leave_no_memory_behind(sim: OsdpSimBus, tmp_path: Path) -> None:
 
 
 def test_card_data_that_is_no_card_uid_is_rejected(sim: OsdpSimBus, tmp_path: Path) -> None:
-    pd = sim.add(1, KEY)
+    pd = sim.add(1, OSDP_KEY)
     sim.start()
-    bus = one_reader(sim, key_file(tmp_path))
+    bus = osdp_bus(sim.path, osdp_key_file(tmp_path))
     sink = DoorSink(set())
 
     async def scenario() -> None:
         async with running(bus, sink):
-            await until(lambda: bus.readers[0].online, 10, "the reader online")
+            await until(lambda: bus.readers[0].online, "the reader online", 10)
             pd.present_card(0xAB, 8)  # 2 hex digits: too short for a card serial
             pd.present_card(1 << 95, 96)  # 24 hex digits: too long
             pd.present_card(0x0123456789ABCDEF, 64)
-            await until(lambda: len(sink.reads) == 1, 5, "the good read")
+            await until(lambda: len(sink.reads) == 1, "the good read", 5)
 
     asyncio.run(scenario())
     assert sink.rejections == [RejectReason.BAD_FORMAT, RejectReason.BAD_FORMAT]
@@ -494,14 +461,14 @@ def test_card_data_that_is_no_card_uid_is_rejected(sim: OsdpSimBus, tmp_path: Pa
 
 def test_a_lost_line_fails_the_readers_with_reader_error(tmp_path: Path) -> None:
     sim = OsdpSimBus()
-    sim.add(1, KEY)
+    sim.add(1, OSDP_KEY)
     sim.start()
-    bus = one_reader(sim, key_file(tmp_path))
+    bus = osdp_bus(sim.path, osdp_key_file(tmp_path))
     sink = DoorSink(set())
 
     async def scenario() -> None:
         task = asyncio.create_task(bus.readers[0].run(sink, lambda: None))
-        await until(lambda: bus.readers[0].online, 10, "the reader online")
+        await until(lambda: bus.readers[0].online, "the reader online", 10)
         sim.close()  # both ends of the pty gone: the line reports EIO
         with pytest.raises(ReaderError, match=str(sim.path)):
             await asyncio.wait_for(task, 10)
@@ -514,7 +481,7 @@ def test_a_lost_line_fails_the_readers_with_reader_error(tmp_path: Path) -> None
     [
         ("00" * 15, 0o600, "must hold 32 hex digits"),
         ("zz" * 16, 0o600, "not hexadecimal"),
-        (KEY.hex(), 0o644, "must be 0600"),
+        (OSDP_KEY.hex(), 0o644, "must be 0600"),
     ],
 )
 def test_unusable_key_files_refuse_the_line_with_a_reason(
@@ -523,7 +490,7 @@ def test_unusable_key_files_refuse_the_line_with_a_reason(
     path = tmp_path / "front.key"
     path.write_text(content)
     path.chmod(mode)
-    bus = one_reader(sim, path)
+    bus = osdp_bus(sim.path, path)
 
     async def scenario() -> ReaderError:
         with pytest.raises(ReaderError, match=problem) as caught:
@@ -531,13 +498,13 @@ def test_unusable_key_files_refuse_the_line_with_a_reason(
         return caught.value
 
     error = asyncio.run(scenario())
-    assert KEY.hex() not in str(error), "a key never appears in an error"
+    assert OSDP_KEY.hex() not in str(error), "a key never appears in an error"
 
 
 def test_a_missing_key_file_without_install_mode_says_how_to_provision(
     sim: OsdpSimBus, tmp_path: Path
 ) -> None:
-    bus = one_reader(sim, key_file(tmp_path, None))
+    bus = osdp_bus(sim.path, osdp_key_file(tmp_path, None))
 
     async def scenario() -> None:
         with pytest.raises(ReaderError, match="install mode"):
@@ -547,13 +514,13 @@ def test_a_missing_key_file_without_install_mode_says_how_to_provision(
 
 
 def test_install_keeps_offering_the_pending_key_after_a_crash(tmp_path: Path) -> None:
-    path = key_file(tmp_path, None)
+    path = osdp_key_file(tmp_path, None)
     first = load_key(path, install=True)
     again = load_key(path, install=True)
     assert first.installing
     assert again.key == first.key, "a crash before the commit must not forget the offered key"
     assert stat.S_IMODE(pending_path(path).stat().st_mode) == 0o600
-    assert KEY.hex() not in repr(first)
+    assert OSDP_KEY.hex() not in repr(first)
     assert first.key.hex() not in repr(first)
 
 

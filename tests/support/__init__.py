@@ -4,6 +4,7 @@
 - `platform`: the platform's key and signed commands;
 - `web`: a running gateway seeded with two landlords' data, for the web API and UI;
 - `terminal`: handheld records, the terminal API served over HTTPS;
+- `devices`: a sink recording what a reader reports, readers run for a block, simulators set up;
 - `pki`: a throwaway CA with server and client certificates;
 - `contract`: docs/asyncapi.yaml loaded, and validators for its schemas;
 - `qr_frames`: camera-like frames of voucher QR codes.
