@@ -1,4 +1,5 @@
-"""The line reader on a real pseudo-terminal and a real FIFO, with bad input thrown at it."""
+"""The line reader on a real pseudo-terminal and a real FIFO, with bad input thrown at it;
+and its framing (gateway/devices/line/framing.py) table-tested."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import contextlib
 import os
 from pathlib import Path
 
+from gateway.devices.line.framing import LineFramer
 from gateway.devices.line.reader import LineReader
-from gateway.domain.credentials import CredentialKind
+from gateway.domain.credentials import CredentialKind, RejectReason
 from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import (
     InProcessGateway,
@@ -148,3 +150,32 @@ def test_reader_leaves_input_in_the_device_while_the_store_is_behind(tmp_path: P
     while_behind, in_the_end = asyncio.run(scenario())
     assert 0 < while_behind < len(taps), "one read taken, the rest left in the FIFO"
     assert in_the_end == len(taps), "all of it read once the store caught up"
+
+
+# --- framing ---------------------------------------------------------------------------------
+
+
+def frames(framer: LineFramer, *chunks: bytes) -> list[object]:
+    return [frame for chunk in chunks for frame in framer.feed(chunk)]
+
+
+def test_framer_splits_lines_across_chunks() -> None:
+    framer = LineFramer(max_line=16)
+    assert frames(framer, b"04A1", b"B2\r\n04", b"C3D4\n") == ["04A1B2", "04C3D4"]
+
+
+def test_framer_rejects_binary_and_recovers() -> None:
+    framer = LineFramer(max_line=16)
+    assert frames(framer, b"\xff\xfe\n\x00\x01\nOK12\n") == [
+        RejectReason.BINARY,
+        RejectReason.BINARY,
+        "OK12",
+    ]
+
+
+def test_framer_discards_an_over_long_line_in_bounded_memory() -> None:
+    framer = LineFramer(max_line=16)
+    result = frames(framer, b"A" * 10, b"B" * 10, b"C" * 5000, b"D\nAFTER1\n")
+    assert result == [RejectReason.TOO_LONG, "AFTER1"]
+    assert not framer.discarding
+    assert frames(framer, b"X" * 40 + b"\n") == [RejectReason.TOO_LONG]

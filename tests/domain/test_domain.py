@@ -1,10 +1,9 @@
-"""ID numbers, credential parsing and line framing: pure rules, table-tested."""
+"""ID numbers and credential parsing: pure rules, table-tested."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.devices.line.framing import LineFramer
 from gateway.domain.credentials import (
     Credential,
     CredentialError,
@@ -93,29 +92,3 @@ def test_credential_str_is_masked() -> None:
     credential = Credential(CredentialKind.ID_NUMBER, "11010519491231002X")
     assert "19491231" not in str(credential)
     assert "19491231" not in repr(credential)
-
-
-def frames(framer: LineFramer, *chunks: bytes) -> list[object]:
-    return [frame for chunk in chunks for frame in framer.feed(chunk)]
-
-
-def test_framer_splits_lines_across_chunks() -> None:
-    framer = LineFramer(max_line=16)
-    assert frames(framer, b"04A1", b"B2\r\n04", b"C3D4\n") == ["04A1B2", "04C3D4"]
-
-
-def test_framer_rejects_binary_and_recovers() -> None:
-    framer = LineFramer(max_line=16)
-    assert frames(framer, b"\xff\xfe\n\x00\x01\nOK12\n") == [
-        RejectReason.BINARY,
-        RejectReason.BINARY,
-        "OK12",
-    ]
-
-
-def test_framer_discards_an_over_long_line_in_bounded_memory() -> None:
-    framer = LineFramer(max_line=16)
-    result = frames(framer, b"A" * 10, b"B" * 10, b"C" * 5000, b"D\nAFTER1\n")
-    assert result == [RejectReason.TOO_LONG, "AFTER1"]
-    assert not framer.discarding
-    assert frames(framer, b"X" * 40 + b"\n") == [RejectReason.TOO_LONG]
