@@ -1,8 +1,8 @@
 """Small helpers shared by the benchmark scripts (not a test helper; no assertions).
 
 The scripts put `bench/` (their own folder) first on sys.path by being run as
-`python bench/NAME.py`, so `import benchlib` finds this file; `tests/` is added
-here so that `support` (tests/support.py) can be imported as well.
+`python bench/NAME.py`, so `import benchlib` finds this file; the repository root is
+added here so that the tests' helpers (`tests.support.gateway`, ...) can be imported as well.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

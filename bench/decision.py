@@ -1,6 +1,6 @@
 """Access decision latency: credential read by the gateway -> lock command issued.
 
-A real gateway (tests/support.py InProcessGateway: the `Gateway` class on its
+A real gateway (tests/support/gateway.py InProcessGateway: the `Gateway` class on its
 own event loop thread, store writer and MQTT uplink running, a real Mosquitto
 on 127.0.0.1 up) with one line reader at the front door on a pty (default) or
 a FIFO. For each size (1,000 and 100,000 enrolled credentials by default) the
@@ -43,7 +43,6 @@ from typing import Any
 
 import benchlib
 from benchlib import fmt_rate, median, percentile, verdict
-from support import InProcessGateway
 
 from gateway.config import load_config
 from gateway.devices.protocols import CardRead
@@ -52,6 +51,7 @@ from gateway.runtime.parts import open_store
 from gateway.store import registry
 from gateway.store.db import connect, transaction
 from gateway.sync.local_broker import LocalBroker
+from tests.support.gateway import InProcessGateway
 
 TARGET_P50_MS = 0.5
 TARGET_P99_MS = 2.0

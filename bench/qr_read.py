@@ -1,6 +1,6 @@
 """Voucher QR read rate and time per frame: our cascade against each decoder alone.
 
-Frames come from tests/qr_frames.py (this script puts tests/ on sys.path through
+Frames come from tests/support/qr_frames.py (this script puts the repository on sys.path through
 benchlib): 1280x720 camera-like frames, `--per-condition` (60) per condition
 for the 10 conditions plus as many frames without a code, seeds from `--seed`
 (0; the pipeline was tuned on seeds 1000+, never on these). Every frame is
@@ -43,9 +43,9 @@ import numpy as np  # noqa: E402
 import zxingcpp  # noqa: E402
 from benchlib import median, percentile, verdict  # noqa: E402
 from pyzbar import pyzbar  # noqa: E402
-from qr_frames import CONDITIONS, NEGATIVE, make_frame  # noqa: E402
 
 from terminal import scan  # noqa: E402
+from tests.support.qr_frames import CONDITIONS, NEGATIVE, make_frame  # noqa: E402
 
 TARGET_OVERALL = 97.0
 TARGET_HARDEST = 85.0

@@ -8,7 +8,7 @@ new version in force and recorded), and the
 gateway's peak RSS (VmHWM) before and after. Twice: into an empty gateway, then
 replacing that snapshot with a new one.
 
-Part 2 (the gateway in this process, tests/support.py InProcessGateway, one
+Part 2 (the gateway in this process, tests/support/gateway.py InProcessGateway, one
 line reader on a FIFO): card read -> lock command latency for taps paced at
 `--rate`/s, first with nothing else going on (baseline), then while a snapshot
 of N people is being applied; printed side by side with the ratio.
@@ -32,13 +32,13 @@ from pathlib import Path
 
 import benchlib
 from benchlib import median, percentile, verdict
-from platform_support import Platform, key_file, person_entry
-from support import InProcessGateway, Subscriber, load, wait_until, write_config
 
 from gateway.clock import SystemClock
 from gateway.devices.protocols import CardRead
 from gateway.domain.command_bodies import snapshot_pages
 from gateway.sync.local_broker import LocalBroker
+from tests.support.gateway import InProcessGateway, Subscriber, load, wait_until, write_config
+from tests.support.platform import Platform, key_file, person_entry
 
 TARGET_S = 5.0
 GW = "GW-SNAPBENCH"

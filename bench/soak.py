@@ -28,10 +28,16 @@ import time
 from pathlib import Path
 
 import benchlib
-from support import enrol_cards, load, stats_of, wait_until, write_config
-from test_outage import PersistentSubscriber
 
 from gateway.sync.local_broker import LocalBroker
+from tests.support.gateway import (
+    PersistentSubscriber,
+    enrol_cards,
+    load,
+    stats_of,
+    wait_until,
+    write_config,
+)
 
 GW = "GW-SOAK"
 

@@ -1,4 +1,4 @@
-"""Fixtures: a real Mosquitto per test session, and one per test where a test stops it."""
+"""Fixtures: a real Mosquitto per test session, and one of its own for a test that stops it."""
 
 from __future__ import annotations
 
@@ -23,4 +23,14 @@ def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
     workdir = tmp_path / "mosquitto"
     workdir.mkdir()
     with LocalBroker(workdir=workdir) as running:
+        yield running
+
+
+@pytest.fixture
+def persistent_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A Mosquitto of this test's own that keeps a platform's persistent session (and what is
+    queued for it) across a stop and a restart."""
+    workdir = tmp_path / "mosquitto"
+    workdir.mkdir()
+    with LocalBroker(workdir=workdir, persistent=True) as running:
         yield running

@@ -1,0 +1,1 @@
+"""Reader drivers (gateway.devices) on real pseudo-terminals and FIFOs, with their simulators."""

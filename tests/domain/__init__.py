@@ -1,0 +1,1 @@
+"""Pure rules and values (gateway.domain): ID numbers, credentials, vouchers, residence rules."""

@@ -1,0 +1,1 @@
+"""The door path (gateway.doors): access decisions, door supervision, the access index."""

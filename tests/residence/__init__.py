@@ -1,0 +1,1 @@
+"""The residence rules at work (gateway.residence): alerts as days pass."""

@@ -1,0 +1,1 @@
+"""The SQLite store (gateway.store): keys, migrations, the writer, the outbox, event history."""

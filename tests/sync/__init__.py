@@ -1,0 +1,1 @@
+"""The MQTT side (gateway.sync): link settings, TLS, protocol versions, downlink, consumers."""

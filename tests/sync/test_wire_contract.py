@@ -1,0 +1,207 @@
+"""The wire contract: docs/asyncapi.yaml is sound, strict, and says what gateway.sync.wire does.
+
+Real traffic against the same document: tests/e2e/test_contract.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from gateway.domain.events import EventType
+from gateway.domain.signed_commands import CommandName
+from gateway.sync.wire import CONTRACT_VERSION, Topics
+from tests.support.contract import (
+    DOCUMENT,
+    SCHEMAS,
+    assert_valid,
+    deref,
+    payload_ref,
+    refs,
+    resolve,
+    validator,
+)
+
+RAW_CARD = "04A1B2C3D4"
+
+
+def branch_types() -> dict[str, dict[str, Any]]:
+    """The event type each branch of the Event schema is keyed on, and the branch's schema."""
+    event = SCHEMAS["Event"]
+    branches: dict[str, dict[str, Any]] = {}
+    for entry in event["allOf"]:
+        event_type = entry["if"]["properties"]["type"]["const"]
+        assert entry["if"]["required"] == ["type"], event_type
+        assert event_type not in branches, f"two schema branches for {event_type}"
+        branch = deref(entry["then"])
+        assert branch["properties"]["type"]["const"] == event_type
+        branches[event_type] = branch
+    assert set(event["properties"]["type"]["enum"]) == set(branches), "no type without a branch"
+    return branches
+
+
+# --- the document ---------------------------------------------------------------------------
+
+
+def test_document_is_asyncapi_3_for_contract_v1() -> None:
+    assert DOCUMENT["asyncapi"] == "3.0.0"
+    assert DOCUMENT["info"]["version"] == str(CONTRACT_VERSION)
+    assert {server["protocol"] for server in DOCUMENT["servers"].values()} == {"mqtt", "mqtts"}
+    topics = Topics("{gateway_id}")
+    assert DOCUMENT["channels"]["events"]["address"] == topics.events
+    assert DOCUMENT["channels"]["state"]["address"] == topics.state
+    assert DOCUMENT["channels"]["commandReplies"]["address"] == topics.command_reply
+    assert DOCUMENT["channels"]["commands"]["address"] == topics.commands.replace("+", "{command}")
+    assert SCHEMAS["ContractVersion"]["const"] == CONTRACT_VERSION
+    expected = {
+        "events": ("send", 1, False),
+        "state": ("send", 1, True),
+        "commands": ("receive", 1, False),
+        "commandReplies": ("send", 1, False),
+    }
+    seen = {}
+    for operation in DOCUMENT["operations"].values():
+        channel = deref(operation["channel"])
+        channel_name = next(key for key, value in DOCUMENT["channels"].items() if value is channel)
+        for message in operation["messages"]:
+            assert deref(message) in [deref(m) for m in channel["messages"].values()]
+        mqtt = operation["bindings"]["mqtt"]
+        seen[channel_name] = (operation["action"], mqtt["qos"], mqtt["retain"])
+    assert seen == expected
+    names = DOCUMENT["channels"]["commands"]["parameters"]["command"]["enum"]
+    assert names == [name.value for name in CommandName]
+
+
+def test_every_ref_in_the_document_resolves() -> None:
+    found = list(refs(DOCUMENT))
+    assert found
+    for ref in found:
+        assert ref.startswith("#/"), f"{ref}: the document is self-contained"
+        resolve(ref)  # raises referencing.exceptions.Unresolvable
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_schema_is_valid_draft_2020_12_and_resolves(name: str) -> None:
+    schema = SCHEMAS[name]
+    Draft202012Validator.check_schema(schema)
+    for ref in refs(schema):
+        assert ref.startswith("#/components/schemas/"), ref
+        Draft202012Validator.check_schema(resolve(ref))
+
+
+@pytest.mark.parametrize(
+    ("channel", "message"),
+    [
+        ("events", "eventBatch"),
+        ("state", "gatewayState"),
+        ("commands", "command"),
+        ("commandReplies", "commandReply"),
+    ],
+)
+def test_the_documents_own_examples_match_their_schemas(channel: str, message: str) -> None:
+    examples = DOCUMENT["components"]["messages"][message]["examples"]
+    assert examples
+    check = validator(payload_ref(channel))
+    for example in examples:
+        assert_valid(check, example["payload"], f"example {example['name']}")
+
+
+# --- every event type has a schema ------------------------------------------------------------
+
+
+def test_every_event_type_has_a_schema_branch() -> None:
+    branches = branch_types()
+    missing = {t.value for t in EventType} - set(branches)
+    assert not missing, f"event types without a schema in docs/asyncapi.yaml: {sorted(missing)}"
+    stale = set(branches) - {t.value for t in EventType}
+    assert not stale, f"schemas for event types the gateway does not emit: {sorted(stale)}"
+    common = {"seq", "id", "type", "ts", "mono"}
+    for event_type, branch in branches.items():
+        assert branch["additionalProperties"] is False, event_type
+        assert common <= set(branch["required"]), event_type
+        assert set(branch["required"]) <= set(branch["properties"]), event_type
+
+
+# --- the schemas are strict -----------------------------------------------------------------
+
+
+def _example(message: str, name: str) -> dict[str, Any]:
+    examples = DOCUMENT["components"]["messages"][message]["examples"]
+    payload: dict[str, Any] = next(e["payload"] for e in examples if e["name"] == name)
+    return copy.deepcopy(payload)
+
+
+def _decision(envelope: dict[str, Any]) -> dict[str, Any]:
+    return next(e for e in envelope["events"] if e["type"] == EventType.ACCESS_DECISION.value)
+
+
+def _status(envelope: dict[str, Any]) -> dict[str, Any]:
+    return next(e for e in envelope["events"] if e["type"] == EventType.DEVICE_STATUS.value)
+
+
+def _revoked(envelope: dict[str, Any]) -> dict[str, Any]:
+    return next(e for e in envelope["events"] if "credential_status" in e)
+
+
+Tamper = Callable[[dict[str, Any]], object]
+
+ENVELOPE_TAMPERING: dict[str, Tamper] = {
+    "missing seq": lambda env: _decision(env).pop("seq"),
+    "unknown event field": lambda env: _decision(env).update(note="extra"),
+    "unknown envelope field": lambda env: env.update(batch=1),
+    "wrong result value": lambda env: _decision(env).update(result="maybe"),
+    "allow with a refusal reason": lambda env: _decision(env).update(reason="expired"),
+    "deny with granted": lambda env: _revoked(env).update(reason="granted"),
+    "unknown reason": lambda env: _decision(env).update(reason="tailgating"),
+    "raw credential value": lambda env: _decision(env)["credential"].update(value=RAW_CARD),
+    "unknown credential kind": lambda env: _decision(env)["credential"].update(kind="pin"),
+    "upper-case hash": lambda env: _decision(env)["credential"].update(hash="AB" * 16),
+    "short hash": lambda env: _decision(env)["credential"].update(hash="ab" * 8),
+    "missing person": lambda env: _decision(env).pop("person"),
+    "active credential_status": lambda env: _revoked(env).update(credential_status="active"),
+    "UUIDv4 event id": lambda env: _decision(env).update(id=str(uuid4())),
+    "ts without milliseconds": lambda env: _decision(env).update(ts="2026-11-28T09:12:03+08:00"),
+    "ts without offset": lambda env: _decision(env).update(ts="2026-11-28T09:12:03.123"),
+    "negative mono": lambda env: _decision(env).update(mono=-1.0),
+    "seq 0": lambda env: _decision(env).update(seq=0),
+    "string seq": lambda env: _decision(env).update(seq="41"),
+    "unknown event type": lambda env: _status(env).update(type="door.alarm"),
+    "status without error": lambda env: _status(env).pop("error"),
+    "status online as string": lambda env: _status(env).update(online="yes"),
+    "contract version 2": lambda env: env.update(v=2),
+    "gateway id with a slash": lambda env: env.update(gw="GW/0001"),
+    "no events": lambda env: env.update(events=[]),
+}
+
+STATE_TAMPERING: dict[str, Tamper] = {
+    "missing online": lambda state: state.pop("online"),
+    "unknown field": lambda state: state.update(uptime=5),
+    "negative backlog": lambda state: state.update(backlog=-1),
+    "fractional head_seq": lambda state: state.update(head_seq=1.5),
+    "online as number": lambda state: state.update(online=1),
+    "missing ts": lambda state: state.pop("ts"),
+}
+
+
+@pytest.mark.parametrize("tamper", ENVELOPE_TAMPERING.values(), ids=list(ENVELOPE_TAMPERING))
+def test_a_tampered_envelope_fails(tamper: Tamper) -> None:
+    check = validator(payload_ref("events"))
+    envelope = _example("eventBatch", "decisionAndStatus")
+    assert_valid(check, envelope, "the untouched example")
+    tamper(envelope)
+    assert not check.is_valid(envelope), json.dumps(envelope)
+
+
+@pytest.mark.parametrize("tamper", STATE_TAMPERING.values(), ids=list(STATE_TAMPERING))
+def test_a_tampered_state_fails(tamper: Tamper) -> None:
+    check = validator(payload_ref("state"))
+    state = _example("gatewayState", "birth")
+    assert_valid(check, state, "the untouched example")
+    tamper(state)
+    assert not check.is_valid(state), json.dumps(state)

@@ -1,0 +1,1 @@
+"""The handheld's package (terminal/): scanning vouchers, the co-ordinator's checks, sync."""
