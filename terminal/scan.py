@@ -5,7 +5,7 @@ Why a cascade: zxing-cpp alone reads ~93 % of handheld frames in ~4 ms; the rest
 work runs only when the fast path found nothing, and only on crops of the frame.
 
 Stages, and what each added on 600 development frames (60 per condition of
-tests/qr_frames.py, seeds 1000-1059, apart from the benchmark's):
+tests/support/qr_frames.py, seeds 1000-1059, apart from the benchmark's):
 1. `full` (556/600): zxing-cpp on the whole frame, QR Model 2 only (vouchers
    are nothing else; all formats cost 10x, and the 1D ones are what misreads
    textures), with its own inversion (dark-mode screens) and downscaling.

@@ -1,7 +1,7 @@
 """The web UI's words in Chinese (zh-CN, the default) and English.
 
 One catalogue per language, keyed by a short English id, so a missing
-translation is a test failure (`tests/test_web_i18n.py` compares the keys)
+translation is a test failure (`tests/api/test_web_i18n.py` compares the keys)
 rather than a blank on a landlord's phone. The language comes from the
 `rentgate_lang` cookie the switch sets, else from Accept-Language, else zh-CN.
 """

@@ -3,7 +3,7 @@
 Notice §二(一)1: a person whose household registration (户籍) is outside the
 Hangzhou urban districts and who lives there 3 days or more must register; a
 registered person whose address changes must register the change within 10
-days. Counting, as decided (each a row in tests/test_rules_registration.py):
+days. Counting, as decided (each a row in tests/domain/test_rules_registration.py):
 
 - The day of first presence at the building (door tap, capture) is day 1.
   Registration is on time through day 3 (deadline = first seen + 2 days) and

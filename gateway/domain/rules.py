@@ -4,7 +4,7 @@ Notice §二(一)4: a holder must have the permit endorsed within the month befo
 each anniversary of the issue date; from the day after a missed anniversary the
 permit is suspended; a late endorsement restores it and the years of residence
 count afresh from the late endorsement date. The choices below make that exact;
-each is a row in tests/test_rules_permit.py.
+each is a row in tests/domain/test_rules_permit.py.
 
 - Anniversary *n* is the issue date's month and day *n* years on. An issue date
   of 29 February has its anniversaries on 28 February in common years (issued
