@@ -101,6 +101,8 @@ class GatewayParts:
     doors: DoorController
     alerts: AlertEngine
     commands: PlatformCommands
+    actions: GatewayActions
+    """What signed commands may do to the running gateway (unlock, settings changed…)."""
     downlink: Downlink
     uplink: Uplink
     source: OutboxSource
@@ -182,6 +184,7 @@ def build_parts(
         doors=doors,
         alerts=alerts,
         commands=commands,
+        actions=actions,
         downlink=downlink,
         uplink=uplink,
         source=source,

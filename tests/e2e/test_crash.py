@@ -99,6 +99,7 @@ def test_kill_9_loses_nothing_recorded(broker: LocalBroker, tmp_path: Path) -> N
             return stats.depth == 0 and len(platform.unique_seqs()) >= stats.head_seq
 
         wait_until(drained, 60, "the backlog to drain to the subscriber")
+        gateway.wait_running(config.gateway.status_file)
         assert gateway.terminate() == 0
     finally:
         if gateway.process and gateway.process.poll() is None:

@@ -27,6 +27,7 @@ from gateway.config import Config, load_config
 from gateway.domain.credentials import CredentialKind, parse_credential
 from gateway.domain.ids import IdNumber, check_character
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
+from gateway.ops.status import read_status_file
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.parts import open_store
 from gateway.store import allowlist, outbox, registry
@@ -300,6 +301,10 @@ class InProcessGateway:
         if self._error is not None:
             raise self._error
 
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        """Run `callback` on the gateway's event loop thread, where its parts live."""
+        self._loop.call_soon_threadsafe(callback)
+
     def wait_connected(self, timeout: float = 15) -> None:
         """Until the uplink has a session with the broker."""
         gateway = self.gateway
@@ -345,6 +350,18 @@ class GatewayProcess:
         assert self.process is not None
         self.process.kill()
         self.process.wait(10)
+
+    def wait_running(self, status_file: Path, timeout: float = 20) -> None:
+        """Until this process says in its status file that it runs (its signal handlers are
+        set by then: a SIGTERM sent earlier, during start-up, kills it instead)."""
+        assert self.process is not None
+        pid = self.process.pid
+
+        def running() -> bool:
+            status = read_status_file(status_file)
+            return status is not None and status.running and status.pid == pid
+
+        wait_until(running, timeout, "the gateway process running")
 
     def terminate(self, timeout: float = 30) -> int:
         assert self.process is not None

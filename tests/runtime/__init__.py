@@ -1,0 +1,1 @@
+"""Tests of gateway.runtime: building the gateway from its config, running and stopping it."""
