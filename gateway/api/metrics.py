@@ -104,13 +104,15 @@ class _Warnings:
             log.warning(message, *args)
 
 
-async def read_storage(gateway: Monitored, warnings: _Warnings | None = None) -> StorageReading:
-    """The outbox's head, cursor and oldest unsent event, and the data dir's free space."""
+async def read_storage(
+    gateway: Monitored, delivered_seq: int, warnings: _Warnings | None = None
+) -> StorageReading:
+    """The outbox's head, cursor and oldest unsent event (counting what the uplink has had
+    acknowledged through `delivered_seq`), and the data dir's free space."""
     warnings = warnings or _Warnings()
-    acked = gateway.status().link.delivered_seq
     outbox: OutboxStats | None = None
     try:
-        outbox = await asyncio.wait_for(gateway.outbox_stats(acked), READ_TIMEOUT_S)
+        outbox = await asyncio.wait_for(gateway.outbox_stats(delivered_seq), READ_TIMEOUT_S)
     except (StoreError, TimeoutError) as exc:
         warnings.warn("outbox", "metrics: outbox not read: %s", str(exc) or "timed out")
     except RuntimeError as exc:  # its reader thread was shut down: the gateway is stopping
@@ -132,7 +134,7 @@ async def read_storage(gateway: Monitored, warnings: _Warnings | None = None) ->
 async def essentials(gateway: Monitored) -> Essentials:
     """Decisions, readers, store and disk in brief, for the birth/state message."""
     status = gateway.status()
-    storage = await read_storage(gateway)
+    storage = await read_storage(gateway, status.link.delivered_seq)
     free = storage.disk_free_bytes
     return Essentials(
         decisions=sum(status.decisions.values()),
@@ -311,8 +313,9 @@ def metrics_router(gateway: Monitored) -> APIRouter:
 
     @router.get("/metrics")
     async def metrics(request: Request) -> Response:
-        storage = await read_storage(gateway, warnings)
-        body = render(gateway.status(), storage, request.app.state)
+        status = gateway.status()  # one snapshot per scrape, taken before the disk reads
+        storage = await read_storage(gateway, status.link.delivered_seq, warnings)
+        body = render(status, storage, request.app.state)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/healthz")

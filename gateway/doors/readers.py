@@ -43,12 +43,6 @@ class ReaderHealthBoard:
     def get(self, name: str) -> ReaderHealth:
         return self._health.get(name, ReaderHealth())
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._health)
-
-    def items(self) -> Iterator[tuple[str, ReaderHealth]]:
-        return iter(self._health.items())
-
     def values(self) -> Iterator[ReaderHealth]:
         return iter(self._health.values())
 

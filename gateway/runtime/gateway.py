@@ -83,6 +83,9 @@ class Gateway:
         self.started_at = self.clock.now()
         self.ready = asyncio.Event()
         self.liveness = Liveness(self.clock.monotonic)
+        self.liveness.register(EVENT_LOOP, 5.0)
+        self.liveness.register(UPLINK, config.mqtt.ack_timeout_s + 60)
+        self.liveness.register(STORE_WRITER, 60.0)
         self.watchdog = Watchdog(
             self.liveness,
             probes=[
@@ -213,9 +216,6 @@ class Gateway:
     def _loops(self) -> dict[str, Coroutine[Any, Any, Any]]:
         """The gateway's long-running loops by task name (coroutines, not yet started)."""
         parts, liveness = self.parts, self.liveness
-        liveness.register(EVENT_LOOP, 5.0)
-        liveness.register(UPLINK, self.config.mqtt.ack_timeout_s + 60)
-        liveness.register(STORE_WRITER, 60.0)
         loops: dict[str, Coroutine[Any, Any, Any]] = {
             "uplink": parts.uplink.run(),
             "heartbeat": heartbeat(liveness),
@@ -314,11 +314,9 @@ async def _relay(stop: asyncio.Event, stopping: asyncio.Event) -> None:
     stopping.set()
 
 
-def _cancel(tasks: Iterable[Any]) -> None:
-    """Cancel those of `tasks` that were started (a loop not yet started is a coroutine)."""
+def _cancel(tasks: Iterable[asyncio.Task[None]]) -> None:
     for task in tasks:
-        if isinstance(task, asyncio.Task):
-            task.cancel()
+        task.cancel()
 
 
 async def run_gateway(config: Config, stop: asyncio.Event) -> None:

@@ -155,14 +155,8 @@ def build_parts(
         resync=lambda: uplink.rebirth(),  # noqa: PLW0108 (the uplink is built below)
         spawn=spawn,
     )
-    commands = PlatformCommands(
-        writer=writer,
-        keys=keys,
-        clock=clock,
-        trusted=trusted,
-        settings=settings,
-        hooks=actions.hooks(),
-        record=writer.append,
+    commands = _platform_commands(
+        keys, trusted=trusted, settings=settings, writer=writer, clock=clock, actions=actions
     )
     downlink = _downlink(config, clock, trusted, commands, lambda: uplink.session)
     source = OutboxSource(config.gateway.database)
@@ -228,6 +222,27 @@ def door_supervisors(config: Config) -> dict[str, DoorSupervisor]:
         door.name: DoorSupervisor(door.name, door.held_open_s, FailMode(door.fail_mode))
         for door in config.all_doors()
     }
+
+
+def _platform_commands(
+    keys: KeyRing,
+    *,
+    trusted: TrustedKeys,
+    settings: RuntimeSettings,
+    writer: Writer,
+    clock: Clock,
+    actions: GatewayActions,
+) -> PlatformCommands:
+    """The downlink's handler: applies signed commands to the store and the running gateway."""
+    return PlatformCommands(
+        writer=writer,
+        keys=keys,
+        clock=clock,
+        trusted=trusted,
+        settings=settings,
+        hooks=actions.hooks(),
+        record=writer.append,
+    )
 
 
 def _downlink(

@@ -33,11 +33,7 @@ def snapshot(
         started=started,
         link=_link(parts),
         store=_store(parts),
-        readers={
-            name: ReaderStatus(reader.door, health.online, health.error)
-            for name, reader in parts.devices.readers.items()
-            for health in (doors.reader_health.get(name),)
-        },
+        readers=_readers(parts),
         doors=_doors(parts),
         alarms=dict(parts.housekeeper.alarms),
         api=ApiStatus(api.url, api.error),
@@ -58,6 +54,14 @@ def snapshot(
         latency=LatencyStatus(tuple(counters.latency.cumulative()), counters.latency.sum_s),
         credentials=len(doors.index),
     )
+
+
+def _readers(parts: GatewayParts) -> dict[str, ReaderStatus]:
+    found = {}
+    for name, reader in parts.devices.readers.items():
+        health = parts.doors.reader_health.get(name)
+        found[name] = ReaderStatus(reader.door, health.online, health.error)
+    return found
 
 
 def _link(parts: GatewayParts) -> LinkStatus:
