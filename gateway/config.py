@@ -117,6 +117,11 @@ class ApiSection(_Section):
     listen: str = Field("127.0.0.1:8080", description="host:port; port 0 picks a free one")
     cert: Path | None = Field(None, description="TLS certificate (PEM); absent: self-signed")
     key: Path | None = None
+    max_connections: int = Field(512, ge=1, le=60_000, description="open at once, in all")
+    max_connections_per_address: int = Field(32, ge=1, le=60_000)
+    read_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="for a TLS handshake, and for a request's headers and body"
+    )
 
     @field_validator("listen")
     @classmethod

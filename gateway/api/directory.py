@@ -20,6 +20,7 @@ from typing import TypeVar
 from gateway.api import models
 from gateway.api.accounts import Accounts, reveal_id_number
 from gateway.api.auth import AuthFailure, AuthProblem, Principal, Role, may_see_unit
+from gateway.api.core_links import CaptureRefused, RemoteCaptures
 from gateway.api.storeaccess import StoreAccess
 from gateway.clock import Clock
 from gateway.domain.alerting import standing
@@ -32,7 +33,6 @@ from gateway.domain.credentials import (
 from gateway.domain.ids import IdNumber
 from gateway.domain.keycards import ActionRefused, CardAction, extendable, next_status
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
-from gateway.doors.enrol_by_tap import CaptureError, CardCaptures
 from gateway.errors import RentgateError
 from gateway.store import registry, residents, tenants
 from gateway.store.crypto import KeyRing
@@ -87,7 +87,7 @@ class Directory:
         clock: Clock,
         accounts: Accounts,
         residence: Residence,
-        captures: CardCaptures,
+        captures: RemoteCaptures,
     ) -> None:
         self._store = store
         self._keys = keys
@@ -167,7 +167,7 @@ class Directory:
             tenancy = Tenancy(
                 request.unit, request.valid_from or now, request.valid_to, request.room
             )
-            grants = self._grants(principal, request.cards)
+            grants = await self._grants(principal, request.cards)
             enrolment = Enrolment(id_number, request.name, grants, tenancy)
         except (ValueError, CredentialError) as exc:
             raise DirectoryError(DirectoryProblem.BAD_REQUEST, str(exc)) from exc
@@ -195,7 +195,7 @@ class Directory:
         self, principal: Principal, person_id: str, request: models.AddCardsRequest
     ) -> models.PersonOut:
         try:
-            grants = self._grants(principal, request.cards)
+            grants = await self._grants(principal, request.cards)
         except (ValueError, CredentialError) as exc:
             raise DirectoryError(DirectoryProblem.BAD_REQUEST, str(exc)) from exc
 
@@ -273,7 +273,7 @@ class Directory:
 
     # -- helpers -------------------------------------------------------------
 
-    def _grants(
+    async def _grants(
         self, principal: Principal, cards: Sequence[models.CardIn]
     ) -> tuple[CredentialGrant, ...]:
         grants = []
@@ -282,8 +282,8 @@ class Directory:
                 raise ValueError("each card needs exactly one of card_uid or capture")
             if card.capture is not None:
                 try:
-                    credential = self._captures.take(card.capture, capture_owner(principal))
-                except CaptureError as exc:
+                    credential = await self._captures.take(card.capture, capture_owner(principal))
+                except CaptureRefused as exc:
                     raise ValueError(str(exc)) from exc
             else:
                 credential = parse_credential(CredentialKind.CARD_UID, card.card_uid or "")

@@ -119,6 +119,9 @@ class Subscriber:
     closed: bool = False
 
 
+POLL_S = 0.25
+
+
 class LiveFeed:
     """Fans each commit's new events out to the open event streams."""
 
@@ -138,9 +141,13 @@ class LiveFeed:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self) -> None:
+        """Deliver new events until cancelled: on a commit of this process's writer at once,
+        and every `POLL_S` for the door core's (another process: nobody tells us)."""
         self._loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_S):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self._deliver()

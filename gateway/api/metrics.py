@@ -59,13 +59,17 @@ class Monitored(Protocol):
     def status(self) -> GatewayStatus:
         """Now; `running` is false until the gateway is ready (and once it stops)."""
 
+    async def fresh_status(self) -> GatewayStatus:
+        """`status()`, asked of the door core now (the web process caches it in between)."""
+
     async def outbox_stats(self, delivered_at_least: int = 0) -> OutboxStats: ...
 
 
 class NotReady(StrEnum):
     """Why `/readyz` says 503: the gateway cannot both decide doors and record events."""
 
-    STARTING = "starting"
+    DOORS_OFFLINE = "doors_offline"
+    """The door core is starting, restarting or stopped: the web cannot reach it."""
     STORE_FAILING = "store_failing"
 
 
@@ -133,7 +137,7 @@ async def read_storage(
 
 async def essentials(gateway: Monitored) -> Essentials:
     """Decisions, readers, store and disk in brief, for the birth/state message."""
-    status = gateway.status()
+    status = await gateway.fresh_status()
     storage = await read_storage(gateway, status.link.delivered_seq)
     free = storage.disk_free_bytes
     return Essentials(
@@ -313,24 +317,26 @@ def metrics_router(gateway: Monitored) -> APIRouter:
 
     @router.get("/metrics")
     async def metrics(request: Request) -> Response:
-        status = gateway.status()  # one snapshot per scrape, taken before the disk reads
+        status = (
+            await gateway.fresh_status()
+        )  # one snapshot per scrape, taken before the disk reads
         storage = await read_storage(gateway, status.link.delivered_seq, warnings)
         body = render(status, storage, request.app.state)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/healthz")
     async def healthz() -> JSONResponse:
-        """Alive: the event loop that runs the doors is answering."""
+        """Alive: the web process answers (the doors have a process of their own; see /readyz)."""
         return JSONResponse({"status": "ok"})
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
         """Ready: doors can be decided and events recorded. MQTT down is not unready
         (events wait in the outbox), but it is shown."""
-        status = gateway.status()
+        status = await gateway.fresh_status()
         problems: list[NotReady] = []
         if not status.running:
-            problems.append(NotReady.STARTING)
+            problems.append(NotReady.DOORS_OFFLINE)
         if status.store.failing:
             problems.append(NotReady.STORE_FAILING)
         body = {

@@ -7,16 +7,15 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from gateway.api import models
 from gateway.api.accounts import Accounts
 from gateway.api.auth import Principal, Role
+from gateway.api.core_links import CaptureRefused, CaptureView, RemoteCaptures
 from gateway.api.directory import capture_owner
 from gateway.api.monitor import Monitor
 from gateway.api.security import require
-from gateway.clock import iso_ms
-from gateway.doors.enrol_by_tap import Capture, CaptureError, CardCaptures
 
 WAIT_MAX_S = 25.0
 
 
-def overview_router(accounts: Accounts, monitor: Monitor, captures: CardCaptures) -> APIRouter:
+def overview_router(accounts: Accounts, monitor: Monitor, captures: RemoteCaptures) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["gateway"], responses=models.ERROR_RESPONSES)
     Anyone = Annotated[
         Principal, Depends(require(accounts, Role.ADMIN, Role.LANDLORD, Role.COORDINATOR))
@@ -52,8 +51,11 @@ def overview_router(accounts: Accounts, monitor: Monitor, captures: CardCaptures
         """Capture the next card tapped at `door` (for enrolment) instead of deciding it."""
         if request.door not in monitor.door_names(principal):
             raise _not_found("door")
-        capture = captures.arm(capture_owner(principal), request.door)
-        return _capture_out(capture, captures)
+        try:
+            capture = await captures.arm(capture_owner(principal), request.door)
+        except CaptureRefused as error:
+            raise _capture_refused(error) from error
+        return _capture_out(capture)
 
     @router.get("/captures/{capture_id}")
     async def get_capture(
@@ -64,9 +66,9 @@ def overview_router(accounts: Accounts, monitor: Monitor, captures: CardCaptures
         """The capture's state, waiting up to `wait_s` for the tap."""
         try:
             capture = await captures.wait(capture_id, capture_owner(principal), wait_s)
-        except CaptureError as error:
-            raise _not_found("capture") from error
-        return _capture_out(capture, captures)
+        except CaptureRefused as error:
+            raise _capture_refused(error) from error
+        return _capture_out(capture)
 
     @router.get("/terminal-records")
     async def records(
@@ -89,15 +91,20 @@ def overview_router(accounts: Accounts, monitor: Monitor, captures: CardCaptures
     return router
 
 
-def _capture_out(capture: Capture, captures: CardCaptures) -> models.CaptureOut:
-    state = capture.state(captures.now())
+def _capture_out(capture: CaptureView) -> models.CaptureOut:
     return models.CaptureOut(
         id=capture.id,
         door=capture.door,
-        state=state.value,
-        masked=capture.credential.masked if capture.credential else None,
-        expires_at=iso_ms(capture.expires_at),
+        state=capture.state,
+        masked=capture.masked,
+        expires_at=capture.expires_at,
     )
+
+
+def _capture_refused(error: CaptureRefused) -> HTTPException:
+    if error.code == "doors_offline":
+        return HTTPException(503, {"error": "doors_offline", "message": str(error)})
+    return _not_found("capture")
 
 
 def _not_found(what: str) -> HTTPException:

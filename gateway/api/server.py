@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 
+from gateway.api.connection_limits import ConnectionGate, ConnectionLimits, bounded_protocol
+
 log = logging.getLogger(__name__)
 
 RETRY_S = 30.0
@@ -76,22 +78,56 @@ def fingerprint(cert_path: Path) -> str:
 
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, handshake_timeout_s: float) -> None:
+        super().__init__(config)
+        self._handshake_timeout_s = handshake_timeout_s
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         """The gateway owns SIGTERM/SIGINT; uvicorn must not take them over."""
         yield
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup for given sockets, with a deadline on the TLS handshake.
+
+        uvicorn leaves asyncio's default of 60 s, long enough for a few hundred
+        clients that never finish a handshake to hold the port's descriptors.
+        """
+        config = self.config
+        loop = asyncio.get_running_loop()
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        self.servers = [
+            await loop.create_server(
+                create_protocol,
+                sock=sock,
+                ssl=config.ssl,
+                backlog=config.backlog,
+                ssl_handshake_timeout=self._handshake_timeout_s,
+            )
+            for sock in sockets or []
+        ]
+        self.started = True
+
 
 class ApiServer:
     """The HTTPS listener; the app it serves is given when it runs, so its status exists first."""
 
-    def __init__(self, listen: str, cert: Path, key: Path) -> None:
+    def __init__(
+        self, listen: str, cert: Path, key: Path, limits: ConnectionLimits | None = None
+    ) -> None:
         host, _, port = listen.rpartition(":")
         self._host, self._port = host.strip("[]"), int(port)
         self._cert, self._key = cert, key
         self.url: str | None = None
         self.error: str | None = None
         self._server: _Server | None = None
+        self.limits = limits or ConnectionLimits()
+        self.gate = ConnectionGate(self.limits)
 
     def _uvicorn_config(self, app: FastAPI) -> uvicorn.Config:
         return uvicorn.Config(
@@ -102,7 +138,9 @@ class ApiServer:
             ssl_keyfile=str(self._key),
             lifespan="off",
             ws="none",
-            http="h11",
+            http=bounded_protocol(self.gate),
+            timeout_keep_alive=int(self.limits.keep_alive_s),
+            backlog=self.limits.max_connections,
             log_level="warning",
             log_config=None,  # uvicorn's records go through the gateway's own log handler
             access_log=False,
@@ -131,7 +169,7 @@ class ApiServer:
                 log.error("API %s; retrying in %.0f s", self.error, RETRY_S)
                 await asyncio.sleep(RETRY_S)
                 continue
-            server = _Server(config)
+            server = _Server(config, self.limits.handshake_timeout_s)
             self._server = server
             self.url = f"https://{self._host}:{sock.getsockname()[1]}"
             self.error = None

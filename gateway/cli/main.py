@@ -48,6 +48,17 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the gateway in the foreground")
     run.add_argument("--config", type=Path, required=True)
+    run.add_argument(
+        "--web",
+        choices=("child", "none"),
+        default="child",
+        help="child: start the web process too (one command); none: the door core only, the"
+        " web runs as `rentgate web` under a unit and a user of its own",
+    )
+    web = commands.add_parser(
+        "web", help="run the web UI, REST API and terminal endpoint (beside a running door core)"
+    )
+    web.add_argument("--config", type=Path, required=True)
 
     demo = commands.add_parser("demo", help="local broker + gateway + simulated taps")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
@@ -101,8 +112,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         if problems := missing_files(config):
             raise ConfigError(str(args.config), problems)
-        return _run(config)
+        return _run(config, args)
     commands = {
+        "web": lambda: _web(config),
         "terminal": lambda: run_terminal(config, args),
         "user": lambda: run_users(config, args),
         "backup": lambda: run_store_command(config, args),
@@ -114,10 +126,23 @@ def _dispatch(args: argparse.Namespace) -> int:
     return commands[args.command]()
 
 
-def _run(config: Config) -> int:
+def _run(config: Config, args: argparse.Namespace) -> int:
     from gateway.runtime.gateway import run_gateway
 
-    asyncio.run(run_gateway(config, asyncio.Event()))
+    path = args.config.resolve() if args.web == "child" else None
+    log_settings = (args.log_format, args.log_level)
+    asyncio.run(
+        run_gateway(
+            config, asyncio.Event(), config_path=path, log_settings=log_settings, web=args.web
+        )
+    )
+    return 0
+
+
+def _web(config: Config) -> int:
+    from gateway.runtime.web_process import run_web
+
+    asyncio.run(run_web(config, asyncio.Event()))
     return 0
 
 

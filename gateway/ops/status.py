@@ -113,6 +113,8 @@ class GatewayStatus:
     """Door alarm changes as `alarm:raised` / `alarm:cleared` counts."""
     latency: LatencyStatus = LatencyStatus()
     credentials: int = 0
+    loop_failures: Mapping[str, int] = field(default_factory=dict)
+    """Background loops of the door core that failed and were started again, by name."""
 
     @property
     def readers_online(self) -> int:
@@ -163,6 +165,7 @@ class GatewayStatus:
                 "sum_s": self.latency.sum_s,
             },
             "credentials": self.credentials,
+            "loop_failures": dict(self.loop_failures),
         }
 
     @classmethod
@@ -209,6 +212,7 @@ class GatewayStatus:
                 float(latency.get("sum_s", 0.0)),
             ),
             credentials=int(data.get("credentials", 0)),
+            loop_failures={str(k): int(v) for k, v in data.get("loop_failures", {}).items()},
         )
 
 

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import random
 import secrets
@@ -305,9 +306,8 @@ def run_demo(
     osdp_line.start()
     try:
         port = free_web_port(web_port)
-        config = load_config(
-            write_config(root, broker.url, str(sam.path), str(osdp_line.path), port)
-        )
+        config_file = write_config(root, broker.url, str(sam.path), str(osdp_line.path), port)
+        config = load_config(config_file)
         make_fifo(root / "front.reader")
         enrol_tenants(config)
         passwords = add_demo_accounts(config)
@@ -323,7 +323,9 @@ def run_demo(
             " receives. Ctrl-C stops.",
             flush=True,
         )
-        asyncio.run(_serve(config, root, rate=rate, duration=duration, sam=sam, osdp=osdp_reader))
+        asyncio.run(
+            _serve(config, config_file, rate=rate, duration=duration, sam=sam, osdp=osdp_reader)
+        )
     finally:
         sam.stop()
         osdp_line.close()
@@ -338,7 +340,7 @@ def run_demo(
 
 async def _serve(
     config: Config,
-    root: Path,
+    config_file: Path,
     *,
     rate: float,
     duration: float | None,
@@ -348,9 +350,15 @@ async def _serve(
     stop = asyncio.Event()
     if duration is not None:
         asyncio.get_running_loop().call_later(duration, stop.set)
+    root = config_file.parent
     taps = asyncio.create_task(feed_taps(root, rate, stop, sam, osdp), name="demo-taps")
     try:
-        await run_gateway(config, stop)
+        await run_gateway(
+            config,
+            stop,
+            config_path=config_file,
+            log_settings=("json", logging.getLevelName(logging.getLogger().level)),
+        )
     finally:
         stop.set()
         await taps

@@ -1,13 +1,17 @@
-"""The running gateway: its parts started in order, its loops owned by one TaskGroup.
+"""The door core: readers, decisions, the store writer, uplink and downlink, in one process.
 
 One asyncio loop runs readers, the decision path and the uplink; the store
 writer and the outbox reader have threads of their own, paho its network
-thread. `async with Gateway(config)` starts everything; leaving it stops in
-this order: readers first, the web side, what was accepted is committed, a
-goodbye on MQTT with a retained offline state, then the loops, then the store.
-A background loop that fails (or ends) is logged with its traceback and
-stops the gateway the same clean way, after which `run` raises its error
-(systemd restarts the process); a short task a command started is only logged.
+thread. Nothing that listens on the network runs here: the web UI, REST API
+and terminal endpoint are the web process (`gateway.runtime.web_process`),
+started as a child (`rentgate run`), by its own systemd unit, or in this
+process for tests; it reaches the core only through the store and the core's
+local socket (`gateway.runtime.core_server`). `async with Gateway(config)`
+starts everything; leaving it stops in this order: the web side, readers,
+what was accepted is committed, a goodbye on MQTT with a retained offline
+state, then the loops, then the store. A background loop that fails (or ends)
+is logged, counted and started again with backoff: nothing it meets may stop
+a door; a short task a command started is only logged.
 """
 
 from __future__ import annotations
@@ -17,16 +21,19 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Coroutine, Iterable
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import replace
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
 
 from gateway.api.metrics import essentials
-from gateway.api.server import ApiServer, self_signed
+from gateway.api.server import ApiServer
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.devices.protocols import Reader
@@ -36,9 +43,13 @@ from gateway.doors.readers import ReaderSupervisor
 from gateway.ops.liveness import EVENT_LOOP, STORE_WRITER, UPLINK, Liveness
 from gateway.ops.status import GatewayStatus, write_status_file
 from gateway.ops.watchdog import Watchdog, heartbeat, uplink_probe, writer_pings
+from gateway.runtime.core_operations import WebReport, core_operations
+from gateway.runtime.core_server import CoreServer
 from gateway.runtime.parts import GatewayParts, build_parts
 from gateway.runtime.status_snapshot import snapshot
-from gateway.runtime.web import RunningGatewayView, build_web
+from gateway.runtime.web import RunningGatewayView
+from gateway.runtime.web_child import WebChild, web_command
+from gateway.runtime.web_process import WebGateway, core_socket
 from gateway.store.writer import Writer
 from gateway.sync.uplink import Uplink
 from gateway.sync.wire import StateHealth
@@ -49,6 +60,15 @@ STATUS_EVERY_S = 1.0
 DOOR_TICK_S = 0.25
 """How often held-open timers are looked at: the alarm is at most this late."""
 SWITCH_INTERVAL_S = 0.0005
+OUTBOX_POLL_S = 1.0
+LOOP_RESTART_FIRST_S = 0.5
+LOOP_RESTART_MAX_S = 30.0
+LOOP_STEADY_S = 60.0
+"""A loop that ran this long before failing is restarted quickly again."""
+
+WebMode = Literal["child", "inline", "none"]
+"""Where the web side runs: `rentgate web` as a child process, in this process (tests), or
+elsewhere (its own systemd unit)."""
 
 
 class Gateway:
@@ -61,6 +81,9 @@ class Gateway:
         clock: Clock | None = None,
         readers: list[Reader] | None = None,
         alert_poll_s: float = 30.0,
+        web: WebMode = "inline",
+        config_path: Path | None = None,
+        log_settings: tuple[str, str] = ("json", "INFO"),
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock(config.gateway.timezone)
@@ -73,13 +96,26 @@ class Gateway:
             spawn=self._spawn,
             health=self._birth_health,
         )
-        cert, key = config.api.cert, config.api.key
-        if cert is None or key is None:
-            cert, key = self_signed(config.gateway.data_dir / "tls", config.api.host)
-        self.api_certificate = cert
-        self.api_server = ApiServer(config.api.listen, cert, key)
+        self.web_mode = web
+        self.web_report = WebReport()
         self._view = RunningGatewayView(self.parts, self.status)
-        self.web = build_web(self.parts, self._view)
+        self.core_server = CoreServer(
+            core_socket(config),
+            core_operations(
+                status=self.status,
+                captures=self.parts.captures,
+                alerts=self.parts.alerts,
+                outbox_changed=self._outbox_changed,
+                web=self.web_report,
+            ),
+        )
+        self.web_child: WebChild | None = None
+        if web == "child":
+            if config_path is None:
+                raise ValueError("a web child needs the config file's path")
+            self.web_child = WebChild(web_command(config_path, *log_settings))
+        self.inline_web = WebGateway(config, clock=self.clock) if web == "inline" else None
+        self.loop_failures: Counter[str] = Counter()
         self.started_at = self.clock.now()
         self.ready = asyncio.Event()
         self.liveness = Liveness(self.clock.monotonic)
@@ -98,7 +134,6 @@ class Gateway:
         self._tasks: asyncio.TaskGroup | None = None
         self._loop_tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
-        self._failure: Exception | None = None
         self._exit: AsyncExitStack | None = None
 
     # The parts most callers (tests, benchmarks, the CLI) reach for by name.
@@ -116,7 +151,21 @@ class Gateway:
 
     @property
     def api(self) -> FastAPI:
-        return self.web.app
+        """The web side's app, when it runs in this process (`web="inline"`)."""
+        return self._inline().app
+
+    @property
+    def api_server(self) -> ApiServer:
+        return self._inline().api_server
+
+    @property
+    def api_certificate(self) -> Path:
+        return self._inline().api_certificate
+
+    def _inline(self) -> WebGateway:
+        if self.inline_web is None:
+            raise RuntimeError(f"the web side runs as {self.web_mode!r}, not in this process")
+        return self.inline_web
 
     @property
     def registry_version(self) -> int:
@@ -126,7 +175,11 @@ class Gateway:
     def status(self) -> GatewayStatus:
         """The gateway now, as `/metrics`, the web UI, the status file and the CLI see it."""
         return snapshot(
-            self.parts, self.api_server, running=self.ready.is_set(), started=self.started_at
+            self.parts,
+            self.web_report.api,
+            running=self.ready.is_set(),
+            started=self.started_at,
+            loop_failures=self.loop_failures,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -146,7 +199,6 @@ class Gateway:
     async def __aenter__(self) -> Gateway:
         parts = self.parts
         parts.writer.start()
-        await asyncio.to_thread(self.web.accounts.prepare_setup)
         self._raise_recovery_alarm()
         stack = AsyncExitStack()
         await stack.__aenter__()
@@ -157,6 +209,12 @@ class Gateway:
             raise
         self._exit = stack
         self.ready.set()
+        if self.inline_web is not None:
+            try:
+                await stack.enter_async_context(self.inline_web)
+            except BaseException:
+                await self.__aexit__(None, None, None)
+                raise
         log.info(
             "gateway %s running with %d reader(s), %d credential(s)",
             self.config.gateway.id,
@@ -178,15 +236,12 @@ class Gateway:
         finally:
             self.ready.clear()
             log.info("gateway %s stopped", self.config.gateway.id)
-        if self._failure is not None and error is None:
-            raise self._failure  # the loop that stopped the gateway, after a clean shutdown
 
     async def _start_loops(self, stack: AsyncExitStack) -> asyncio.TaskGroup:
         """Every loop in one TaskGroup; the exit stack undoes today's order in reverse."""
-        parts, web = self.parts, self.web
+        parts = self.parts
         stack.callback(self.write_status, running=False)
         stack.callback(parts.source.close)
-        stack.callback(web.close)
         stack.callback(parts.terminals.close)
         stack.push_async_callback(asyncio.to_thread, parts.writer.close)
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
@@ -194,46 +249,55 @@ class Gateway:
         stack.callback(_cancel, loops.values())
         stack.push_async_callback(parts.uplink.close)
         stack.push_async_callback(self._flush_store)
-        stack.callback(self.api_server.stop)  # finish the requests in hand; refuse new ones
-        stack.callback(web.feed.close)  # live streams end, so the API can finish
         stack.callback(lambda: _cancel(t for n, t in loops.items() if n.startswith("reader:")))
         stack.callback(self.watchdog.stopping)
         for name, work in self._loops().items():
             loops[name] = tasks.create_task(self._supervised(work, name), name=name)
         return tasks
 
-    async def _supervised(self, work: Coroutine[Any, Any, Any], name: str) -> None:
-        """A long-running loop: if it fails (or ends), the gateway stops cleanly and says why."""
-        try:
-            await work
-        except Exception as exc:
-            log.exception("background task %s failed; the gateway stops", name)
-            self._failure = self._failure or exc
-        else:
-            log.error("background task %s ended; the gateway stops", name)
-        self._stopping.set()
+    async def _supervised(self, work: Callable[[], Coroutine[Any, Any, Any]], name: str) -> None:
+        """A long-running loop, contained: if it fails or ends it is counted, logged and
+        started again with backoff. Nothing a loop meets (a bad message, a full disk, a
+        bug) may stop the doors; a loop that keeps failing shows in the status and
+        `/metrics`, and the watchdog decides whether the process is still alive."""
+        delay = LOOP_RESTART_FIRST_S
+        while True:
+            started = time.monotonic()
+            try:
+                await work()
+            except Exception:
+                log.exception("background task %s failed; starting it again in %.1f s", name, delay)
+            else:
+                log.error("background task %s ended; starting it again in %.1f s", name, delay)
+            self.loop_failures[name] += 1
+            if time.monotonic() - started > LOOP_STEADY_S:
+                delay = LOOP_RESTART_FIRST_S
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LOOP_RESTART_MAX_S)
 
-    def _loops(self) -> dict[str, Coroutine[Any, Any, Any]]:
-        """The gateway's long-running loops by task name (coroutines, not yet started)."""
+    def _loops(self) -> dict[str, Callable[[], Coroutine[Any, Any, Any]]]:
+        """The gateway's long-running loops by task name (each a way to start it afresh)."""
         parts, liveness = self.parts, self.liveness
-        loops: dict[str, Coroutine[Any, Any, Any]] = {
-            "uplink": parts.uplink.run(),
-            "heartbeat": heartbeat(liveness),
-            "writer-pings": writer_pings(liveness, parts.writer),
-            "watchdog": self.watchdog.run(self.ready),
-            "index-keeper": parts.index_keeper.follow(self._swap_index),
-            "status": self._keep_status_file(),
-            "downlink": parts.downlink.run(),
-            "alerts": parts.alerts.run(),
-            "door-supervision": self._tick_doors(),
-            "api": self.api_server.run(self.web.app),
-            "live-feed": self.web.feed.run(),
-            "housekeeping": parts.housekeeper.run(),
-            "clock-watch": parts.clock_watch.run(),
+        loops: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
+            "uplink": parts.uplink.run,
+            "heartbeat": lambda: heartbeat(liveness),
+            "writer-pings": lambda: writer_pings(liveness, parts.writer),
+            "watchdog": lambda: self.watchdog.run(self.ready),
+            "index-keeper": lambda: parts.index_keeper.follow(self._swap_index),
+            "status": self._keep_status_file,
+            "downlink": parts.downlink.run,
+            "alerts": parts.alerts.run,
+            "door-supervision": self._tick_doors,
+            "core-socket": self.core_server.run,
+            "outbox-poll": self._poll_outbox,
+            "housekeeping": parts.housekeeper.run,
+            "clock-watch": parts.clock_watch.run,
         }
+        if self.web_child is not None:
+            loops["web-child"] = self.web_child.run
         for reader in parts.devices.readers.values():
             supervisor = ReaderSupervisor(reader, parts.doors, parts.doors.reader_health)
-            loops[f"reader:{reader.name}"] = supervisor.run()
+            loops[f"reader:{reader.name}"] = supervisor.run
         return loops
 
     def _raise_recovery_alarm(self) -> None:
@@ -268,7 +332,16 @@ class Gateway:
     def _committed(self, head: int) -> None:
         """Called on the writer's thread after each commit."""
         self.parts.uplink.notify_threadsafe(head)
-        self.web.feed.committed(head)
+
+    def _outbox_changed(self) -> None:
+        """Another process (the web, `rentgate enroll`) committed events: send them now."""
+        self.parts.uplink.notify_threadsafe(0)
+
+    async def _poll_outbox(self) -> None:
+        """Events other processes commit are sent within a second even if nobody says so."""
+        while True:
+            await asyncio.sleep(OUTBOX_POLL_S)
+            self._outbox_changed()
 
     async def _birth_health(self) -> StateHealth:
         return await essentials(self._view)
@@ -319,7 +392,14 @@ def _cancel(tasks: Iterable[asyncio.Task[None]]) -> None:
         task.cancel()
 
 
-async def run_gateway(config: Config, stop: asyncio.Event) -> None:
+async def run_gateway(
+    config: Config,
+    stop: asyncio.Event,
+    *,
+    config_path: Path | None = None,
+    log_settings: tuple[str, str] = ("json", "INFO"),
+    web: WebMode | None = None,
+) -> None:
     """Run a gateway as a process's main job until `stop` is set or SIGTERM/SIGINT arrives.
 
     The GIL is handed around every 0.5 ms instead of 5 ms: door decisions run on
@@ -331,4 +411,6 @@ async def run_gateway(config: Config, stop: asyncio.Event) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-    await Gateway(config).run(stop)
+    if web is None:
+        web = "child" if config_path is not None else "inline"
+    await Gateway(config, web=web, config_path=config_path, log_settings=log_settings).run(stop)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import datetime
 
-from gateway.api.server import ApiServer
 from gateway.ops.status import (
     ApiStatus,
     CommandStatus,
@@ -20,7 +20,12 @@ from gateway.runtime.parts import GatewayParts
 
 
 def snapshot(
-    parts: GatewayParts, api: ApiServer, *, running: bool, started: datetime
+    parts: GatewayParts,
+    api: ApiStatus,
+    *,
+    running: bool,
+    started: datetime,
+    loop_failures: Mapping[str, int],
 ) -> GatewayStatus:
     """Link, store, readers, doors, commands and alerts as they are now."""
     doors, downlink = parts.doors, parts.downlink.stats
@@ -36,7 +41,8 @@ def snapshot(
         readers=_readers(parts),
         doors=_doors(parts),
         alarms=dict(parts.housekeeper.alarms),
-        api=ApiStatus(api.url, api.error),
+        api=api,
+        loop_failures=dict(loop_failures),
         osdp_lines={str(line.path): dict(line.counters) for line in parts.devices.osdp_lines},
         commands=CommandStatus(
             received=downlink.received,

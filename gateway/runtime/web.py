@@ -18,6 +18,8 @@ from fastapi.staticfiles import StaticFiles
 
 from gateway.api.accounts import Accounts
 from gateway.api.application import create_api
+from gateway.api.core_client import CoreClient
+from gateway.api.core_links import RemoteCaptures
 from gateway.api.directory import Directory, Residence
 from gateway.api.events_api import events_router
 from gateway.api.history import History, LiveFeed
@@ -29,10 +31,15 @@ from gateway.api.people_api import people_router
 from gateway.api.rendering import STATIC_DIR
 from gateway.api.security import security_router
 from gateway.api.storeaccess import StoreAccess
-from gateway.doors.enrol_by_tap import CardCaptures
+from gateway.clock import Clock
+from gateway.config import Config
 from gateway.ops.status import GatewayStatus
+from gateway.residence.intake import RecordIntake, TerminalRegistry
+from gateway.residence.runtime_settings import RuntimeSettings
 from gateway.runtime.parts import GatewayParts
+from gateway.store.crypto import KeyRing
 from gateway.store.outbox import OutboxStats
+from gateway.store.writer import Writer
 
 
 class RunningView(GatewayView, Monitored, Protocol):
@@ -47,6 +54,9 @@ class RunningGatewayView:
         self.status = status
         self.data_dir = parts.config.gateway.data_dir
 
+    async def fresh_status(self) -> GatewayStatus:
+        return self.status()
+
     async def outbox_stats(self, delivered_at_least: int = 0) -> OutboxStats:
         return await self._parts.source.stats(delivered_at_least)
 
@@ -55,12 +65,30 @@ class RunningGatewayView:
 
 
 @dataclass
+class WebParts:
+    """What the web side is built from: the store, its keys, and the line to the door core."""
+
+    config: Config
+    clock: Clock
+    keys: KeyRing
+    writer: Writer
+    terminals: TerminalRegistry
+    intake: RecordIntake
+    captures: RemoteCaptures
+    core: CoreClient
+
+    def local_districts(self) -> list[str]:
+        """Read afresh: the platform changes them through the door core's settings file."""
+        settings = RuntimeSettings(self.config.gateway.data_dir / "settings.json")
+        return settings.local_districts(self.config.residence.local_districts)
+
+
+@dataclass
 class WebSide:
     """What the gateway's HTTPS port serves, and the parts the gateway runs or closes."""
 
     app: FastAPI
     accounts: Accounts
-    captures: CardCaptures
     feed: LiveFeed
     store: StoreAccess
 
@@ -70,8 +98,8 @@ class WebSide:
         self.store.close()
 
 
-def build_web(parts: GatewayParts, view: RunningView) -> WebSide:
-    """Everything the API serves; taps for enrolment come from the doors' `parts.captures`."""
+def build_web(parts: WebParts, view: RunningView) -> WebSide:
+    """Everything the API serves; enrol-by-tap captures are the door core's, over its socket."""
     config = parts.config
     store = StoreAccess(config.gateway.database, parts.writer)
     accounts = Accounts(
@@ -87,10 +115,7 @@ def build_web(parts: GatewayParts, view: RunningView) -> WebSide:
         keys=parts.keys,
         clock=parts.clock,
         accounts=accounts,
-        residence=Residence(
-            config.building,
-            lambda: parts.settings.local_districts(config.residence.local_districts),
-        ),
+        residence=Residence(config.building, parts.local_districts),
         captures=parts.captures,
     )
     history = History(store, monitor)
@@ -104,4 +129,4 @@ def build_web(parts: GatewayParts, view: RunningView) -> WebSide:
     app.include_router(metrics_router(view))
     app.include_router(pages_router(accounts, directory, monitor, history))
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return WebSide(app, accounts, parts.captures, feed, store)
+    return WebSide(app, accounts, feed, store)

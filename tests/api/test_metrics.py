@@ -14,7 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.doors.latency import LATENCY_BUCKETS_MS, DecisionLatency
-from gateway.runtime.gateway import Gateway
+from gateway.runtime.parts import open_store
+from gateway.runtime.web_process import WebGateway
 from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import (
     InProcessGateway,
@@ -246,21 +247,23 @@ def test_a_broker_outage_is_ready_and_shows_as_backlog_and_a_reconnect(
     )
 
 
-def test_readyz_says_starting_until_the_gateway_runs(tmp_path: Path, broker: LocalBroker) -> None:
-    gateway = Gateway(load(_config(tmp_path, broker.url)))
+def test_readyz_says_doors_offline_while_the_door_core_is_not_running(
+    tmp_path: Path, broker: LocalBroker
+) -> None:
+    """The web process alone (no door core behind its socket) serves, and says the doors
+    are offline rather than failing."""
+    config = load(_config(tmp_path, broker.url))
+    open_store(config)
 
     async def ask() -> tuple[httpx.Response, httpx.Response]:
-        transport = httpx.ASGITransport(app=gateway.api)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            return await client.get("/readyz"), await client.get("/healthz")
+        async with WebGateway(config) as web:
+            transport = httpx.ASGITransport(app=web.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                return await client.get("/readyz"), await client.get("/healthz")
 
-    try:
-        ready, health = asyncio.run(ask())
-    finally:
-        gateway.parts.source.close()
-        gateway.parts.terminals.close()
+    ready, health = asyncio.run(ask())
     assert ready.status_code == 503
-    assert ready.json()["problems"] == ["starting"]
+    assert ready.json()["problems"] == ["doors_offline"]
     assert health.status_code == 200
 
 
