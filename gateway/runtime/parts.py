@@ -18,6 +18,7 @@ from gateway import __version__
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.devices.protocols import CardRead, Reader
+from gateway.domain.sealed_box import SealingKey
 from gateway.domain.signing import VerifyKey
 from gateway.doors.access import Decision, DecisionReason, DoorPolicy
 from gateway.doors.controller import DoorController, DoorSetup
@@ -183,7 +184,13 @@ def build_parts(
         uplink=uplink,
         source=source,
         terminals=TerminalRegistry(config.gateway.database, writer=writer, clock=clock),
-        intake=RecordIntake(writer=writer, keys=keys, clock=clock),
+        intake=RecordIntake(
+            writer=writer,
+            keys=keys,
+            clock=clock,
+            gateway_id=config.gateway.id,
+            sealing=sealing_key(config),
+        ),
         housekeeper=housekeeper,
         clock_watch=ClockWatch(clock, housekeeper.set_alarm),
     )
@@ -194,6 +201,23 @@ def _store_at_start(config: Config) -> tuple[TrustedKeys, maintenance.Recovery |
     trusted = TrustedKeys([VerifyKey.load(path) for path in config.platform.keys])
     recovery = check_store(config.gateway.database)
     return trusted, recovery, open_store(config, trusted)
+
+
+def sealing_key(config: Config) -> SealingKey | None:
+    """The platform's encryption key that captures are sealed to; None refuses captures.
+
+    The gateway still starts without one: doors and the uplink need no key, and a
+    terminal told `no_encryption_key` keeps its captures until the key is set.
+    """
+    path = config.platform.encryption_key
+    if path is None:
+        log.warning(
+            "no [platform] encryption_key: terminal captures will be refused until it is set"
+        )
+        return None
+    key = SealingKey.load(path)
+    log.info("personal data is sealed to the platform's encryption key %s", key.kid)
+    return key
 
 
 def door_policies(config: Config) -> dict[str, DoorPolicy]:
