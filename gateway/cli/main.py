@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "install-service":  # its unit files are for systemd and root to read
+        os.umask(0o077)  # the data dir, backups, keys: readable by this user only
     try:
         configure_logging(args.log_format, args.log_level)
     except ValueError as exc:
