@@ -28,6 +28,8 @@ from gateway.cli.users import run_users
 from gateway.cli.voucher import add_parsers as add_voucher_parsers
 from gateway.cli.voucher import run_voucher
 from gateway.config import Config, ConfigError, load_config, missing_files
+from gateway.domain.sealed_box import SealingKeyError
+from gateway.domain.signing import SigningKeyError
 from gateway.ops.logs import FORMATS, configure_logging
 from gateway.store.errors import StoreError
 
@@ -84,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:  # a store from a newer release, an unreadable key file, …
         print(f"rentgate: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except (SigningKeyError, SealingKeyError) as exc:  # a platform key the config names
+        print(f"rentgate: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
 

@@ -124,6 +124,7 @@ def build_parts(
     health: Callable[[], Awaitable[StateHealth]],
 ) -> GatewayParts:
     """Build the gateway's parts; the callables are called only once the gateway runs."""
+    sealing = sealing_key(config)  # a bad key file stops the start before the store is touched
     trusted, recovery, keys = _store_at_start(config)
     settings = RuntimeSettings(config.gateway.data_dir / "settings.json")
     devices = build_devices(config, readers)
@@ -189,7 +190,7 @@ def build_parts(
             keys=keys,
             clock=clock,
             gateway_id=config.gateway.id,
-            sealing=sealing_key(config),
+            sealing=sealing,
         ),
         housekeeper=housekeeper,
         clock_watch=ClockWatch(clock, housekeeper.set_alarm),
