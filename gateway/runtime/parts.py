@@ -185,13 +185,7 @@ def build_parts(
         uplink=uplink,
         source=source,
         terminals=TerminalRegistry(config.gateway.database, writer=writer, clock=clock),
-        intake=RecordIntake(
-            writer=writer,
-            keys=keys,
-            clock=clock,
-            gateway_id=config.gateway.id,
-            sealing=sealing,
-        ),
+        intake=_intake(config, sealing, writer=writer, keys=keys, clock=clock),
         housekeeper=housekeeper,
         clock_watch=ClockWatch(clock, housekeeper.set_alarm),
     )
@@ -202,6 +196,15 @@ def _store_at_start(config: Config) -> tuple[TrustedKeys, maintenance.Recovery |
     trusted = TrustedKeys([VerifyKey.load(path) for path in config.platform.keys])
     recovery = check_store(config.gateway.database)
     return trusted, recovery, open_store(config, trusted)
+
+
+def _intake(
+    config: Config, sealing: SealingKey | None, *, writer: Writer, keys: KeyRing, clock: Clock
+) -> RecordIntake:
+    """Terminal records in: sealed to the platform's key, or refused without one."""
+    return RecordIntake(
+        writer=writer, keys=keys, clock=clock, gateway_id=config.gateway.id, sealing=sealing
+    )
 
 
 def sealing_key(config: Config) -> SealingKey | None:
