@@ -28,6 +28,7 @@ from tests.support.contract import opened
 from tests.support.gateway import (
     InProcessGateway,
     Subscriber,
+    enrol_cards,
     load,
     make_id_number,
     platform_encryption_key,
@@ -125,6 +126,8 @@ def test_captures_are_sealed_on_the_wire_and_on_disk_and_open_only_at_the_platfo
     config = load(config_path)
     platform = platform_encryption_key(tmp_path)
     people = [_person(serial) for serial in range(RECORDS)]
+    enrol_cards(config, ["04AA0001", "04AA0002"])  # enrolled tenants: sealed with the key ring
+    tenants = [{"id_number": make_id_number(n).value, "name": f"Tenant {n}"} for n in range(2)]
     everything = Subscriber(broker.port, "#", client_id="sealed-wildcard")
     watch: Watch | None = None
     backup = tmp_path / "backups" / "gw.db"
@@ -159,7 +162,8 @@ def test_captures_are_sealed_on_the_wire_and_on_disk_and_open_only_at_the_platfo
             names = {p.name for p in data_files}
             assert {"rentgate.db", "rentgate.db-wal", "rentgate.db-shm", "field.key"} <= names
             for path in [*data_files, backup]:
-                assert not _leaks(path.read_bytes(), people), f"personal data in {path}"
+                leaks = _leaks(path.read_bytes(), [*people, *tenants])
+                assert not leaks, f"personal data in {path}: {leaks}"
             _assert_private(config.gateway.data_dir, backup)
             sealed = _captured(everything)
             _publish_forgery(broker, sealed[0])
