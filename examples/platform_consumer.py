@@ -16,12 +16,20 @@ What it shows (docs/asyncapi.yaml is the contract):
 - **Acknowledge after storing.** paho acknowledges a QoS 1 message when
   `on_message` returns, so the event is committed before the PUBACK; a crash
   before that means the broker delivers it again.
+- **Open sealed personal data here, and only here.** A capture's ID number,
+  name and phone arrive in a `sealed` box (docs/asyncapi.yaml, SealedBox) that
+  only the platform's encryption private key opens (`--decrypt-key`, made by
+  `rentgate platform keygen --encryption`). A box that does not open (forged,
+  corrupted, moved to another event, or for a key not given) is counted in
+  `unopened` and its event stored still sealed, never dropped: with the right
+  key it can be opened later.
 
 Instances of one group share one database here (SQLite in WAL mode, for the
 example); a real platform would use its own database the same way.
 
     python examples/platform_consumer.py --broker mqtt://127.0.0.1:1883 \\
-        --group platform --db events.sqlite --seconds 60
+        --group platform --db events.sqlite --seconds 60 \\
+        --decrypt-key keys/x-93f3ea7180ac4ed6.key
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.domain.personal import open_event
+from gateway.domain.sealed_box import OpeningKey, SealError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -109,13 +120,17 @@ class EventStore:
 class Consumer:
     """One instance of a consumer group."""
 
-    def __init__(self, broker: str, group: str, store: EventStore) -> None:
+    def __init__(
+        self, broker: str, group: str, store: EventStore, keys: list[OpeningKey] | None = None
+    ) -> None:
         parts = urlsplit(broker)
         self.name = f"{group}-{uuid.uuid4().hex[:8]}"
         self.store = store
+        self.keys = keys or []
         self.envelopes = 0
         self.repeats = 0
         self.malformed = 0
+        self.unopened = 0
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=self.name, protocol=paho.MQTTv5
         )
@@ -136,8 +151,19 @@ class Consumer:
             self.malformed += 1  # count it and move on; never crash on input
             return
         self.envelopes += 1
+        if self.keys:
+            events = [self._opened(gw, event) for event in events]
         added = self.store.add(gw, events, self.name)
         self.repeats += len(events) - added
+
+    def _opened(self, gw: str, event: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(event, dict):
+            return event
+        try:
+            return open_event(self.keys, gw, event)
+        except SealError:
+            self.unopened += 1  # kept sealed: a key given later can still open it
+            return event
 
     def close(self) -> None:
         self._client.disconnect()
@@ -150,16 +176,21 @@ def main() -> None:
     parser.add_argument("--group", default="platform")
     parser.add_argument("--db", type=Path, default=Path("events.sqlite"))
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--decrypt-key", type=Path, action="append", default=[], help="encryption private key"
+    )
     args = parser.parse_args()
     store = EventStore(args.db)
-    consumer = Consumer(args.broker, args.group, store)
+    keys = [OpeningKey.load(path) for path in args.decrypt_key]
+    consumer = Consumer(args.broker, args.group, store, keys)
     try:
         time.sleep(args.seconds)
     finally:
         consumer.close()
     print(
         f"{consumer.name}: {consumer.envelopes} envelopes, {consumer.repeats} repeated events,"
-        f" {consumer.malformed} malformed; {store.count()} events stored"
+        f" {consumer.malformed} malformed, {consumer.unopened} sealed boxes unopened;"
+        f" {store.count()} events stored"
     )
     store.close()
 

@@ -248,6 +248,11 @@ class PlatformSection(_Section):
     keys: list[Path] = Field(
         default_factory=list, description="PEM public keys trusted to sign platform commands"
     )
+    encryption_key: Path | None = Field(
+        None,
+        description="the platform's X25519 public key (PEM, or its 32 bytes in base64) that"
+        " personal data is sealed to; without it terminal captures are refused",
+    )
 
 
 class ResidenceSection(_Section):
@@ -327,6 +332,7 @@ def missing_files(config: Config) -> list[str]:
         "mqtt.password_file": config.mqtt.password_file,
     }
     named |= {f"platform.keys.{i}": path for i, path in enumerate(config.platform.keys)}
+    named |= {"platform.encryption_key": config.platform.encryption_key}
     named |= {"api.cert": config.api.cert, "api.key": config.api.key}
     problems = []
     for key, path in named.items():

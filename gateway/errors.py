@@ -17,6 +17,7 @@ against the standard library's meaning keeps working.
     │   ├── CredentialError ......... gateway.domain.credentials: not a credential (reason)
     │   ├── ActionRefused ........... gateway.domain.keycards: not allowed in the card's state
     │   ├── SigningKeyError ......... gateway.domain.signing
+    │   ├── SealingKeyError, SealError  gateway.domain.sealed_box: a box that will not open
     │   ├── Base45Error, CoseError .. gateway.domain.base45, gateway.domain.cose
     │   ├── VoucherError ............ gateway.domain.voucher: forged, expired, not a voucher
     │   └── CommandRejected ......... gateway.domain.signed_commands (not a ValueError)

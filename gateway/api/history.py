@@ -33,9 +33,9 @@ from gateway.store.errors import StoreError
 log = logging.getLogger(__name__)
 
 PERSONAL_FIELDS = frozenset(
-    {"id_number", "name", "phone", "workplace", "id_hash", "household_address"}
+    {"id_number", "name", "phone", "workplace", "id_hash", "household_address", "sealed"}
 )
-"""Never shown by the API (a captured record's event carries them for the platform)."""
+"""Never shown by the API (a captured record's event carries them, sealed, for the platform)."""
 ENVELOPE_FIELDS = frozenset({"id", "type", "ts", "mono"})
 """Already top-level fields of `EventOut` (or of no use to a browser)."""
 QUEUE_EVENTS = 1000

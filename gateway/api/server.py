@@ -39,7 +39,7 @@ def self_signed(directory: Path, host: str) -> tuple[Path, Path]:
     cert_path, key_path = directory / "api.crt", directory / "api.key"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Rentgate gateway {host}")])
     try:
@@ -68,7 +68,9 @@ def self_signed(directory: Path, host: str) -> tuple[Path, Path]:
                 serialization.NoEncryption(),
             )
         )
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(cert_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the data dir's rule
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(certificate.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
 
 

@@ -13,7 +13,8 @@ body has each record's outcome, in order, so a client that reads only the
 status never takes a rejected record for a delivered one. A batch that is not
 a batch at all (not JSON, wrong shape, too many records) is a 422 and nothing
 of it is stored; an oversized body is a 413. Bad input never causes a 5xx; a
-store that cannot commit is a 503 (retry later, nothing was kept).
+store that cannot commit, or a gateway without the platform's encryption key
+(`no_encryption_key`), is a 503 (retry later, nothing was kept).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.domain.capture import CapturedRecord
 from gateway.domain.ids import mask
+from gateway.residence.intake import SealingUnavailable
 from gateway.store.errors import StoreError
 from gateway.store.terminal_records import TokenCheck, TokenProblem
 
@@ -57,6 +59,7 @@ class BatchProblem(StrEnum):
     NOT_A_BATCH = "not_a_batch"
     TOO_MANY_RECORDS = "too_many_records"
     STORE_UNAVAILABLE = "store_unavailable"
+    NO_ENCRYPTION_KEY = "no_encryption_key"
 
 
 class RecordProblem(StrEnum):
@@ -190,6 +193,10 @@ async def _store_batch(
         log.error("terminal %s: batch not stored: %s", terminal, exc)
         stats.batches_refused[BatchProblem.STORE_UNAVAILABLE] += 1
         return _error(503, BatchProblem.STORE_UNAVAILABLE.value, "the gateway cannot store now")
+    except SealingUnavailable as exc:  # personal data is never taken in if it cannot be sealed
+        log.error("terminal %s: batch refused: %s", terminal, exc)
+        stats.batches_refused[BatchProblem.NO_ENCRYPTION_KEY] += 1
+        return _error(503, BatchProblem.NO_ENCRYPTION_KEY.value, str(exc))
     for (index, record), outcome in zip(valid, outcomes, strict=True):
         result = RecordOutcome.STORED if outcome.new else RecordOutcome.DUPLICATE
         results[index] = {

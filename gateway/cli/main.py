@@ -28,6 +28,8 @@ from gateway.cli.users import run_users
 from gateway.cli.voucher import add_parsers as add_voucher_parsers
 from gateway.cli.voucher import run_voucher
 from gateway.config import Config, ConfigError, load_config, missing_files
+from gateway.domain.sealed_box import SealingKeyError
+from gateway.domain.signing import SigningKeyError
 from gateway.ops.logs import FORMATS, configure_logging
 from gateway.store.errors import StoreError
 
@@ -80,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "install-service":  # its unit files are for systemd and root to read
+        os.umask(0o077)  # the data dir, backups, keys: readable by this user only
     try:
         configure_logging(args.log_format, args.log_level)
     except ValueError as exc:
@@ -93,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:  # a store from a newer release, an unreadable key file, …
         print(f"rentgate: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except (SigningKeyError, SealingKeyError) as exc:  # a platform key the config names
+        print(f"rentgate: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
 

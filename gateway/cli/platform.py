@@ -23,8 +23,15 @@ def add_parsers(commands: Any) -> None:
     )
     actions = platform.add_subparsers(dest="platform_command", required=True)
 
-    keygen = actions.add_parser("keygen", help="create an Ed25519 platform key pair")
+    keygen = actions.add_parser(
+        "keygen", help="create a platform key pair: Ed25519 signing, or X25519 encryption"
+    )
     keygen.add_argument("--dir", type=Path, required=True, help="where to write KID.key/.pub")
+    keygen.add_argument(
+        "--encryption",
+        action="store_true",
+        help="an X25519 pair that gateways seal personal data to ([platform] encryption_key)",
+    )
 
     send = actions.add_parser("send", help="sign a command, send it, print the gateway's reply")
     _broker_options(send)
@@ -42,6 +49,13 @@ def add_parsers(commands: Any) -> None:
     _broker_options(watch)
     watch.add_argument("--gateway", default="+", help="gateway id, or + for every gateway")
     watch.add_argument("--seconds", type=float, default=60.0)
+    watch.add_argument(
+        "--decrypt-key",
+        type=Path,
+        action="append",
+        default=[],
+        help="platform encryption private key (PEM) that opens sealed fields; repeat per key id",
+    )
 
     alerts = commands.add_parser("alerts", help="open residence alerts at this gateway")
     alerts.add_argument("--config", type=Path, required=True)
@@ -56,19 +70,16 @@ def _broker_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_platform(args: argparse.Namespace) -> int:
+    from gateway.domain.sealed_box import SealingKeyError
     from gateway.domain.signing import SigningKey, SigningKeyError
 
     try:
         if args.platform_command == "keygen":
-            key = SigningKey.generate()
-            private, public = key.save(args.dir)
-            print(f"key id {key.kid}\n  private: {private}\n  public:  {public}")
-            print("Give the public key to gateways ([platform] keys); keep the private one safe.")
-            return 0
+            return _keygen(args.dir, encryption=args.encryption)
         if args.platform_command == "send":
             return _send(args, SigningKey.load(args.key))
         return _watch(args)
-    except SigningKeyError as exc:
+    except (SigningKeyError, SealingKeyError) as exc:
         print(f"rentgate platform: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ConnectionError as exc:
@@ -77,6 +88,18 @@ def run_platform(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         print(f"rentgate platform: {exc.filename} exists; not overwriting a key", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _keygen(directory: Path, *, encryption: bool) -> int:
+    from gateway.domain.sealed_box import OpeningKey
+    from gateway.domain.signing import SigningKey
+
+    key = OpeningKey.generate() if encryption else SigningKey.generate()
+    private, public = key.save(directory)
+    print(f"key id {key.kid}\n  private: {private}\n  public:  {public}")
+    where = "[platform] encryption_key" if encryption else "[platform] keys"
+    print(f"Give the public key to gateways ({where}); keep the private one safe.")
+    return 0
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -152,12 +175,56 @@ def _send(args: argparse.Namespace, key: Any) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
+    from gateway.domain.sealed_box import OpeningKey
     from gateway.sync.platform_client import PlatformClient, watch
 
+    opener = _Opener([OpeningKey.load(path) for path in args.decrypt_key])
     with PlatformClient(_settings(args)) as client:
-        count = watch(client, args.gateway, print, seconds=args.seconds)
+        count = watch(client, args.gateway, opener.emit, seconds=args.seconds)
     print(f"{count} message(s) in {args.seconds:.0f} s", file=sys.stderr)
+    if opener.failed:
+        print(f"{opener.failed} sealed box(es) did not open (left sealed)", file=sys.stderr)
     return 0
+
+
+class _Opener:
+    """Prints what `watch` sees, with sealed fields opened when a key is held.
+
+    The cleartext goes to this operator's terminal only. A box that will not
+    open (forged, corrupted, moved, another key) stays sealed, with the reason
+    beside it, and is counted.
+    """
+
+    def __init__(self, keys: list[Any]) -> None:
+        self._keys = keys
+        self.failed = 0
+
+    def emit(self, line: str) -> None:
+        topic, _, text = line.partition(" ")
+        if self._keys and topic.endswith("/events"):
+            text = self._open(topic.split("/")[2], text)
+        print(f"{topic} {text}")
+
+    def _open(self, gateway_id: str, text: str) -> str:
+        from gateway.domain.personal import open_event
+        from gateway.domain.sealed_box import SealError
+
+        try:
+            envelope = json.loads(text)
+            events = envelope["events"]
+        except (ValueError, KeyError, TypeError):
+            return text
+        shown = []
+        for event in events if isinstance(events, list) else []:
+            if not isinstance(event, dict):
+                shown.append(event)
+                continue
+            try:
+                shown.append(open_event(self._keys, gateway_id, event))
+            except SealError as exc:
+                self.failed += 1
+                shown.append({**event, "sealed_error": exc.problem.value})
+        return json.dumps({**envelope, "events": shown}, ensure_ascii=False)
 
 
 def run_alerts(config: Config, *, as_json: bool) -> int:

@@ -215,7 +215,7 @@ def _install(*, prefix: Path, config: Path, units_dir: Path, dry_run: bool, forc
             if item.outcome in (InstallOutcome.NEW, InstallOutcome.REPLACED):
                 _write(item.target, item.content)
         data_dir = prefix / DATA_DIR
-        data_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if system:
             if account is not None:
                 subprocess.run(account, check=True, timeout=60)

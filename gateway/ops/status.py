@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.clock import iso_ms
+from gateway.store.files import write_private
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +223,8 @@ def _fields(value: Any) -> dict[str, Any]:
 
 def write_status_file(path: Path, status: GatewayStatus) -> None:
     """Replace the status file atomically: a reader sees the old status or the new, never half."""
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(status.to_json(), ensure_ascii=False, indent=2))
-    os.replace(temporary, path)
+    document = json.dumps(status.to_json(), ensure_ascii=False, indent=2)
+    write_private(path, document.encode("utf-8"))  # 0600: the data dir is the gateway's alone
 
 
 def read_status_file(path: Path) -> GatewayStatus | None:

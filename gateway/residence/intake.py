@@ -6,13 +6,15 @@ recorded in the same transaction. A crash can therefore never leave a record
 accepted without its event, and a record sent again (the terminal lost the
 reply, or was killed before it marked the record sent) is never announced twice.
 
-The event carries the full ID number and name. A registration (R1) is the
-statement "this person, with this ID number, lives at this unit since this
-day": without the number the platform cannot register anyone, and design.md
-lets ID numbers travel (inside TLS) in the event types that must carry them.
-It also carries the masked number (for displays and logs) and the gateway's
-keyed hash of it, with which the platform can match the gateway's own
-`person` ids. Logs here show masked numbers only.
+A registration (R1) is the statement "this person, with this ID number, lives
+at this unit since this day": the platform needs the full number and name. They
+leave here only sealed to the platform's encryption key (`[platform]
+encryption_key`; `gateway.domain.personal`), before the event is appended, so
+the outbox, its WAL, backups and the MQTT payload hold ciphertext the gateway
+itself cannot open. In clear stay the masked number (for displays and logs)
+and the gateway's keyed hash of it, with which the platform can match the
+gateway's own `person` ids. Without that key no capture is accepted
+(`SealingUnavailable`): the terminal keeps it queued. Logs show masked numbers only.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from gateway.clock import Clock, iso_ms
 from gateway.domain.capture import CapturedRecord
 from gateway.domain.credentials import CredentialKind
 from gateway.domain.events import EventType, OutboxEvent, new_event
+from gateway.domain.personal import SEALED_FIELD, seal_fields
+from gateway.domain.sealed_box import SealingKey
+from gateway.errors import RentgateError
 from gateway.store import outbox
 from gateway.store import terminal_records as records
 from gateway.store.crypto import KeyRing
@@ -40,6 +45,16 @@ from gateway.store.terminal_records import TokenCheck
 from gateway.store.writer import Writer
 
 log = logging.getLogger(__name__)
+
+
+class SealingUnavailable(RentgateError):
+    """No platform encryption key is configured: captures are refused, never sent in clear."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this gateway has no platform encryption key ([platform] encryption_key), so it"
+            " cannot seal personal data and accepts no captures; they stay on the terminal"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +73,27 @@ class Intake:
 class IntakeStats:
     stored: int = 0
     duplicates: int = 0
+    refused_unsealable: int = 0
+    """Records refused because no platform encryption key is configured."""
 
 
 class RecordIntake:
     """Turns validated terminal records into stored record ids and outbox events."""
 
-    def __init__(self, *, writer: Writer, keys: KeyRing, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        writer: Writer,
+        keys: KeyRing,
+        clock: Clock,
+        gateway_id: str,
+        sealing: SealingKey | None,
+    ) -> None:
         self._writer = writer
         self._keys = keys
         self._clock = clock
+        self._gateway_id = gateway_id
+        self._sealing = sealing
         self.stats = IntakeStats()
 
     async def submit(self, record: CapturedRecord) -> Intake:
@@ -78,10 +105,14 @@ class RecordIntake:
 
         A record id seen before (earlier, or earlier in this batch) is a
         duplicate: nothing is written for it. Raises StoreError if the store
-        cannot commit; then nothing of the batch was kept.
+        cannot commit, SealingUnavailable without a platform encryption key;
+        either way nothing of the batch was kept.
         """
         if not batch:
             return []
+        if self._sealing is None:
+            self.stats.refused_unsealable += len(batch)
+            raise SealingUnavailable
         outcomes = await asyncio.wrap_future(
             self._writer.submit_recording(lambda conn: self._store(conn, batch))
         )
@@ -120,7 +151,14 @@ class RecordIntake:
                 outcomes.append(Intake(False, records.record_seq(conn, record.record_id)))
                 continue
             id_hash = self._keys.lookup(CredentialKind.ID_NUMBER.value, record.id_number)
-            body = captured_body(record, id_hash, records.person_for(conn, id_hash))
+            assert self._sealing is not None  # submit_many refused the batch otherwise
+            body = captured_body(
+                record,
+                id_hash,
+                records.person_for(conn, id_hash),
+                sealing=self._sealing,
+                gateway_id=self._gateway_id,
+            )
             events.append(
                 new_event(EventType.REGISTRATION_CAPTURED, now, self._clock.monotonic(), body)
             )
@@ -128,26 +166,43 @@ class RecordIntake:
         return outcomes, events
 
 
-def captured_body(record: CapturedRecord, id_hash: bytes, person: str | None) -> dict[str, Any]:
-    """The `registration.captured` event's fields (docs/asyncapi.yaml)."""
+def captured_body(
+    record: CapturedRecord,
+    id_hash: bytes,
+    person: str | None,
+    *,
+    sealing: SealingKey,
+    gateway_id: str,
+) -> dict[str, Any]:
+    """The `registration.captured` event's fields (docs/asyncapi.yaml), personal ones sealed."""
+    personal = {
+        "id_number": record.id_number,
+        "name": record.name,
+        "phone": record.phone,
+        "workplace": record.workplace,
+        "voucher": record.voucher,
+    }
+    box = seal_fields(
+        sealing,
+        personal,
+        gateway_id=gateway_id,
+        event_type=EventType.REGISTRATION_CAPTURED,
+        subject=record.record_id,
+    )
     return {
         "record": record.record_id,
         "terminal": record.terminal,
         "kind": record.kind.value,
         "captured_at": iso_ms(record.captured_at),
-        "id_number": record.id_number,
         "id_masked": record.id_masked,
         "id_hash": id_hash.hex(),
         "person": person,
-        "name": record.name,
         "building": record.building,
         "unit": record.unit,
         "room": record.room,
         "moved_in_on": _iso_date(record.moved_in_on),
         "moved_out_on": _iso_date(record.moved_out_on),
-        "workplace": record.workplace,
-        "phone": record.phone,
-        "voucher": record.voucher,
+        SEALED_FIELD: box,
     }
 
 

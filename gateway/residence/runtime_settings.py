@@ -15,6 +15,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from gateway.errors import RentgateError
+from gateway.store.files import write_private
 
 _DOOR_KEY = re.compile(r"^doors\.([A-Za-z0-9][A-Za-z0-9_.-]{0,47})\.unlock_seconds$")
 
@@ -64,12 +65,8 @@ class RuntimeSettings:
     def update(self, changes: Mapping[str, object]) -> None:
         """Merge and persist atomically."""
         merged = {**self.values, **changes}
-        temporary = self.path.with_suffix(".tmp")
-        with temporary.open("w", encoding="utf-8") as handle:
-            json.dump(merged, handle, ensure_ascii=False, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        document = json.dumps(merged, ensure_ascii=False, indent=2, sort_keys=True)
+        write_private(self.path, document.encode("utf-8"))  # 0600, fsynced, then renamed
         directory = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)

@@ -9,8 +9,10 @@ line reader on a FIFO at the front door that now and then gets a garbled line.
 Demo tenants are enrolled; cards are shown (known, unknown, a lost one), ID
 cards laid on the SAM reader, the front door opened after a grant and now and
 then forced. A platform-side subscriber prints every event the platform
-receives, residence alerts and door alarms included. Ctrl-C (or --duration)
-stops it.
+receives, residence alerts and door alarms included, and opens the sealed
+personal fields of terminal captures with the demo platform's encryption key
+(made in the work dir, configured as `[platform] encryption_key`). Ctrl-C (or
+--duration) stops it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from gateway.domain.credentials import CredentialKind, CredentialStatus, parse_c
 from gateway.domain.idcard import CardKind, IdCard
 from gateway.domain.ids import IdNumber, check_character
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
+from gateway.domain.personal import open_event
+from gateway.domain.sealed_box import OpeningKey, SealError
 from gateway.runtime.gateway import run_gateway
 from gateway.runtime.parts import open_store
 from gateway.store import registry, users
@@ -66,8 +70,24 @@ UNKNOWN_CARDS = ("04DEADBEEF", "0411223344")
 GARBLE = (b"\x00\x01\xfe\n", b"not-a-card\n", b"Z" * 3000 + b"\n")
 
 
+def platform_key(workdir: Path) -> tuple[OpeningKey, Path]:
+    """The demo platform's encryption key pair (kept in the work dir, reused on a re-run)."""
+    folder = workdir / "platform-keys"
+    existing = sorted(folder.glob("x-*.key")) if folder.exists() else []
+    if existing:
+        return OpeningKey.load(existing[0]), existing[0].with_suffix(".pub")
+    key = OpeningKey.generate()
+    return key, key.save(folder)[1]
+
+
 def write_config(
-    workdir: Path, broker_url: str, sam_path: str, osdp_path: str, web_port: int = 0
+    workdir: Path,
+    broker_url: str,
+    sam_path: str,
+    osdp_path: str,
+    web_port: int = 0,
+    *,
+    encryption_key: Path | None = None,
 ) -> Path:
     path = workdir / "gateway.toml"
     data = workdir / "data"
@@ -83,6 +103,9 @@ reconnect_max_s = 5
 
 [api]
 listen = "127.0.0.1:{web_port}"
+
+[platform]
+encryption_key = "{encryption_key or platform_key(workdir)[1]}"
 
 [[doors]]
 name = "front"
@@ -262,8 +285,9 @@ def describe(event: dict[str, object]) -> str:
     return json.dumps(event, ensure_ascii=False)
 
 
-def platform_subscriber(broker: LocalBroker) -> paho.Client:
-    """The platform's view: print every envelope and state message as it arrives."""
+def platform_subscriber(broker: LocalBroker, keys: list[OpeningKey]) -> paho.Client:
+    """The platform's view: print every envelope and state message as it arrives, sealed
+    personal fields opened with the platform's `keys`."""
     client = paho.Client(
         CallbackAPIVersion.VERSION2, client_id="demo-platform", protocol=paho.MQTTv5
     )
@@ -276,7 +300,11 @@ def platform_subscriber(broker: LocalBroker) -> paho.Client:
                 flush=True,
             )
             return
-        for event in document["events"]:
+        for sealed in document["events"]:
+            try:
+                event = open_event(keys, GATEWAY_ID, sealed)
+            except SealError as exc:
+                event = {**sealed, "sealed_error": exc.problem.value}
             print(
                 f"[platform] seq {event['seq']:>5}  {event['type']:<16} {describe(event)}",
                 flush=True,
@@ -297,7 +325,8 @@ def run_demo(
     root.mkdir(parents=True, exist_ok=True)
     broker = LocalBroker(workdir=root)
     broker.start()
-    subscriber = platform_subscriber(broker)
+    opening_key, public_key = platform_key(root)
+    subscriber = platform_subscriber(broker, [opening_key])
     sam = SamSimulator().start()
     osdp_line = OsdpSimBus()
     key = secrets.token_bytes(16)
@@ -306,7 +335,9 @@ def run_demo(
     osdp_line.start()
     try:
         port = free_web_port(web_port)
-        config_file = write_config(root, broker.url, str(sam.path), str(osdp_line.path), port)
+        config_file = write_config(
+            root, broker.url, str(sam.path), str(osdp_line.path), port, encryption_key=public_key
+        )
         config = load_config(config_file)
         make_fifo(root / "front.reader")
         enrol_tenants(config)

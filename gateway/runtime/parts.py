@@ -18,6 +18,7 @@ from gateway import __version__
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.devices.protocols import CardRead, Reader
+from gateway.domain.sealed_box import SealingKey
 from gateway.domain.signing import VerifyKey
 from gateway.doors.access import Decision, DecisionReason, DoorPolicy
 from gateway.doors.controller import DoorController, DoorSetup
@@ -123,6 +124,7 @@ def build_parts(
     health: Callable[[], Awaitable[StateHealth]],
 ) -> GatewayParts:
     """Build the gateway's parts; the callables are called only once the gateway runs."""
+    sealing = sealing_key(config)  # a bad key file stops the start before the store is touched
     trusted, recovery, keys = _store_at_start(config)
     settings = RuntimeSettings(config.gateway.data_dir / "settings.json")
     devices = build_devices(config, readers)
@@ -183,7 +185,7 @@ def build_parts(
         uplink=uplink,
         source=source,
         terminals=TerminalRegistry(config.gateway.database, writer=writer, clock=clock),
-        intake=RecordIntake(writer=writer, keys=keys, clock=clock),
+        intake=_intake(config, sealing, writer=writer, keys=keys, clock=clock),
         housekeeper=housekeeper,
         clock_watch=ClockWatch(clock, housekeeper.set_alarm),
     )
@@ -194,6 +196,32 @@ def _store_at_start(config: Config) -> tuple[TrustedKeys, maintenance.Recovery |
     trusted = TrustedKeys([VerifyKey.load(path) for path in config.platform.keys])
     recovery = check_store(config.gateway.database)
     return trusted, recovery, open_store(config, trusted)
+
+
+def _intake(
+    config: Config, sealing: SealingKey | None, *, writer: Writer, keys: KeyRing, clock: Clock
+) -> RecordIntake:
+    """Terminal records in: sealed to the platform's key, or refused without one."""
+    return RecordIntake(
+        writer=writer, keys=keys, clock=clock, gateway_id=config.gateway.id, sealing=sealing
+    )
+
+
+def sealing_key(config: Config) -> SealingKey | None:
+    """The platform's encryption key that captures are sealed to; None refuses captures.
+
+    The gateway still starts without one: doors and the uplink need no key, and a
+    terminal told `no_encryption_key` keeps its captures until the key is set.
+    """
+    path = config.platform.encryption_key
+    if path is None:
+        log.warning(
+            "no [platform] encryption_key: terminal captures will be refused until it is set"
+        )
+        return None
+    key = SealingKey.load(path)
+    log.info("personal data is sealed to the platform's encryption key %s", key.kid)
+    return key
 
 
 def door_policies(config: Config) -> dict[str, DoorPolicy]:

@@ -62,7 +62,7 @@ class KeyRing:
             raise KeyFileError(f"{path} is not a Rentgate key file: {exc}") from exc
 
     def _write_new(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         document = {
             "format": _FORMAT,
             "field_key": base64.b64encode(self._field_key).decode(),

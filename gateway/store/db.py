@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gateway.store.errors import translated
+from gateway.store.files import DIR_MODE, private_file
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -17,14 +18,17 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 
     Autocommit mode (isolation_level=None): transactions are always explicit,
     so nothing commits by accident and BEGIN IMMEDIATE takes the write lock up
-    front instead of failing halfway through.
+    front instead of failing halfway through. A new file is made 0600 first (its
+    -wal and -shm follow its mode), whatever the umask.
     """
     with translated():
         if readonly:
             uri = f"{path.resolve().as_uri()}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            if not path.exists():
+                private_file(path)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if not readonly:

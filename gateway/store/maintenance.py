@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gateway.store.db import connect, transaction
 from gateway.store.errors import StoreError, translated
+from gateway.store.files import private_file
 from gateway.store.migrations import migrate
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def _copy(old: sqlite3.Connection, fresh: sqlite3.Connection, report: Recovery) 
                 fresh.executemany(insert, [row[1:] for row in rows])
                 copied += len(rows)
         report.copied[table] = copied
-    with contextlib.suppress(sqlite3.DatabaseError), transaction(fresh):
+    with contextlib.suppress(sqlite3.DatabaseError, StoreError), transaction(fresh):
         for key, value in old.execute("SELECT key, value FROM meta"):
             fresh.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
 
@@ -152,9 +153,14 @@ def _restart_seq(fresh: sqlite3.Connection, report: Recovery) -> None:
 
 
 def backup(path: Path, destination: Path) -> None:
-    """An online, consistent copy (SQLite's backup API) while the gateway runs; checked after."""
-    if destination.exists():
-        raise StoreError(f"{destination} exists; not overwriting a backup")
+    """An online, consistent copy (SQLite's backup API) while the gateway runs; checked after.
+
+    The copy is 0600 from the start, whatever the umask: it holds what the store holds.
+    """
+    try:
+        private_file(destination, exclusive=True)
+    except FileExistsError as exc:
+        raise StoreError(f"{destination} exists; not overwriting a backup") from exc
     source = connect(path, readonly=True)
     try:
         target = sqlite3.connect(destination)

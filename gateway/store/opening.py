@@ -14,6 +14,7 @@ from pathlib import Path
 from gateway.store import maintenance, retention
 from gateway.store.crypto import KeyRing
 from gateway.store.db import connect
+from gateway.store.files import private_dir, tighten
 from gateway.store.migrations import migrate
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,18 @@ def open_store(
 ) -> KeyRing:
     """Create the data folder, key file and schema as needed; return the field-encryption keys.
 
+    The data folder is made 0700 and every file in it 0600 (a folder written
+    under a loose umask, or by an older release, is closed here); a key file
+    others could read is still refused, not quietly fixed.
+
     `then` runs on the freshly migrated store (the runtime loads the platform keys
     that `keys.rotate` changed). Pages of an unfinished allowlist snapshot stay
     staged, not in force, so the platform can resume it.
     """
-    database.parent.mkdir(parents=True, exist_ok=True)
-    keys = KeyRing.load_or_create(key_file)
+    private_dir(database.parent)
+    keys = KeyRing.load_or_create(key_file)  # first: a key file others could read is refused
+    if loosened := tighten(database.parent):
+        log.warning("made %d file(s) in %s private to the gateway", len(loosened), database.parent)
     conn = connect(database)
     try:
         if retention.ensure_incremental_vacuum(conn):

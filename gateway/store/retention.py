@@ -89,7 +89,8 @@ def prune_delivered(
 
 
 PERSONAL_EVENT_TYPES = ("registration.captured",)
-"""Event types that carry a full ID number: kept only briefly once the platform has them."""
+"""Event types that carry a full ID number (sealed to the platform's key): kept only briefly
+once the platform has them, as a second line behind the seal."""
 
 
 def prune_personal(conn: sqlite3.Connection, *, before: datetime, limit: int = PRUNE_CHUNK) -> int:

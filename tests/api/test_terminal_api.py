@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator
 
 from gateway.api.application import create_api
 from gateway.api.terminal_api import (
@@ -31,6 +30,7 @@ from gateway.api.terminal_api import (
 from gateway.clock import SystemClock
 from gateway.domain.capture import CapturedRecord
 from gateway.domain.events import EventType, OutboxEvent, new_event
+from gateway.domain.sealed_box import OpeningKey
 from gateway.residence.intake import RecordIntake, TerminalRegistry, issue_token_offline
 from gateway.store import outbox
 from gateway.store import terminal_records as records
@@ -39,8 +39,9 @@ from gateway.store.db import connect, transaction
 from gateway.store.migrations import migrate
 from gateway.store.terminal_records import TokenProblem
 from gateway.store.writer import Writer
+from tests.support.contract import opened, validator
 from tests.support.gateway import make_id_number
-from tests.support.terminal import PROPOSED_EVENT_SCHEMA, record_json
+from tests.support.terminal import record_json
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for httpx2 behind its TestClient; httpx (the terminal's client) works.
@@ -48,7 +49,10 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 URL = "/api/v1/terminal/records"
-VALIDATOR = Draft202012Validator(PROPOSED_EVENT_SCHEMA)
+VALIDATOR = validator("#/components/schemas/RegistrationCapturedEvent")
+GW = "GW-TEST"
+PLATFORM = OpeningKey.generate()
+"""The platform's encryption key pair: the intake seals to its public half."""
 
 
 @dataclass
@@ -72,6 +76,10 @@ class Api:
         return self.client.app.state.terminal_stats  # type: ignore[attr-defined]
 
     def events(self) -> list[dict[str, Any]]:
+        """The outbox's events as the platform reads them (sealed fields opened)."""
+        return opened(self.sealed_events(), GW, [PLATFORM])
+
+    def sealed_events(self) -> list[dict[str, Any]]:
         self.writer.flush()
         conn = connect(self.database, readonly=True)
         try:
@@ -104,7 +112,9 @@ def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
     writer = Writer(database)
     writer.start()
     keys = KeyRing.generate()
-    intake = RecordIntake(writer=writer, keys=keys, clock=clock)
+    intake = RecordIntake(
+        writer=writer, keys=keys, clock=clock, gateway_id=GW, sealing=PLATFORM.public
+    )
     registry = TerminalRegistry(database, writer=writer, clock=clock)
     with TestClient(create_api(intake, registry)) as client:
         yield Api(client, writer, database, keys, intake, registry, token)
@@ -122,10 +132,14 @@ def test_a_batch_is_stored_and_each_record_announced_once(api: Api) -> None:
     body = response.json()
     assert (body["stored"], body["duplicate"], body["rejected"]) == (4, 0, 0)
     assert [r["record_id"] for r in body["results"]] == [r["record_id"] for r in batch]
+    sealed = api.sealed_events()
+    for event in sealed:
+        VALIDATOR.validate(event)
+        assert "id_number" not in event
+        assert "name" not in event
     events = api.events()
     assert [e["record"] for e in events] == [r["record_id"] for r in batch]
     for event, result, sent in zip(events, body["results"], batch, strict=True):
-        VALIDATOR.validate(event)
         assert event["type"] == "registration.captured"
         assert event["seq"] == result["seq"]  # the seq the API reported is the event's
         assert event["id_number"] == sent["id_number"]
@@ -317,6 +331,43 @@ def test_a_store_that_cannot_commit_is_503_and_keeps_nothing(api: Api) -> None:
     assert response.headers["retry-after"]
 
 
+def test_without_the_platforms_encryption_key_captures_are_refused_and_nothing_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = make_store(tmp_path, monkeypatch)
+    clock = SystemClock()
+    token = issue_token_offline(database, "T-01", clock)
+    writer = Writer(database)
+    writer.start()
+    intake = RecordIntake(
+        writer=writer, keys=KeyRing.generate(), clock=clock, gateway_id=GW, sealing=None
+    )
+    registry = TerminalRegistry(database, writer=writer, clock=clock)
+    sent = record_json()
+    try:
+        with TestClient(create_api(intake, registry)) as client:
+            response = client.post(
+                URL, json={"records": [sent]}, headers={"Authorization": f"Bearer {token}"}
+            )
+            stats = client.app.state.terminal_stats  # type: ignore[attr-defined]
+    finally:
+        registry.close()
+        writer.close()
+    assert response.status_code == 503  # the terminal keeps the record and tries again later
+    assert response.json()["error"] == BatchProblem.NO_ENCRYPTION_KEY
+    assert "encryption_key" in response.json()["detail"]
+    assert stats.batches_refused[BatchProblem.NO_ENCRYPTION_KEY] == 1
+    assert intake.stats.refused_unsealable == 1
+    conn = connect(database, readonly=True)
+    try:
+        assert records.count_records(conn) == 0
+        assert outbox.read_after(conn, 0, 10) == []
+    finally:
+        conn.close()
+    assert sent["id_number"] not in caplog.text
+    assert sent["name"] not in caplog.text
+
+
 JSON_VALUES = st.recursive(
     st.none()
     | st.booleans()
@@ -380,7 +431,9 @@ def test_seqs_stay_right_when_other_events_share_the_transaction(
     writer = Writer(database, window_s=0.05)
     writer.start()
     clock = SystemClock()
-    intake = RecordIntake(writer=writer, keys=KeyRing.generate(), clock=clock)
+    intake = RecordIntake(
+        writer=writer, keys=KeyRing.generate(), clock=clock, gateway_id=GW, sealing=PLATFORM.public
+    )
 
     async def burst() -> list[Any]:
         def other() -> OutboxEvent:
@@ -397,7 +450,10 @@ def test_seqs_stay_right_when_other_events_share_the_transaction(
     outcomes = asyncio.run(burst())
     writer.flush()
     conn = connect(database, readonly=True)
-    by_seq = {e.seq: json.loads(e.payload) for e in outbox.read_after(conn, 0, 100)}
+    by_seq = {
+        e.seq: opened([json.loads(e.payload)], GW, [PLATFORM])[0]
+        for e in outbox.read_after(conn, 0, 100)
+    }
     conn.close()
     writer.close()
     assert len(by_seq) == 4 + 5

@@ -12,6 +12,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
+from gateway.domain.personal import SEALED_FIELDS, open_event
+from gateway.domain.sealed_box import OpeningKey
 from tests.support import REPO
 
 DOC_PATH = REPO / "docs" / "asyncapi.yaml"
@@ -70,3 +72,17 @@ def assert_valid(check: Draft202012Validator, instance: Any, what: str) -> None:
     if errors:
         details = "\n".join(f"  at {list(e.absolute_path)}: {e.message}" for e in errors)
         pytest.fail(f"{what} does not match the contract:\n{details}\n{json.dumps(instance)}")
+
+
+def opened(events: list[dict[str, Any]], gw: str, keys: list[OpeningKey]) -> list[dict[str, Any]]:
+    """Events as the platform reads them: each sealed box opened with `keys` (SealError if one
+    will not) and what it held checked against the contract's CapturedPersonalFields."""
+    inside = validator("#/components/schemas/CapturedPersonalFields")
+    result = []
+    for event in events:
+        clear = open_event(keys, gw, event)
+        if "sealed" in event:
+            personal = {key: clear[key] for key in SEALED_FIELDS[event["type"]]}
+            assert_valid(inside, personal, f"the box of {event['type']} seq {event.get('seq')}")
+        result.append(clear)
+    return result

@@ -27,6 +27,7 @@ from gateway.config import Config, load_config
 from gateway.domain.credentials import CredentialKind, parse_credential
 from gateway.domain.ids import IdNumber, check_character
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
+from gateway.domain.sealed_box import OpeningKey
 from gateway.ops.status import read_status_file
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.parts import open_store
@@ -110,11 +111,24 @@ def write_config(
     credential: str = "card_uid",
     reader_path: Path | None = None,
     extra: str = "",
+    sealing: bool = True,
 ) -> Path:
-    """A gateway config with one line reader on a FIFO at the front door."""
+    """A gateway config with one line reader on a FIFO at the front door.
+
+    With `sealing`, the platform's encryption key pair is made in `directory`
+    (`platform_encryption_key` opens what the gateway seals) and configured as
+    `[platform] encryption_key`, as every gateway taking captures must have.
+    """
     reader = reader_path or directory / "front.reader"
     if reader_path is None and not reader.exists():
         os.mkfifo(reader, 0o600)
+    platform = ""
+    if sealing:
+        line = f'encryption_key = "{platform_encryption_key(directory).public_path}"\n'
+        if "[platform]\n" in extra:
+            extra = extra.replace("[platform]\n", "[platform]\n" + line, 1)
+        else:
+            platform = "[platform]\n" + line
     path = directory / "gateway.toml"
     path.write_text(
         f"""
@@ -131,6 +145,7 @@ reconnect_max_s = 1
 [api]
 listen = "127.0.0.1:0"
 
+{platform}
 [[devices]]
 kind = "line"
 door = "front"
@@ -141,6 +156,26 @@ credential = "{credential}"
         encoding="utf-8",
     )
     return path
+
+
+@dataclass(frozen=True)
+class PlatformEncryptionKey:
+    """The platform's encryption key pair of a test directory (made once, then reused)."""
+
+    opening: OpeningKey
+    public_path: Path
+
+
+def platform_encryption_key(directory: Path) -> PlatformEncryptionKey:
+    """The platform's X25519 key pair kept in `directory`/platform-encryption."""
+    folder = directory / "platform-encryption"
+    existing = sorted(folder.glob("x-*.key")) if folder.exists() else []
+    if existing:
+        key = OpeningKey.load(existing[0])
+        return PlatformEncryptionKey(key, existing[0].with_suffix(".pub"))
+    key = OpeningKey.generate()
+    _private, public = key.save(folder)
+    return PlatformEncryptionKey(key, public)
 
 
 def enrol_cards(config: Config, cards: list[str], unit: str = "1") -> None:

@@ -14,19 +14,27 @@ from uuid import uuid4
 import pytest
 from jsonschema import Draft202012Validator
 
-from gateway.domain.events import EventType
+from gateway.clock import SystemClock
+from gateway.domain.capture import CapturedRecord
+from gateway.domain.events import EventType, new_event
+from gateway.domain.personal import SEALED_FIELDS
+from gateway.domain.sealed_box import OpeningKey, SealError, SealProblem
 from gateway.domain.signed_commands import CommandName
+from gateway.residence.intake import captured_body
 from gateway.sync.wire import CONTRACT_VERSION, Topics
 from tests.support.contract import (
     DOCUMENT,
     SCHEMAS,
     assert_valid,
     deref,
+    opened,
     payload_ref,
     refs,
     resolve,
     validator,
 )
+from tests.support.gateway import make_id_number
+from tests.support.terminal import record_json
 
 RAW_CARD = "04A1B2C3D4"
 
@@ -205,3 +213,79 @@ def test_a_tampered_state_fails(tamper: Tamper) -> None:
     assert_valid(check, state, "the untouched example")
     tamper(state)
     assert not check.is_valid(state), json.dumps(state)
+
+
+# --- personal data travels only sealed ------------------------------------------------------
+
+
+def _captured(envelope: dict[str, Any]) -> dict[str, Any]:
+    return next(e for e in envelope["events"] if e["type"] == "registration.captured")
+
+
+CAPTURE_TAMPERING: dict[str, Tamper] = {
+    "full ID number in clear": lambda env: _captured(env).update(id_number="11010519491231002X"),
+    "name in clear": lambda env: _captured(env).update(name="张三"),
+    "phone in clear": lambda env: _captured(env).update(phone="+86 138 0013 8000"),
+    "workplace in clear": lambda env: _captured(env).update(workplace="Acme"),
+    "voucher in clear": lambda env: _captured(env).update(voucher="RV1:ABC"),
+    "unmasked id_masked": lambda env: _captured(env).update(id_masked="11010519491231002X"),
+    "no box": lambda env: _captured(env).pop("sealed"),
+    "box as text": lambda env: _captured(env).update(sealed="cGxhaW4"),
+    "box version 2": lambda env: _captured(env)["sealed"].update(v=2),
+    "box without kid": lambda env: _captured(env)["sealed"].pop("kid"),
+    "box for a signing key id": lambda env: _captured(env)["sealed"].update(
+        kid="k-0123456789abcdef"
+    ),
+    "box naming its algorithm": lambda env: _captured(env)["sealed"].update(alg="none"),
+    "short encapsulated key": lambda env: _captured(env)["sealed"].update(enc="AAAA"),
+    "ciphertext shorter than one padded block": lambda env: _captured(env)["sealed"].update(
+        ct="A" * 100
+    ),
+    "padded base64": lambda env: _captured(env)["sealed"].update(
+        ct=_captured(env)["sealed"]["ct"] + "=="
+    ),
+}
+
+
+@pytest.mark.parametrize("tamper", CAPTURE_TAMPERING.values(), ids=list(CAPTURE_TAMPERING))
+def test_a_captures_personal_fields_travel_only_in_its_sealed_box(tamper: Tamper) -> None:
+    check = validator(payload_ref("events"))
+    envelope = _example("eventBatch", "sealedCapture")
+    assert_valid(check, envelope, "the untouched example")
+    tamper(envelope)
+    assert not check.is_valid(envelope), json.dumps(envelope, ensure_ascii=False)
+
+
+def test_no_other_event_schema_has_a_field_for_full_personal_data() -> None:
+    personal = {"id_number", "name", "phone", "workplace", "voucher", "household_address"}
+    for event_type, branch in branch_types().items():
+        clear = personal & set(branch["properties"])
+        assert not clear, f"{event_type} carries {sorted(clear)} in clear"
+    assert set(SEALED_FIELDS) == {EventType.REGISTRATION_CAPTURED.value}
+    assert set(SCHEMAS["CapturedPersonalFields"]["required"]) == set(
+        SEALED_FIELDS[EventType.REGISTRATION_CAPTURED.value]
+    )
+
+
+def test_the_gateways_sealed_capture_matches_the_contract_and_opens_only_at_the_platform() -> None:
+    platform = OpeningKey.generate()
+    number = make_id_number(7).value
+    sent = record_json("T-01", 7, phone="+86 138 0013 8000", workplace="Acme 有限公司")
+    record = CapturedRecord.model_validate_json(json.dumps(sent))
+    body = captured_body(record, b"\x01" * 32, None, sealing=platform.public, gateway_id="GW-9")
+    clock = SystemClock()
+    event = new_event(EventType.REGISTRATION_CAPTURED, clock.now(), clock.monotonic(), body)
+    wire = {"seq": 1, **json.loads(event.payload)}
+    assert_valid(validator("#/components/schemas/Event"), wire, "the gateway's capture")
+    for secret in (number, sent["name"], "138 0013", "Acme"):
+        assert secret not in event.payload
+    (clear,) = opened([wire], "GW-9", [platform])
+    assert (clear["id_number"], clear["name"], clear["phone"], clear["workplace"]) == (
+        number,
+        sent["name"],
+        sent["phone"],
+        sent["workplace"],
+    )
+    with pytest.raises(SealError) as wrong_gateway:
+        opened([wire], "GW-8", [platform])
+    assert wrong_gateway.value.problem is SealProblem.FAILED_AUTHENTICATION

@@ -28,6 +28,7 @@ from gateway.api.application import create_api
 from gateway.domain.capture import CapturedRecord, CaptureKind
 from gateway.domain.events import uuid7
 from gateway.residence.intake import Intake, RecordIntake, TerminalRegistry, issue_token_offline
+from gateway.runtime.parts import sealing_key
 from gateway.store import outbox
 from gateway.store import terminal_records as records
 from gateway.store.db import connect
@@ -139,7 +140,15 @@ def site(
     subscriber = Subscriber(broker.port, f"rentgate/v1/{GW}/events", client_id=f"p-{tmp_path.name}")
     running = InProcessGateway(config).start()
     gw = running.gateway
-    intake = GatedIntake(RecordIntake(writer=gw.writer, keys=gw.parts.keys, clock=gw.clock))
+    intake = GatedIntake(
+        RecordIntake(
+            writer=gw.writer,
+            keys=gw.parts.keys,
+            clock=gw.clock,
+            gateway_id=GW,
+            sealing=sealing_key(config),
+        )
+    )
     registry = TerminalRegistry(config.gateway.database, writer=gw.writer, clock=gw.clock)
     home = tmp_path / "terminal"
     try:
