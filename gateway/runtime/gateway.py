@@ -242,7 +242,6 @@ class Gateway:
         parts = self.parts
         stack.callback(self.write_status, running=False)
         stack.callback(parts.source.close)
-        stack.callback(parts.terminals.close)
         stack.push_async_callback(asyncio.to_thread, parts.writer.close)
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         loops = self._loop_tasks

@@ -29,7 +29,7 @@ from gateway.doors.vouchers import DoorVouchers
 from gateway.ops.clock_watch import ClockWatch
 from gateway.ops.housekeeping import Housekeeper
 from gateway.residence.alerts import AlertEngine
-from gateway.residence.intake import RecordIntake, TerminalRegistry
+from gateway.residence.intake import RecordIntake
 from gateway.residence.platform_commands import GatewayHooks, PlatformCommands, TrustedKeys
 from gateway.residence.runtime_settings import RuntimeSettings
 from gateway.runtime.devices import DeviceSet, build_devices
@@ -107,8 +107,6 @@ class GatewayParts:
     downlink: Downlink
     uplink: Uplink
     source: OutboxSource
-    terminals: TerminalRegistry
-    intake: RecordIntake
     housekeeper: Housekeeper
     clock_watch: ClockWatch
 
@@ -124,7 +122,7 @@ def build_parts(
     health: Callable[[], Awaitable[StateHealth]],
 ) -> GatewayParts:
     """Build the gateway's parts; the callables are called only once the gateway runs."""
-    sealing = sealing_key(config)  # a bad key file stops the start before the store is touched
+    sealing_key(config)  # a bad key file stops the start before the store is touched
     trusted, recovery, keys = _store_at_start(config)
     settings = RuntimeSettings(config.gateway.data_dir / "settings.json")
     devices = build_devices(config, readers)
@@ -184,8 +182,6 @@ def build_parts(
         downlink=downlink,
         uplink=uplink,
         source=source,
-        terminals=TerminalRegistry(config.gateway.database, writer=writer, clock=clock),
-        intake=_intake(config, sealing, writer=writer, keys=keys, clock=clock),
         housekeeper=housekeeper,
         clock_watch=ClockWatch(clock, housekeeper.set_alarm),
     )
@@ -198,10 +194,10 @@ def _store_at_start(config: Config) -> tuple[TrustedKeys, maintenance.Recovery |
     return trusted, recovery, open_store(config, trusted)
 
 
-def _intake(
+def record_intake(
     config: Config, sealing: SealingKey | None, *, writer: Writer, keys: KeyRing, clock: Clock
 ) -> RecordIntake:
-    """Terminal records in: sealed to the platform's key, or refused without one."""
+    """Terminal records in (the web process's): sealed to the platform's key, or refused."""
     return RecordIntake(
         writer=writer, keys=keys, clock=clock, gateway_id=config.gateway.id, sealing=sealing
     )

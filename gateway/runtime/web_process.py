@@ -30,7 +30,8 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.ops.local_socket import SOCKET_NAME, CoreRefused, CoreUnavailable
 from gateway.ops.status import GatewayStatus
-from gateway.residence.intake import RecordIntake, TerminalRegistry
+from gateway.residence.intake import TerminalRegistry
+from gateway.runtime.parts import record_intake, sealing_key
 from gateway.runtime.web import WebParts, WebSide, build_web
 from gateway.store.crypto import KeyRing
 from gateway.store.db import connect
@@ -196,7 +197,9 @@ class WebGateway:
             keys=keys,
             writer=writer,
             terminals=TerminalRegistry(config.gateway.database, writer=writer, clock=self.clock),
-            intake=RecordIntake(writer=writer, keys=keys, clock=self.clock),
+            intake=record_intake(
+                config, sealing_key(config), writer=writer, keys=keys, clock=self.clock
+            ),
             captures=RemoteCaptures(self.core),
             core=self.core,
         )
