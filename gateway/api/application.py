@@ -1,6 +1,7 @@
 """The gateway's FastAPI application: one error shape, every refusal counted.
 
 Routers for the web UI and REST join the terminal's in `gateway.runtime.web`.
+Every response carries the security headers of `gateway.api.headers`.
 Whatever the API refuses is counted by reason in `app.state.refused` (exported
 as `rentgate_api_refused`), so bad requests show up in metrics, not only logs.
 """
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from gateway import __version__
 from gateway.api.directory import STATUS, DirectoryError
+from gateway.api.headers import SecurityHeaders
 from gateway.api.terminal_api import RecordSink, TerminalApiStats, TokenVerifier, terminal_router
 
 
@@ -26,8 +28,13 @@ def create_api(
 ) -> FastAPI:
     """The API app. What the terminal endpoints refused is counted in `app.state.terminal_stats`."""
     app = FastAPI(
-        title="Rentgate gateway API", version=__version__, openapi_url="/api/openapi.json"
+        title="Rentgate gateway API",
+        version=__version__,
+        openapi_url=None,  # served behind a login by `gateway.api.schema`
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_middleware(SecurityHeaders)
     app.state.terminal_stats = stats if stats is not None else TerminalApiStats()
     app.state.refused = Counter[str]()
     app.add_exception_handler(RequestValidationError, _invalid_request)

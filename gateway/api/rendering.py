@@ -69,11 +69,10 @@ def render(
     )
     if status_code >= 400:
         request.app.state.refused[f"page_{status_code}"] += 1  # counted like the API's
-    response.headers["Cache-Control"] = "no-store"
+    # The page's own policy (its scripts and styles); the rest: `gateway.api.headers`.
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
     )
-    response.headers["X-Frame-Options"] = "DENY"
     return response
 
 

@@ -27,6 +27,7 @@ from gateway.api.overview import overview_router
 from gateway.api.pages import pages_router
 from gateway.api.people_api import people_router
 from gateway.api.rendering import STATIC_DIR
+from gateway.api.schema import schema_router
 from gateway.api.security import security_router
 from gateway.api.storeaccess import StoreAccess
 from gateway.doors.enrol_by_tap import CardCaptures
@@ -103,5 +104,6 @@ def build_web(parts: GatewayParts, view: RunningView) -> WebSide:
     app.include_router(events_router(accounts, history, feed))
     app.include_router(metrics_router(view))
     app.include_router(pages_router(accounts, directory, monitor, history))
+    app.include_router(schema_router(accounts))
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="static")
     return WebSide(app, accounts, parts.captures, feed, store)

@@ -1,0 +1,87 @@
+"""Issue 13's web findings, each against a running gateway: headers, schema, audit, dates.
+
+One gateway for the module (tests/support/web.py); every request comes from
+loopback, as the tester's did.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import httpx
+from fastapi import FastAPI
+
+from gateway.api.headers import SecurityHeaders
+from tests.support.web import WebGateway
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
+    from fastapi.testclient import TestClient
+
+EXPECTED = {
+    "strict-transport-security": "max-age=31536000",
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-store",
+    "x-frame-options": "DENY",
+    "referrer-policy": "same-origin",
+}
+
+
+def _assert_secured(reply: httpx.Response) -> None:
+    where = f"{reply.request.method} {reply.request.url.path} ({reply.status_code})"
+    for name, value in EXPECTED.items():
+        assert reply.headers.get(name) == value, f"{where}: {name}"
+    assert "frame-ancestors 'none'" in reply.headers["content-security-policy"], where
+
+
+# -- security headers, /docs -------------------------------------------------
+
+
+def test_every_kind_of_response_carries_the_security_headers(web: WebGateway) -> None:
+    with web.anonymous() as anonymous:
+        for reply in (
+            anonymous.get("/api/v1/me"),  # a JSON refusal
+            anonymous.post("/api/v1/login", json={"name": "x"}),  # a validation error
+            anonymous.get("/healthz"),
+            anonymous.get("/ui/login"),  # a page
+            anonymous.get("/ui/static/app.css"),
+            anonymous.get("/no/such/path"),
+            anonymous.get("/ui/tenants"),  # a redirect to the login page
+        ):
+            _assert_secured(reply)
+    with web.login("landlord_a") as client:
+        _assert_secured(client.get("/api/v1/people"))
+        _assert_secured(client.get("/api/v1/people/nobody"))
+        _assert_secured(client.get("/ui/tenants"))
+
+
+def test_a_crash_is_a_500_with_the_security_headers() -> None:
+    app = FastAPI()
+    app.add_middleware(SecurityHeaders)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        reply = client.get("/boom")
+    assert reply.status_code == 500
+    assert reply.headers["x-content-type-options"] == "nosniff"
+    assert reply.headers["cache-control"] == "no-store"
+
+
+def test_the_api_document_needs_a_login_and_no_cdn_ui_is_served(web: WebGateway) -> None:
+    with web.anonymous() as anonymous:
+        refused = anonymous.get("/api/openapi.json")
+        assert (refused.status_code, refused.json()["detail"]["error"]) == (
+            401,
+            "not_authenticated",
+        )
+        for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+            reply = anonymous.get(path)
+            assert reply.status_code == 404, path
+            assert "cdn" not in reply.text.lower(), path
+    with web.login("coordinator") as client:
+        document = client.get("/api/openapi.json")
+        assert document.status_code == 200
+        assert "/api/v1/people" in document.json()["paths"]
