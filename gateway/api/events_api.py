@@ -4,7 +4,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
 from gateway.api import models
 from gateway.api.accounts import Accounts
@@ -26,8 +25,8 @@ def events_router(accounts: Accounts, history: History, feed: LiveFeed) -> APIRo
         door: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
         person: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
         type: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-        since: Annotated[AwareDatetime | None, Query()] = None,
-        until: Annotated[AwareDatetime | None, Query()] = None,
+        since: Annotated[models.Moment | None, Query()] = None,
+        until: Annotated[models.Moment | None, Query()] = None,
         before_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> models.EventsPage:

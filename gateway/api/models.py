@@ -1,19 +1,35 @@
 """The REST API's request and response bodies: what the OpenAPI document promises.
 
 Requests are strict (unknown fields refused, lengths bounded, times with an
-offset); responses never carry a full ID number except `Revealed`.
+offset and within `YEARS`); responses never carry a full ID number except
+`Revealed`.
 """
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Any, Literal
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.domain.keycards import CardAction
 
 MAX_CARDS = 4
+YEARS = range(2000, 2101)
+"""Years a time sent to the API may fall in: tenancies, cards and history filters of a
+gateway installed this century. Outside them is a typo or a probe, and `9999-12-31` with
+a -14:00 offset made pages fail (OverflowError) when shown in the gateway's zone."""
+
+
+def within_years(moment: datetime) -> datetime:
+    """`moment` if it falls in `YEARS` (in its own offset and in UTC), else ValueError."""
+    if moment.year not in YEARS or moment.astimezone(UTC).year not in YEARS:
+        raise ValueError(f"the year must be {YEARS.start} to {YEARS.stop - 1}")
+    return moment
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(within_years)]
+"""Every time a request may carry."""
 
 
 class Strict(BaseModel):
@@ -51,7 +67,7 @@ class CardIn(Strict):
 
     card_uid: str | None = Field(None, min_length=4, max_length=40)
     capture: str | None = Field(None, min_length=1, max_length=64)
-    valid_to: AwareDatetime | None = None
+    valid_to: Moment | None = None
 
 
 class EnrolRequest(Strict):
@@ -59,9 +75,9 @@ class EnrolRequest(Strict):
     name: str = Field(min_length=1, max_length=64)
     unit: str = Field(min_length=1, max_length=32)
     room: str | None = Field(None, min_length=1, max_length=32)
-    valid_from: AwareDatetime | None = None
+    valid_from: Moment | None = None
     """Default: now."""
-    valid_to: AwareDatetime | None = None
+    valid_to: Moment | None = None
     cards: list[CardIn] = Field(default_factory=list, max_length=MAX_CARDS)
 
 
@@ -70,7 +86,7 @@ class AddCardsRequest(Strict):
 
 
 class ExtendRequest(Strict):
-    valid_to: AwareDatetime
+    valid_to: Moment
 
 
 class CardActionRequest(Strict):
@@ -78,7 +94,7 @@ class CardActionRequest(Strict):
 
 
 class EndTenancyRequest(Strict):
-    moved_out_at: AwareDatetime | None = None
+    moved_out_at: Moment | None = None
     """Default: now."""
 
 

@@ -33,7 +33,10 @@ def _when(context: Context, text: str | None) -> str:
         return text
     zone = getattr(context["request"].app.state, "zone", None)
     if moment.tzinfo is not None and zone is not None:
-        moment = moment.astimezone(zone)
+        try:
+            moment = moment.astimezone(zone)
+        except OverflowError:  # a stored time the API would refuse today: show it as it is
+            return text
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 

@@ -85,3 +85,36 @@ def test_the_api_document_needs_a_login_and_no_cdn_ui_is_served(web: WebGateway)
         document = client.get("/api/openapi.json")
         assert document.status_code == 200
         assert "/api/v1/people" in document.json()["paths"]
+
+
+# -- dates out of range ------------------------------------------------------
+
+FAR = "9999-12-31T23:59:59-14:00"
+
+
+def test_times_out_of_range_are_422_and_the_tenant_page_still_answers(web: WebGateway) -> None:
+    mine = web.seeded["landlord_a"]
+    refused_before = web.gateway.api.state.refused["bad_request"]
+    with web.login("landlord_a") as client:
+        before = client.get(f"/api/v1/people/{mine['person_id']}").json()
+        for path, body in (
+            (f"/api/v1/tenancies/{mine['tenancy_id']}/extend", {"valid_to": FAR}),
+            (f"/api/v1/cards/{mine['card_id']}/extend", {"valid_to": FAR}),
+            (f"/api/v1/tenancies/{mine['tenancy_id']}/end", {"moved_out_at": FAR}),
+            (f"/api/v1/cards/{mine['card_id']}/extend", {"valid_to": "1999-12-31T00:00:00Z"}),
+            ("/api/v1/people", {"id_number": "110101199001011237", "name": "x", "unit": "101",
+                                "valid_from": FAR}),
+        ):  # fmt: skip
+            reply = client.post(path, json=body)
+            assert reply.status_code == 422, f"{path}: {reply.status_code} {reply.text}"
+            assert "the year must be 2000 to 2100" in reply.text
+        reply = client.get("/api/v1/events", params={"since": FAR})
+        assert reply.status_code == 422
+        page = client.post(
+            f"/ui/tenancies/{mine['tenancy_id']}/extend",
+            data={"valid_to": "9999-12-31", "csrf_token": client.headers["X-CSRF-Token"]},
+        )
+        assert page.status_code == 422
+        assert client.get(f"/ui/tenants/{mine['person_id']}").status_code == 200
+        assert client.get(f"/api/v1/people/{mine['person_id']}").json() == before  # unchanged
+    assert web.gateway.api.state.refused["bad_request"] >= refused_before + 6
