@@ -7,11 +7,14 @@ loopback, as the tester's did.
 from __future__ import annotations
 
 import warnings
+from contextlib import closing
 
 import httpx
 from fastapi import FastAPI
 
 from gateway.api.headers import SecurityHeaders
+from gateway.store import users
+from gateway.store.db import connect
 from tests.support.web import WebGateway
 
 with warnings.catch_warnings():
@@ -118,3 +121,44 @@ def test_times_out_of_range_are_422_and_the_tenant_page_still_answers(web: WebGa
         assert client.get(f"/ui/tenants/{mine['person_id']}").status_code == 200
         assert client.get(f"/api/v1/people/{mine['person_id']}").json() == before  # unchanged
     assert web.gateway.api.state.refused["bad_request"] >= refused_before + 6
+
+
+# -- every view of personal data is audited ----------------------------------
+
+
+def _audit_of(web: WebGateway, actor: str, after_id: int = 0) -> list[users.AuditEntry]:
+    with closing(connect(web.config.gateway.database, readonly=True)) as conn:
+        entries = users.audit_entries(conn, after_id=after_id, limit=10_000)
+    return [entry for entry in entries if entry.actor == actor]
+
+
+def _open_stream(client: httpx.Client, headers: dict[str, str], until: str) -> str:
+    """What the stream sends up to the first line starting with `until`; then it is closed."""
+    text = ""
+    with client.stream("GET", "/api/v1/events/stream", headers=headers) as reply:
+        assert reply.status_code == 200
+        for line in reply.iter_lines():
+            text += line + "\n"
+            if line.startswith(until):
+                break
+    return text
+
+
+def test_the_stream_its_replay_alerts_and_dashboard_are_audited(web: WebGateway) -> None:
+    mine = web.seeded["landlord_a"]
+    with web.login("landlord_a") as client:
+        start = _audit_of(web, "landlord_a")[-1].id
+        _open_stream(client, {}, "retry:")
+        replayed = _open_stream(client, {"Last-Event-ID": "0"}, "data:")
+        assert '"door":' in replayed  # the replay showed door history
+        assert mine["alert_id"] in client.get("/api/v1/alerts").text
+        assert client.get("/ui/alerts").status_code == 200
+        assert client.get("/ui/").status_code == 200
+    with web.login("admin") as admin:
+        assert admin.get("/api/v1/audit").status_code == 200
+    seen = [(e.action, e.detail) for e in _audit_of(web, "landlord_a", start)]
+    assert ("events.stream", "live") in seen
+    assert any(a == "events.stream" and (d or "").startswith("live, replaying") for a, d in seen)
+    assert [a for a, _d in seen].count("alerts.list") == 2
+    assert "dashboard.view" in [a for a, _d in seen]
+    assert [e.action for e in _audit_of(web, "admin")][-1] == "audit.view"
