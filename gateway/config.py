@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.devices.serial_port import SUPPORTED_BAUD
 from gateway.domain.credentials import CredentialKind
 from gateway.errors import RentgateError
+from gateway.store.audit_retention import MIN_AUDIT_DAYS
 
 ENV_PREFIX = "RENTGATE_"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -235,6 +236,12 @@ class StorageSection(_Section):
     history_days: float = Field(30.0, gt=0, description="delivered events kept this long")
     personal_grace_hours: float = Field(
         24.0, gt=0, description="delivered events with full ID numbers kept this long"
+    )
+    audit_days: int = Field(
+        MIN_AUDIT_DAYS,
+        ge=MIN_AUDIT_DAYS,
+        le=36500,
+        description="audit log entries kept this long; at least six months (Cybersecurity Law)",
     )
     check_every_s: float = Field(300.0, gt=0, le=86400)
 

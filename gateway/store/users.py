@@ -21,6 +21,10 @@ from gateway.store.errors import StoreError
 USER_ROLES = ("admin", "landlord", "coordinator")
 """Roles a user row may have; terminals are in the `terminals` table (migration 5)."""
 
+AUDIT_NO_DELETE_TRIGGER = """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"""
+"""Lifted only inside `gateway.store.audit_retention`'s pruning transaction."""
+
 # Migration 6 as data, not as a `Migration`: migrations.py imports this module to
 # register it, and importing migrations.py from here would make that a cycle.
 MIGRATION_6_VERSION = 6
@@ -64,8 +68,7 @@ MIGRATION_6_SCRIPT: tuple[str, ...] = (
     "CREATE INDEX audit_log_by_subject ON audit_log (subject, id)",
     """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
             BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
-    """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
-            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+    AUDIT_NO_DELETE_TRIGGER,
     """CREATE TABLE login_attempts (
             key TEXT NOT NULL,
             at REAL NOT NULL
