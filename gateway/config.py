@@ -17,7 +17,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.devices.serial_port import SUPPORTED_BAUD
 from gateway.domain.credentials import CredentialKind
@@ -118,6 +126,10 @@ class ApiSection(_Section):
     listen: str = Field("127.0.0.1:8080", description="host:port; port 0 picks a free one")
     cert: Path | None = Field(None, description="TLS certificate (PEM); absent: self-signed")
     key: Path | None = None
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="reverse proxies whose X-Forwarded-For is believed (addresses or networks)",
+    )
 
     @field_validator("listen")
     @classmethod

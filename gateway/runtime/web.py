@@ -96,7 +96,7 @@ def build_web(parts: GatewayParts, view: RunningView) -> WebSide:
     )
     history = History(store, monitor)
     feed = LiveFeed(store, history)
-    app = create_api(parts.intake, parts.terminals)
+    app = create_api(parts.intake, parts.terminals, trusted_proxies=config.api.trusted_proxies)
     app.state.zone = ZoneInfo(config.gateway.timezone)  # how pages show times
     app.include_router(security_router(accounts))
     app.include_router(people_router(accounts, directory))

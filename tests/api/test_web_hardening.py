@@ -162,3 +162,20 @@ def test_the_stream_its_replay_alerts_and_dashboard_are_audited(web: WebGateway)
     assert [a for a, _d in seen].count("alerts.list") == 2
     assert "dashboard.view" in [a for a, _d in seen]
     assert [e.action for e in _audit_of(web, "admin")][-1] == "audit.view"
+
+
+# -- X-Forwarded-For ---------------------------------------------------------
+
+
+def test_x_forwarded_for_from_loopback_is_not_believed(web: WebGateway) -> None:
+    with web.anonymous() as client:
+        start = _audit_of(web, "landlord_b")[-1].id
+        reply = client.post(
+            "/api/v1/login",
+            json={"name": "landlord_b", "password": "not the password"},
+            headers={"X-Forwarded-For": "203.0.113.9"},
+        )
+        assert reply.status_code == 401
+    [failed] = _audit_of(web, "landlord_b", start)
+    assert failed.action == "login.failed"
+    assert failed.detail == "wrong password, from 127.0.0.1"
