@@ -349,11 +349,19 @@ def attempts_since(conn: sqlite3.Connection, key: str, since_s: float) -> list[f
     return [float(row[0]) for row in rows]
 
 
+KNOWN_PREFIX = "known:"
+"""Rows under keys with this prefix mark a successful login (an account's usual address),
+not an attempt: `remember` keeps and forgets them, `add_attempts` leaves them alone."""
+
+
 def add_attempts(
     conn: sqlite3.Connection, keys: Sequence[str], at_s: float, *, forget_before_s: float
 ) -> list[int]:
     """Record an attempt under each key (and forget attempts too old to matter); the row ids."""
-    conn.execute("DELETE FROM login_attempts WHERE at <= ?", (forget_before_s,))
+    conn.execute(
+        "DELETE FROM login_attempts WHERE at <= ? AND key NOT LIKE ?",
+        (forget_before_s, KNOWN_PREFIX + "%"),
+    )
     insert = "INSERT INTO login_attempts (key, at) VALUES (?, ?)"
     return [int(conn.execute(insert, (key, at_s)).lastrowid or 0) for key in keys]
 
@@ -364,3 +372,13 @@ def remove_attempts(conn: sqlite3.Connection, row_ids: Sequence[int]) -> None:
 
 def clear_attempts(conn: sqlite3.Connection, key: str) -> None:
     conn.execute("DELETE FROM login_attempts WHERE key = ?", (key,))
+
+
+def remember(conn: sqlite3.Connection, key: str, at_s: float, *, forget_before_s: float) -> None:
+    """Mark `key` (a `KNOWN_PREFIX` key) as seen at `at_s`; forget marks older than
+    `forget_before_s`."""
+    conn.execute(
+        "DELETE FROM login_attempts WHERE key LIKE ? AND (at <= ? OR key = ?)",
+        (KNOWN_PREFIX + "%", forget_before_s, key),
+    )
+    conn.execute("INSERT INTO login_attempts (key, at) VALUES (?, ?)", (key, at_s))
