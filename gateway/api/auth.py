@@ -57,6 +57,7 @@ class AuthProblem(StrEnum):
     RATE_LIMITED = "rate_limited"
     CSRF_MISSING = "csrf_missing"
     CSRF_MISMATCH = "csrf_mismatch"
+    CROSS_SITE = "cross_site"
     FORBIDDEN = "forbidden"
     SETUP_DONE = "setup_done"
     SETUP_CODE_WRONG = "setup_code_wrong"

@@ -1,4 +1,5 @@
-"""Issue 13's web findings, each against a running gateway: headers, schema, audit, dates.
+"""Issue 13's web findings against a running gateway: headers, schema, dates, audit, proxies,
+login CSRF.
 
 One gateway for the module (tests/support/web.py); every request comes from
 loopback, as the tester's did.
@@ -6,16 +7,18 @@ loopback, as the tester's did.
 
 from __future__ import annotations
 
+import re
 import warnings
 from contextlib import closing
 
 import httpx
 from fastapi import FastAPI
 
+from gateway.api import auth
 from gateway.api.headers import SecurityHeaders
 from gateway.store import users
 from gateway.store.db import connect
-from tests.support.web import WebGateway
+from tests.support.web import PASSWORD, WebGateway
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
@@ -179,3 +182,59 @@ def test_x_forwarded_for_from_loopback_is_not_believed(web: WebGateway) -> None:
     [failed] = _audit_of(web, "landlord_b", start)
     assert failed.action == "login.failed"
     assert failed.detail == "wrong password, from 127.0.0.1"
+
+
+# -- login CSRF --------------------------------------------------------------
+
+EVIL = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+
+
+def _login_token(page: httpx.Response) -> str:
+    found = re.search(r'name="login_token" value="([^"]+)"', page.text)
+    assert found, "the login form carries a token"
+    return found.group(1)
+
+
+def test_a_cross_site_login_post_gets_no_session(web: WebGateway) -> None:
+    """Issue 13: a form on another site posting to /ui/login got a session cookie."""
+    form = {"name": "landlord_a", "password": PASSWORD}
+    with web.anonymous() as client:
+        forged = client.post("/ui/login", data=form, headers=EVIL)  # what the tester sent
+        assert (forged.status_code, auth.SESSION_COOKIE in forged.cookies) == (403, False)
+        token = _login_token(client.get("/ui/login"))
+        for headers, data in (
+            (EVIL, form | {"login_token": token}),  # a browser on another site, token or not
+            ({"Origin": "null"}, form | {"login_token": token}),
+            ({"Sec-Fetch-Site": "same-site"}, form | {"login_token": token}),
+            ({}, form),  # a browser sending neither header: the token is missing
+            ({}, form | {"login_token": token[:-2] + "xx"}),
+        ):
+            reply = client.post("/ui/login", data=data, headers=headers)
+            assert reply.status_code == 403, (headers, reply.status_code)
+            assert auth.SESSION_COOKIE not in reply.cookies
+            assert "此请求并非来自本网关的页面" in reply.text
+        api = client.post("/api/v1/login", json=form, headers=EVIL)
+        assert (api.status_code, api.json()["detail"]["error"]) == (403, "cross_site")
+        assert auth.SESSION_COOKIE not in api.cookies
+        assert client.get("/api/v1/me").status_code == 401
+
+
+def test_the_login_form_from_this_gateway_still_logs_in(web: WebGateway) -> None:
+    with web.anonymous() as client:
+        page = client.get("/ui/login")
+        same_origin = {"Origin": web.url, "Sec-Fetch-Site": "same-origin"}
+        reply = client.post(
+            "/ui/login",
+            data={"name": "landlord_a", "password": PASSWORD, "login_token": _login_token(page)},
+            headers=same_origin,
+        )
+        assert (reply.status_code, reply.headers["location"]) == (303, "/ui/")
+        assert auth.SESSION_COOKIE in reply.cookies
+        assert client.get("/api/v1/me").json()["name"] == "landlord_a"
+
+
+def test_a_session_form_posted_from_another_site_is_refused(web: WebGateway) -> None:
+    with web.login("landlord_a") as client:
+        reply = client.post("/api/v1/logout", headers=EVIL)
+        assert (reply.status_code, reply.json()["detail"]["error"]) == (403, "cross_site")
+        assert client.get("/api/v1/me").status_code == 200  # still logged in
