@@ -1,35 +1,23 @@
 """The REST API's request and response bodies: what the OpenAPI document promises.
 
 Requests are strict (unknown fields refused, lengths bounded, times with an
-offset and within `YEARS`); responses never carry a full ID number except
+offset and within `gateway.clock.PLAUSIBLE_YEARS`); responses never carry a full ID number except
 `Revealed`.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from gateway.clock import plausible
 from gateway.domain.keycards import CardAction
 
 MAX_CARDS = 4
-YEARS = range(2000, 2101)
-"""Years a time sent to the API may fall in: tenancies, cards and history filters of a
-gateway installed this century. Outside them is a typo or a probe, and `9999-12-31` with
-a -14:00 offset made pages fail (OverflowError) when shown in the gateway's zone."""
-
-
-def within_years(moment: datetime) -> datetime:
-    """`moment` if it falls in `YEARS` (in its own offset and in UTC), else ValueError."""
-    if moment.year not in YEARS or moment.astimezone(UTC).year not in YEARS:
-        raise ValueError(f"the year must be {YEARS.start} to {YEARS.stop - 1}")
-    return moment
-
-
-Moment = Annotated[AwareDatetime, AfterValidator(within_years)]
-"""Every time a request may carry."""
+Moment = Annotated[AwareDatetime, AfterValidator(plausible)]
+"""Every time a request may carry: with an offset, in `PLAUSIBLE_YEARS`."""
 
 
 class Strict(BaseModel):

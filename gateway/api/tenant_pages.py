@@ -21,6 +21,7 @@ from gateway.api.directory import Directory, DirectoryError
 from gateway.api.monitor import Monitor
 from gateway.api.rendering import error_page, form, render
 from gateway.api.security import require_page
+from gateway.clock import plausible
 from gateway.domain.keycards import CardAction
 
 PAGE_SIZE = 50
@@ -179,11 +180,11 @@ def _enrol_request(fields: dict[str, str], valid_to: datetime | None) -> models.
 
 def _day_end(fields: dict[str, str], directory: Directory) -> datetime | None:
     """The end of the form's `valid_to` day in the gateway's zone; None unless a date
-    within `models.YEARS` (the same bounds as the REST API's)."""
+    in `PLAUSIBLE_YEARS` (the same bounds as the REST API's)."""
     try:
         day = datetime.fromisoformat(fields.get("valid_to", ""))
         zone = directory.now().tzinfo
-        return models.within_years(day.replace(hour=23, minute=59, second=59, tzinfo=zone))
+        return plausible(day.replace(hour=23, minute=59, second=59, tzinfo=zone))
     except (ValueError, OverflowError):
         return None
 

@@ -18,6 +18,7 @@ from gateway.api import auth
 from gateway.api.headers import SecurityHeaders
 from gateway.store import users
 from gateway.store.db import connect
+from tests.support.terminal import record_json
 from tests.support.web import PASSWORD, WebGateway
 
 with warnings.catch_warnings():
@@ -124,6 +125,21 @@ def test_times_out_of_range_are_422_and_the_tenant_page_still_answers(web: WebGa
         assert client.get(f"/ui/tenants/{mine['person_id']}").status_code == 200
         assert client.get(f"/api/v1/people/{mine['person_id']}").json() == before  # unchanged
     assert web.gateway.api.state.refused["bad_request"] >= refused_before + 6
+
+
+def test_a_terminal_record_from_year_9999_is_rejected(web: WebGateway) -> None:
+    far = record_json(
+        terminal="hh-01",
+        serial=7,
+        captured_at=FAR,
+        moved_in_on="9999-12-30",
+        building="GW-WEB",
+        unit="101",
+    )
+    with web.terminal() as client:
+        reply = client.post("/api/v1/terminal/records", json={"records": [far]})
+    assert reply.status_code == 422
+    assert reply.json()["results"][0]["outcome"] == "rejected"
 
 
 # -- every view of personal data is audited ----------------------------------
