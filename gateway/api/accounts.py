@@ -27,6 +27,7 @@ from gateway.api.login_limit import (
     known_key,
     login_counts,
     pair_key,
+    reserve,
     setup_counts,
 )
 from gateway.api.storeaccess import StoreAccess
@@ -146,33 +147,12 @@ class Accounts:
         guesses cannot slip past the limit; RATE_LIMITED while any count's wait is not over
         (a refused attempt is not counted: waiting it out is enough)."""
         now_s = self._clock.now().timestamp()
-
-        def reserve(conn: sqlite3.Connection) -> tuple[int | None, list[int]]:
-            waits = [
-                count.backoff.retry_after(
-                    users.attempts_since(conn, count.key, now_s - count.backoff.window_s), now_s
-                )
-                for count in counts
-                if not self._waived(conn, count, now_s)
-            ]
-            wait = max((w for w in waits if w is not None), default=None)
-            if wait is not None:
-                return wait, []
-            since = now_s - self.limit.window_s
-            keys = [count.key for count in counts]
-            return None, users.add_attempts(conn, keys, now_s, forget_before_s=since)
-
-        wait, reserved = await self._write(reserve)
+        wait, reserved = await self._write(lambda conn: reserve(conn, self.limit, counts, now_s))
         if wait is not None:
             log.warning("auth: too many failed attempts (%s); retry in %d s", counts[0].key, wait)
             message = f"too many failed attempts: try again in {wait} s"
             raise self.fail(AuthProblem.RATE_LIMITED, message, wait)
         return reserved
-
-    def _waived(self, conn: sqlite3.Connection, count: Count, now_s: float) -> bool:
-        if count.waived_by is None:
-            return False
-        return bool(users.attempts_since(conn, count.waived_by, now_s - self.limit.known_for_s))
 
     async def login(self, name: str, password: str, address: str) -> tuple[str, Principal]:
         """Check a name and password: a new session id and its principal."""

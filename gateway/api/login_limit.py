@@ -22,6 +22,7 @@ cannot slip past (see `Accounts`); times are Unix seconds from the injected cloc
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -111,3 +112,28 @@ def login_counts(limit: LoginLimit, name: str, address: str) -> list[Count]:
 def setup_counts(limit: LoginLimit, address: str) -> list[Count]:
     """A first-run setup attempt: the setup code is guessed per address."""
     return [Count(address_key(address), limit.address)]
+
+
+def reserve(
+    conn: sqlite3.Connection, limit: LoginLimit, counts: Sequence[Count], now_s: float
+) -> tuple[int | None, list[int]]:
+    """In one transaction: the longest wait any count still imposes (then nothing is
+    recorded), or None and the attempt's rows, one per count (removed if it succeeds)."""
+    waits = [
+        count.backoff.retry_after(
+            users.attempts_since(conn, count.key, now_s - count.backoff.window_s), now_s
+        )
+        for count in counts
+        if not _waived(conn, limit, count, now_s)
+    ]
+    wait = max((w for w in waits if w is not None), default=None)
+    if wait is not None:
+        return wait, []
+    keys = [count.key for count in counts]
+    return None, users.add_attempts(conn, keys, now_s, forget_before_s=now_s - limit.window_s)
+
+
+def _waived(conn: sqlite3.Connection, limit: LoginLimit, count: Count, now_s: float) -> bool:
+    if count.waived_by is None:
+        return False
+    return bool(users.attempts_since(conn, count.waived_by, now_s - limit.known_for_s))
