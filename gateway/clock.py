@@ -8,9 +8,25 @@ offset (events are stamped with it); monotonic time orders and measures.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo
+
+PLAUSIBLE_YEARS = range(2000, 2101)
+"""Years a time sent to the gateway (a tenancy's end, a terminal's capture, a history filter)
+may fall in. Outside them is a typo or a probe: `9999-12-31T23:59:59-14:00` overflowed when
+shown in the gateway's zone."""
+
+
+def plausible(moment: datetime) -> datetime:
+    """`moment` if its year, in its own offset and in UTC, is in `PLAUSIBLE_YEARS`; else
+    ValueError (never OverflowError: the UTC year is only computed for plausible ones)."""
+    first, last = PLAUSIBLE_YEARS.start, PLAUSIBLE_YEARS.stop - 1
+    if moment.year not in PLAUSIBLE_YEARS or (
+        moment.tzinfo is not None and moment.astimezone(UTC).year not in PLAUSIBLE_YEARS
+    ):
+        raise ValueError(f"the year must be {first} to {last}")
+    return moment
 
 
 class Clock(Protocol):

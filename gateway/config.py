@@ -17,11 +17,20 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.devices.serial_port import SUPPORTED_BAUD
 from gateway.domain.credentials import CredentialKind
 from gateway.errors import RentgateError
+from gateway.store.audit_retention import MIN_AUDIT_DAYS
 
 ENV_PREFIX = "RENTGATE_"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -121,6 +130,10 @@ class ApiSection(_Section):
     max_connections_per_address: int = Field(32, ge=1, le=60_000)
     read_timeout_s: float = Field(
         10.0, gt=0, le=300, description="for a TLS handshake, and for a request's headers and body"
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="reverse proxies whose X-Forwarded-For is believed (addresses or networks)",
     )
 
     @field_validator("listen")
@@ -240,6 +253,12 @@ class StorageSection(_Section):
     history_days: float = Field(30.0, gt=0, description="delivered events kept this long")
     personal_grace_hours: float = Field(
         24.0, gt=0, description="delivered events with full ID numbers kept this long"
+    )
+    audit_days: int = Field(
+        MIN_AUDIT_DAYS,
+        ge=MIN_AUDIT_DAYS,
+        le=36500,
+        description="audit log entries kept this long; at least six months (Cybersecurity Law)",
     )
     check_every_s: float = Field(300.0, gt=0, le=86400)
 

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.api import auth
-from gateway.api.auth import AuthFailure, AuthProblem, LoginLimit, Principal, Role
+from gateway.api.auth import AuthFailure, AuthProblem, Principal, Role
+from gateway.api.login_limit import (
+    Count,
+    LoginLimit,
+    known_key,
+    login_counts,
+    pair_key,
+    reserve,
+    setup_counts,
+)
 from gateway.api.storeaccess import StoreAccess
 from gateway.api.terminal_api import TokenVerifier
 from gateway.clock import Clock
@@ -133,32 +142,21 @@ class Accounts:
 
     # -- login, sessions ---------------------------------------------------
 
-    async def _reserve(self, keys: list[str]) -> list[int]:
-        """Count an attempt under each key before checking it, so parallel guesses cannot
-        slip past the limit; RATE_LIMITED if any key is over it."""
+    async def _reserve(self, counts: list[Count]) -> list[int]:
+        """Count an attempt under each key before its password is checked, so parallel
+        guesses cannot slip past the limit; RATE_LIMITED while any count's wait is not over
+        (a refused attempt is not counted: waiting it out is enough)."""
         now_s = self._clock.now().timestamp()
-        since = now_s - self.limit.window_s
-
-        def reserve(conn: sqlite3.Connection) -> tuple[int | None, list[int]]:
-            waits = [
-                self.limit.retry_after(users.attempts_since(conn, key, since), now_s)
-                for key in keys
-            ]
-            wait = max((w for w in waits if w is not None), default=None)
-            if wait is not None:
-                return wait, []
-            return None, users.add_attempts(conn, keys, now_s, forget_before_s=since)
-
-        wait, reserved = await self._write(reserve)
+        wait, reserved = await self._write(lambda conn: reserve(conn, self.limit, counts, now_s))
         if wait is not None:
-            log.warning("auth: too many failed attempts (%s); retry in %d s", keys[-1], wait)
+            log.warning("auth: too many failed attempts (%s); retry in %d s", counts[0].key, wait)
             message = f"too many failed attempts: try again in {wait} s"
             raise self.fail(AuthProblem.RATE_LIMITED, message, wait)
         return reserved
 
     async def login(self, name: str, password: str, address: str) -> tuple[str, Principal]:
         """Check a name and password: a new session id and its principal."""
-        reserved = await self._reserve([auth.name_key(name), auth.address_key(address)])
+        reserved = await self._reserve(login_counts(self.limit, name, address))
         user = await self._read(lambda conn: users.find_user(conn, name))
         if user is None or user.disabled_at is not None:
             await asyncio.to_thread(auth.verify_nobody, password)
@@ -188,7 +186,13 @@ class Accounts:
 
         def open_session(conn: sqlite3.Connection) -> None:
             users.remove_attempts(conn, reserved)
-            users.clear_attempts(conn, auth.name_key(name))
+            users.clear_attempts(conn, pair_key(name, address))  # the user's own typos
+            users.remember(
+                conn,
+                known_key(name, address),
+                now.timestamp(),
+                forget_before_s=now.timestamp() - self.limit.known_for_s,
+            )
             users.create_session(
                 conn,
                 id_hash=auth.session_hash(session_id),
@@ -273,7 +277,7 @@ class Accounts:
             raise self.fail(AuthProblem.BAD_REQUEST, problem)
         if await self._read(users.active_admin_exists):
             raise self.fail(AuthProblem.SETUP_DONE, "the gateway already has an admin")
-        reserved = await self._reserve([auth.address_key(address)])
+        reserved = await self._reserve(setup_counts(self.limit, address))
         if not auth.setup_code_matches(self.setup_code_file, code):
             await self.audit(Principal(None, name, Role.ADMIN), "setup.failed", None, address)
             raise self.fail(AuthProblem.SETUP_CODE_WRONG, "wrong setup code")

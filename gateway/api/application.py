@@ -1,6 +1,7 @@
 """The gateway's FastAPI application: one error shape, every refusal counted.
 
 Routers for the web UI and REST join the terminal's in `gateway.runtime.web`.
+Every response carries the security headers of `gateway.api.headers`.
 Whatever the API refuses is counted by reason in `app.state.refused` (exported
 as `rentgate_api_refused`), so bad requests show up in metrics, not only logs.
 """
@@ -8,6 +9,7 @@ as `rentgate_api_refused`), so bad requests show up in metrics, not only logs.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 
 from fastapi import FastAPI, Request
 from fastapi import HTTPException as FastApiHTTPException
@@ -18,16 +20,29 @@ from starlette.exceptions import HTTPException
 
 from gateway import __version__
 from gateway.api.directory import STATUS, DirectoryError
+from gateway.api.forwarded import ForwardedFor, Network
+from gateway.api.headers import SecurityHeaders
 from gateway.api.terminal_api import RecordSink, TerminalApiStats, TokenVerifier, terminal_router
 
 
 def create_api(
-    intake: RecordSink, terminals: TokenVerifier, *, stats: TerminalApiStats | None = None
+    intake: RecordSink,
+    terminals: TokenVerifier,
+    *,
+    stats: TerminalApiStats | None = None,
+    trusted_proxies: Iterable[Network] = (),
 ) -> FastAPI:
-    """The API app. What the terminal endpoints refused is counted in `app.state.terminal_stats`."""
+    """The API app. What the terminal endpoints refused is counted in `app.state.terminal_stats`;
+    `X-Forwarded-For` is believed only from `trusted_proxies` (`gateway.api.forwarded`)."""
     app = FastAPI(
-        title="Rentgate gateway API", version=__version__, openapi_url="/api/openapi.json"
+        title="Rentgate gateway API",
+        version=__version__,
+        openapi_url=None,  # served behind a login by `gateway.api.schema`
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(ForwardedFor, trusted=tuple(trusted_proxies))
     app.state.terminal_stats = stats if stats is not None else TerminalApiStats()
     app.state.refused = Counter[str]()
     app.add_exception_handler(RequestValidationError, _invalid_request)

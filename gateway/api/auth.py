@@ -21,10 +21,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-import math
 import os
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
@@ -59,6 +57,7 @@ class AuthProblem(StrEnum):
     RATE_LIMITED = "rate_limited"
     CSRF_MISSING = "csrf_missing"
     CSRF_MISMATCH = "csrf_mismatch"
+    CROSS_SITE = "cross_site"
     FORBIDDEN = "forbidden"
     SETUP_DONE = "setup_done"
     SETUP_CODE_WRONG = "setup_code_wrong"
@@ -175,33 +174,6 @@ def csrf_token(session_id: str) -> str:
 
 def csrf_matches(session_id: str, presented: str) -> bool:
     return hmac.compare_digest(csrf_token(session_id).encode(), presented.encode("utf-8"))
-
-
-# -- login rate limit --------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LoginLimit:
-    """At most `max_failures` failed logins per name and per client address in `window_s`."""
-
-    max_failures: int = 5
-    window_s: int = 15 * 60
-
-    def retry_after(self, failures: Sequence[float], now_s: float) -> int | None:
-        """Seconds until another attempt is allowed, or None if one is allowed now."""
-        recent = sorted(at for at in failures if at > now_s - self.window_s)
-        if len(recent) < self.max_failures:
-            return None
-        opens_at = recent[-self.max_failures] + self.window_s
-        return max(1, math.ceil(opens_at - now_s))
-
-
-def name_key(name: str) -> str:
-    return f"name:{name.casefold()}"
-
-
-def address_key(address: str) -> str:
-    return f"addr:{address}"
 
 
 # -- first-run setup code ----------------------------------------------------

@@ -4,7 +4,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
 from gateway.api import models
 from gateway.api.accounts import Accounts
@@ -26,8 +25,8 @@ def events_router(accounts: Accounts, history: History, feed: LiveFeed) -> APIRo
         door: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
         person: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
         type: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-        since: Annotated[AwareDatetime | None, Query()] = None,
-        until: Annotated[AwareDatetime | None, Query()] = None,
+        since: Annotated[models.Moment | None, Query()] = None,
+        until: Annotated[models.Moment | None, Query()] = None,
         before_seq: Annotated[int | None, Query(ge=1, le=2**62)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> models.EventsPage:
@@ -55,10 +54,17 @@ def events_router(accounts: Accounts, history: History, feed: LiveFeed) -> APIRo
         last_event_id: Annotated[str | None, Header(max_length=20)] = None,
     ) -> StreamingResponse:
         """Server-sent events as they are recorded (`id` is the seq; send it back as
-        `Last-Event-ID` to resume)."""
+        `Last-Event-ID` to resume). Audited when opened, as a page of events is: the stream
+        shows the same door history, and its replay can be all of it."""
         del request
         last = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
         subscriber, missed = await feed.subscribe(principal, last)
+        detail = "live" if last is None else f"live, replaying {len(missed)} after seq {last}"
+        try:
+            await accounts.audit(principal, "events.stream", None, detail)
+        except BaseException:
+            feed.unsubscribe(subscriber)  # nothing is shown unrecorded
+            raise
         return StreamingResponse(
             stream(feed, subscriber, missed, KEEPALIVE_S),
             media_type="text/event-stream",

@@ -1,19 +1,23 @@
 """The REST API's request and response bodies: what the OpenAPI document promises.
 
 Requests are strict (unknown fields refused, lengths bounded, times with an
-offset); responses never carry a full ID number except `Revealed`.
+offset and within `gateway.clock.PLAUSIBLE_YEARS`); responses never carry a full ID number except
+`Revealed`.
 """
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from gateway.clock import plausible
 from gateway.domain.keycards import CardAction
 
 MAX_CARDS = 4
+Moment = Annotated[AwareDatetime, AfterValidator(plausible)]
+"""Every time a request may carry: with an offset, in `PLAUSIBLE_YEARS`."""
 
 
 class Strict(BaseModel):
@@ -51,7 +55,7 @@ class CardIn(Strict):
 
     card_uid: str | None = Field(None, min_length=4, max_length=40)
     capture: str | None = Field(None, min_length=1, max_length=64)
-    valid_to: AwareDatetime | None = None
+    valid_to: Moment | None = None
 
 
 class EnrolRequest(Strict):
@@ -59,9 +63,9 @@ class EnrolRequest(Strict):
     name: str = Field(min_length=1, max_length=64)
     unit: str = Field(min_length=1, max_length=32)
     room: str | None = Field(None, min_length=1, max_length=32)
-    valid_from: AwareDatetime | None = None
+    valid_from: Moment | None = None
     """Default: now."""
-    valid_to: AwareDatetime | None = None
+    valid_to: Moment | None = None
     cards: list[CardIn] = Field(default_factory=list, max_length=MAX_CARDS)
 
 
@@ -70,7 +74,7 @@ class AddCardsRequest(Strict):
 
 
 class ExtendRequest(Strict):
-    valid_to: AwareDatetime
+    valid_to: Moment
 
 
 class CardActionRequest(Strict):
@@ -78,7 +82,7 @@ class CardActionRequest(Strict):
 
 
 class EndTenancyRequest(Strict):
-    moved_out_at: AwareDatetime | None = None
+    moved_out_at: Moment | None = None
     """Default: now."""
 
 

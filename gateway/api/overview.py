@@ -1,4 +1,9 @@
-"""REST for the dashboard: doors, sync status, alerts, enrol-by-tap captures, records, audit."""
+"""REST for the dashboard: doors, sync status, alerts, enrol-by-tap captures, records, audit.
+
+Alerts name tenants (masked ID numbers, person ids): each read is audited
+before it is returned, as `Directory` does for people and the events API for
+door history.
+"""
 
 from typing import Annotated
 
@@ -37,7 +42,9 @@ def overview_router(accounts: Accounts, monitor: Monitor, captures: RemoteCaptur
     @router.get("/alerts")
     async def alerts(principal: Anyone) -> models.AlertsOut:
         """Open alerts about the caller's tenants, newest first, with what to do."""
-        return await monitor.alerts(principal)
+        found = await monitor.alerts(principal)
+        await accounts.audit(principal, "alerts.list", None, f"{len(found.alerts)} alerts")
+        return found
 
     @router.post("/alerts/{alert_id}/acknowledge", status_code=204)
     async def acknowledge(principal: DoorUser, alert_id: str) -> Response:
@@ -81,12 +88,15 @@ def overview_router(accounts: Accounts, monitor: Monitor, captures: RemoteCaptur
 
     @router.get("/audit")
     async def audit(
-        _principal: Admin,
+        principal: Admin,
         after_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> models.AuditPage:
-        """Who viewed or changed personal data, logged in, or was refused, oldest first."""
-        return await monitor.audit(after_id, limit)
+        """Who viewed or changed personal data, logged in, or was refused, oldest first
+        (reading it is audited too: it names people and who looked at them)."""
+        page = await monitor.audit(after_id, limit)
+        await accounts.audit(principal, "audit.view", None, f"{len(page.entries)} entries")
+        return page
 
     return router
 

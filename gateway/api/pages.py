@@ -4,7 +4,9 @@ Pages call the same services as the REST API (`Directory`, `Monitor`,
 `History`), so scoping and auditing are the same whichever way a landlord
 comes in. Forms post urlencoded with the session's CSRF token and redirect
 after success (a reload never re-submits). JavaScript is used where it helps:
-the tap capture on the enrol form and the live event list.
+the tap capture on the enrol form and the live event list. Every page showing
+tenants' names, ID numbers, alerts or door history writes an audit entry
+before it is rendered (here, or in the service it calls).
 """
 
 from typing import Annotated, Any
@@ -47,6 +49,8 @@ def pages_router(
         doors = monitor.doors(principal).doors
         sync = await _or_none(monitor.sync())
         alerts = await _or_none(monitor.alerts(principal))
+        shown = len(alerts.alerts) if alerts else 0
+        await accounts.audit(principal, "dashboard.view", None, f"{shown} alerts")
         return render(
             request,
             "dashboard.html",
@@ -82,6 +86,7 @@ def pages_router(
     @router.get("/ui/alerts")
     async def alerts_page(request: Request, principal: Anyone) -> HTMLResponse:
         alerts = await monitor.alerts(principal)
+        await accounts.audit(principal, "alerts.list", None, f"{len(alerts.alerts)} alerts")
         return render(request, "alerts.html", principal, alerts=alerts.alerts)
 
     @router.post("/ui/alerts/{alert_id}/acknowledge")

@@ -33,7 +33,10 @@ def _when(context: Context, text: str | None) -> str:
         return text
     zone = getattr(context["request"].app.state, "zone", None)
     if moment.tzinfo is not None and zone is not None:
-        moment = moment.astimezone(zone)
+        try:
+            moment = moment.astimezone(zone)
+        except OverflowError:  # a stored time the API would refuse today: show it as it is
+            return text
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -69,11 +72,10 @@ def render(
     )
     if status_code >= 400:
         request.app.state.refused[f"page_{status_code}"] += 1  # counted like the API's
-    response.headers["Cache-Control"] = "no-store"
+    # The page's own policy (its scripts and styles); the rest: `gateway.api.headers`.
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
     )
-    response.headers["X-Frame-Options"] = "DENY"
     return response
 
 

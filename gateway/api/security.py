@@ -4,14 +4,17 @@ People log in with a name and password (JSON or an urlencoded form) and get a
 session cookie (`rentgate_session`: HttpOnly, Secure, SameSite=Strict, Path=/)
 and a CSRF token; every unsafe request (POST, PUT, PATCH, DELETE) from a
 cookie session must carry the token in `X-CSRF-Token` or a `csrf_token` form
-field. Terminals send `Authorization: Bearer {terminal}:{secret}`: no cookie,
-so no CSRF check. Every `AuthFailure` becomes HTTP here, in one table.
+field, and no unsafe request (logins included) may come from another site
+(`gateway.api.login_guard`). Terminals send `Authorization: Bearer
+{terminal}:{secret}`: no cookie, so no CSRF check. Every `AuthFailure`
+becomes HTTP here, in one table.
 
 No `from __future__ import annotations` here: FastAPI reads the annotations
 of the dependency closures below at runtime, and they name local variables.
 """
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -29,7 +32,10 @@ from gateway.api.auth import (
     Principal,
     Role,
 )
+from gateway.api.login_guard import cross_site
 from gateway.api.models import ERROR_RESPONSES
+
+log = logging.getLogger(__name__)
 
 MAX_FORM_BYTES = 8 * 1024
 LOGIN_PAGE = "/ui/login"
@@ -42,6 +48,7 @@ STATUS = {
     AuthProblem.RATE_LIMITED: 429,
     AuthProblem.CSRF_MISSING: 403,
     AuthProblem.CSRF_MISMATCH: 403,
+    AuthProblem.CROSS_SITE: 403,
     AuthProblem.FORBIDDEN: 403,
     AuthProblem.SETUP_CODE_WRONG: 403,
     AuthProblem.SETUP_DONE: 409,
@@ -69,6 +76,8 @@ def current_principal(accounts: Accounts) -> Callable[[Request], Awaitable[Princ
     async def dependency(request: Request) -> Principal:
         authorization = request.headers.get("authorization")
         unsafe = request.method in UNSAFE_METHODS and authorization is None
+        if unsafe:
+            refuse_cross_site(accounts, request)
         csrf = request.headers.get(auth.CSRF_HEADER)
         if unsafe and csrf is None:
             csrf = await _form_csrf(request)
@@ -134,7 +143,9 @@ def security_router(accounts: Accounts) -> APIRouter:
 
     @router.post("/login")
     async def login(request: Request) -> JSONResponse:
-        """Name and password → session cookie, and the CSRF token for unsafe requests."""
+        """Name and password → session cookie, and the CSRF token for unsafe requests.
+        Refused (403) when a browser says another site sent it (login CSRF)."""
+        refuse_cross_site(accounts, request)
         name, password = await _fields(accounts, request, ("name", "password"))
         try:
             session_id, principal = await accounts.login(name, password, client_address(request))
@@ -168,7 +179,8 @@ def security_router(accounts: Accounts) -> APIRouter:
     @router.post("/setup", status_code=201)
     async def setup(request: Request) -> JSONResponse:
         """First run: the setup code from the gateway's data dir, the first admin's name and
-        password. Refused (409) once an admin exists."""
+        password. Refused (409) once an admin exists, and (403) from another site."""
+        refuse_cross_site(accounts, request)
         code, name, password = await _fields(accounts, request, ("code", "name", "password"))
         try:
             admin = await accounts.setup(code, name, password, client_address(request))
@@ -194,6 +206,14 @@ def set_session_cookie(response: Response, session_id: str, max_age_s: int) -> N
 
 def clear_session_cookie(response: Response) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+
+
+def refuse_cross_site(accounts: Accounts, request: Request) -> None:
+    """403 (counted) when a browser says another site sent this unsafe request."""
+    why = cross_site(request)
+    if why is not None:
+        log.warning("auth: %s %s refused as cross-site: %s", request.method, request.url.path, why)
+        raise http_error(accounts.fail(AuthProblem.CROSS_SITE, "sent from another site"))
 
 
 def client_address(request: Request) -> str:

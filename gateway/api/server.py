@@ -146,6 +146,7 @@ class ApiServer:
             log_level="warning",
             log_config=None,  # uvicorn's records go through the gateway's own log handler
             access_log=False,
+            proxy_headers=False,  # X-Forwarded-For: only from [api] trusted_proxies (api/forwarded)
             timeout_graceful_shutdown=3,  # live event streams never end by themselves
         )
 

@@ -21,6 +21,7 @@ from gateway.api.directory import Directory, DirectoryError
 from gateway.api.monitor import Monitor
 from gateway.api.rendering import error_page, form, render
 from gateway.api.security import require_page
+from gateway.clock import plausible
 from gateway.domain.keycards import CardAction
 
 PAGE_SIZE = 50
@@ -178,12 +179,14 @@ def _enrol_request(fields: dict[str, str], valid_to: datetime | None) -> models.
 
 
 def _day_end(fields: dict[str, str], directory: Directory) -> datetime | None:
+    """The end of the form's `valid_to` day in the gateway's zone; None unless a date
+    in `PLAUSIBLE_YEARS` (the same bounds as the REST API's)."""
     try:
         day = datetime.fromisoformat(fields.get("valid_to", ""))
-    except ValueError:
+        zone = directory.now().tzinfo
+        return plausible(day.replace(hour=23, minute=59, second=59, tzinfo=zone))
+    except (ValueError, OverflowError):
         return None
-    zone = directory.now().tzinfo
-    return day.replace(hour=23, minute=59, second=59, tzinfo=zone)
 
 
 def _message(exc: Exception) -> str:

@@ -24,6 +24,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.clock import plausible
 from gateway.domain.ids import IdNumber
 
 MAX_RECORD_TEXT = 1024
@@ -46,7 +47,7 @@ def _printable(text: str) -> str:
 def _aware(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("time must carry a UTC offset")
-    return moment
+    return plausible(moment)
 
 
 Text64 = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_printable)]

@@ -3,7 +3,8 @@
 Every few minutes: delivered events carrying full ID numbers go once their
 grace period after acknowledgement is over (domain.md: hold a full ID number
 only until the platform has the record, plus a short grace); delivered events
-older than the history period go; when the
+older than the history period go; audit entries older than the audit
+period go (at least six months, `audit_retention.MIN_AUDIT_DAYS`); when the
 file nears its budget, older delivered history goes first, whatever its age;
 freed pages are given back to the filesystem a chunk at a time. Undelivered
 records are never touched: when they alone reach the budget the gateway raises
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 from gateway.clock import Clock
 from gateway.domain.events import EventType, new_event
 from gateway.store import retention
+from gateway.store.audit_retention import MIN_AUDIT_DAYS, prune_audit
 from gateway.store.db import connect
 from gateway.store.errors import StoreError
 from gateway.store.writer import Writer
@@ -43,6 +45,7 @@ T = TypeVar("T")
 @dataclass
 class HousekeepingStats:
     pruned: int = 0
+    audit_pruned: int = 0
     reclaims: int = 0
     last_usage: retention.Usage | None = None
 
@@ -58,6 +61,7 @@ class Housekeeper:
         history: timedelta,
         every_s: float,
         personal_grace: timedelta = timedelta(days=1),
+        audit: timedelta = timedelta(days=MIN_AUDIT_DAYS),
     ) -> None:
         self._writer = writer
         self._database = database
@@ -66,6 +70,7 @@ class Housekeeper:
         self._history = history
         self._every_s = every_s
         self._grace = personal_grace
+        self._audit = audit
         self.alarms: dict[str, str] = {}
         """Active gateway alarms by kind, with their detail."""
         self.stats = HousekeepingStats()
@@ -96,7 +101,7 @@ class Housekeeper:
             conn.close()
 
     async def check(self) -> retention.Usage:
-        """One round: history period, budget, reclaim, alarms. Returns the usage after it."""
+        """One round: history and audit periods, budget, reclaim, alarms; the usage after it."""
         self._storage_failing()
         grace = self._clock.now() - self._grace
         while (pruned := await self._op(lambda c: retention.prune_personal(c, before=grace))) > 0:
@@ -104,6 +109,9 @@ class Housekeeper:
         cutoff = self._clock.now() - self._history
         while (pruned := await self._op(lambda c: retention.prune_delivered(c, before=cutoff))) > 0:
             self.stats.pruned += pruned
+        audit_cutoff = self._clock.now() - self._audit
+        while (pruned := await self._op(lambda c: prune_audit(c, before=audit_cutoff))) > 0:
+            self.stats.audit_pruned += pruned
         used = await asyncio.to_thread(self._measure)
         while used.used_bytes > HIGH_WATER * self._budget and used.delivered_kept:
             pruned = await self._op(lambda c: retention.prune_delivered(c, before=None))

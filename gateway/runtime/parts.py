@@ -348,6 +348,7 @@ def _housekeeper(config: Config, clock: Clock, writer: Writer) -> Housekeeper:
         history=timedelta(days=storage.history_days),
         every_s=storage.check_every_s,
         personal_grace=timedelta(hours=storage.personal_grace_hours),
+        audit=timedelta(days=storage.audit_days),
     )
 
 

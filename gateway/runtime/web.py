@@ -29,6 +29,7 @@ from gateway.api.overview import overview_router
 from gateway.api.pages import pages_router
 from gateway.api.people_api import people_router
 from gateway.api.rendering import STATIC_DIR
+from gateway.api.schema import schema_router
 from gateway.api.security import security_router
 from gateway.api.storeaccess import StoreAccess
 from gateway.clock import Clock
@@ -120,7 +121,7 @@ def build_web(parts: WebParts, view: RunningView) -> WebSide:
     )
     history = History(store, monitor)
     feed = LiveFeed(store, history)
-    app = create_api(parts.intake, parts.terminals)
+    app = create_api(parts.intake, parts.terminals, trusted_proxies=config.api.trusted_proxies)
     app.state.zone = ZoneInfo(config.gateway.timezone)  # how pages show times
     app.include_router(security_router(accounts))
     app.include_router(people_router(accounts, directory))
@@ -128,5 +129,6 @@ def build_web(parts: WebParts, view: RunningView) -> WebSide:
     app.include_router(events_router(accounts, history, feed))
     app.include_router(metrics_router(view))
     app.include_router(pages_router(accounts, directory, monitor, history))
+    app.include_router(schema_router(accounts))
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="static")
     return WebSide(app, accounts, feed, store)

@@ -21,6 +21,10 @@ from gateway.store.errors import StoreError
 USER_ROLES = ("admin", "landlord", "coordinator")
 """Roles a user row may have; terminals are in the `terminals` table (migration 5)."""
 
+AUDIT_NO_DELETE_TRIGGER = """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"""
+"""Lifted only inside `gateway.store.audit_retention`'s pruning transaction."""
+
 # Migration 6 as data, not as a `Migration`: migrations.py imports this module to
 # register it, and importing migrations.py from here would make that a cycle.
 MIGRATION_6_VERSION = 6
@@ -64,8 +68,7 @@ MIGRATION_6_SCRIPT: tuple[str, ...] = (
     "CREATE INDEX audit_log_by_subject ON audit_log (subject, id)",
     """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
             BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
-    """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
-            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+    AUDIT_NO_DELETE_TRIGGER,
     """CREATE TABLE login_attempts (
             key TEXT NOT NULL,
             at REAL NOT NULL
@@ -346,11 +349,19 @@ def attempts_since(conn: sqlite3.Connection, key: str, since_s: float) -> list[f
     return [float(row[0]) for row in rows]
 
 
+KNOWN_PREFIX = "known:"
+"""Rows under keys with this prefix mark a successful login (an account's usual address),
+not an attempt: `remember` keeps and forgets them, `add_attempts` leaves them alone."""
+
+
 def add_attempts(
     conn: sqlite3.Connection, keys: Sequence[str], at_s: float, *, forget_before_s: float
 ) -> list[int]:
     """Record an attempt under each key (and forget attempts too old to matter); the row ids."""
-    conn.execute("DELETE FROM login_attempts WHERE at <= ?", (forget_before_s,))
+    conn.execute(
+        "DELETE FROM login_attempts WHERE at <= ? AND key NOT LIKE ?",
+        (forget_before_s, KNOWN_PREFIX + "%"),
+    )
     insert = "INSERT INTO login_attempts (key, at) VALUES (?, ?)"
     return [int(conn.execute(insert, (key, at_s)).lastrowid or 0) for key in keys]
 
@@ -361,3 +372,13 @@ def remove_attempts(conn: sqlite3.Connection, row_ids: Sequence[int]) -> None:
 
 def clear_attempts(conn: sqlite3.Connection, key: str) -> None:
     conn.execute("DELETE FROM login_attempts WHERE key = ?", (key,))
+
+
+def remember(conn: sqlite3.Connection, key: str, at_s: float, *, forget_before_s: float) -> None:
+    """Mark `key` (a `KNOWN_PREFIX` key) as seen at `at_s`; forget marks older than
+    `forget_before_s`."""
+    conn.execute(
+        "DELETE FROM login_attempts WHERE key LIKE ? AND (at <= ? OR key = ?)",
+        (KNOWN_PREFIX + "%", forget_before_s, key),
+    )
+    conn.execute("INSERT INTO login_attempts (key, at) VALUES (?, ?)", (key, at_s))

@@ -25,7 +25,8 @@ from fastapi import Depends, FastAPI
 
 from gateway.api import auth
 from gateway.api.accounts import Accounts, reveal_id_number
-from gateway.api.auth import AuthFailure, LoginLimit, Principal, Role, may_see_unit
+from gateway.api.auth import AuthFailure, Principal, Role, may_see_unit
+from gateway.api.login_limit import Backoff, account_key, pair_key
 from gateway.api.security import current_principal, http_error, require, security_router
 from gateway.cli.users import add_parsers, run_users
 from gateway.clock import ManualClock
@@ -85,6 +86,12 @@ class Gate:
             yield conn
         finally:
             conn.close()
+
+    def login_from(self, address: str, name: str, password: str = PASSWORD) -> Any:
+        """A login from another client address (a TestClient of its own on the same app)."""
+        client = TestClient(self.client.app, base_url="https://testserver", client=(address, 1))
+        with client:
+            return client.post("/api/v1/login", json={"name": name, "password": password})
 
     def audit(self) -> list[users.AuditEntry]:
         self.writer.flush()
@@ -179,11 +186,16 @@ def test_a_landlord_sees_only_their_own_units() -> None:
     assert not may_see_unit(Principal(None, "T-01", Role.TERMINAL), "3")
 
 
-def test_the_rate_limit_window() -> None:
-    limit = LoginLimit(max_failures=5, window_s=900)
-    assert limit.retry_after([100.0] * 4, 200.0) is None
-    assert limit.retry_after([100.0, 110, 120, 130, 140], 200.0) == 800
-    assert limit.retry_after([100.0, 110, 120, 130, 140], 1001.0) is None
+def test_the_wait_doubles_past_the_free_failures_up_to_its_cap_and_is_forgotten() -> None:
+    backoff = Backoff(free=5, first_wait_s=30, max_wait_s=900, window_s=3600)
+    five = [100.0, 110, 120, 130, 140]
+    assert backoff.retry_after(five, 141.0) is None  # the allowance: no wait
+    assert backoff.retry_after([*five, 150], 160.0) == 20  # 30 s after the sixth
+    assert backoff.retry_after([*five, 150, 190], 200.0) == 50  # 60 s after the seventh
+    assert backoff.retry_after([*five, 150, 190], 250.0) is None
+    assert backoff.retry_after([150.0 + n for n in range(40)], 189.0) == 900  # capped
+    assert backoff.retry_after([150.0 + n for n in range(40)], 150 + 3600 + 40) is None
+    assert backoff.wait_s(10_000) == 900  # no float overflow however many
 
 
 # -- login, cookie, CSRF -----------------------------------------------------
@@ -272,38 +284,68 @@ def test_roles_are_required(gate: Gate) -> None:
 # -- rate limit --------------------------------------------------------------
 
 
-def test_the_sixth_attempt_for_a_name_is_429_even_with_the_right_password(gate: Gate) -> None:
+def test_past_five_failures_from_one_address_the_account_waits_there_and_waits_longer(
+    gate: Gate,
+) -> None:
     gate.add_user("li")
-    for _ in range(5):
+    for _ in range(6):
         assert gate.login("li", "guess-guess-guess").status_code == 401
 
-    sixth = gate.login("li")
+    seventh = gate.login("li")  # even with the right password: the guesser cannot tell
 
-    assert (sixth.status_code, error_of(sixth)) == (429, "rate_limited")
-    assert 0 < int(sixth.headers["retry-after"]) <= 15 * 60
+    assert (seventh.status_code, error_of(seventh)) == (429, "rate_limited")
+    assert int(seventh.headers["retry-after"]) == 30
     assert auth.SESSION_COOKIE not in gate.client.cookies
-    gate.clock.advance(15 * 60 + 1)
+    gate.clock.advance(30)
+    assert gate.login("li", "guess-guess-guess").status_code == 401
+    assert int(gate.login("li").headers["retry-after"]) == 60  # doubled
+    gate.clock.advance(60)
     assert gate.login("li").status_code == 200
 
 
-def test_the_sixth_failure_from_one_address_is_429_whatever_the_name(gate: Gate) -> None:
+def test_past_ten_failures_from_one_address_it_waits_whatever_the_name(gate: Gate) -> None:
     gate.add_user("li")
-    for n in range(5):
+    for n in range(11):
         assert gate.login(f"nobody-{n}", "guess-guess-guess").status_code == 401
 
     response = gate.login("li")
 
     assert response.status_code == 429
-    assert [e.action for e in gate.audit()] == ["login.failed"] * 5
+    assert [e.action for e in gate.audit()] == ["login.failed"] * 11
 
 
-def test_a_successful_login_clears_the_names_failures(gate: Gate) -> None:
+def test_a_successful_login_clears_the_users_own_failures_not_the_accounts(gate: Gate) -> None:
     gate.add_user("li")
     for _ in range(3):
         gate.login("li", "guess-guess-guess")
     assert gate.login("li").status_code == 200
     with gate.conn() as conn:
-        assert users.attempts_since(conn, auth.name_key("li"), 0) == []
+        assert users.attempts_since(conn, pair_key("li", "testclient"), 0) == []
+        assert len(users.attempts_since(conn, account_key("li"), 0)) == 3
+
+
+def test_guesses_from_five_addresses_lock_out_neither_the_user_nor_the_admin(
+    gate: Gate,
+) -> None:
+    """Issue 13: five wrong passwords from five addresses kept the real user out 15 minutes."""
+    gate.add_user("li")
+    gate.add_user("root", role="admin")
+    for name in ("li", "root"):
+        assert gate.login_from("198.51.100.7", name).status_code == 200  # the usual address
+        for n in range(5):
+            assert gate.login_from(f"203.0.113.{n}", name, "guess-guess-guess").status_code == 401
+
+        assert gate.login_from("198.51.100.7", name).status_code == 200
+        assert gate.login_from("192.0.2.50", name).status_code == 200  # a fresh one too
+
+        for n in range(5, 8):  # the guesser goes on: fresh addresses now wait
+            gate.login_from(f"203.0.113.{n}", name, "guess-guess-guess")
+        fresh = gate.login_from("192.0.2.51", name)
+        assert (fresh.status_code, error_of(fresh)) == (429, "rate_limited")
+        assert int(fresh.headers["retry-after"]) <= 5 * 60
+        assert gate.login_from("198.51.100.7", name).status_code == 200  # usual: never waits
+        gate.clock.advance(int(fresh.headers["retry-after"]))
+        assert gate.login_from("192.0.2.51", name).status_code == 200  # fresh: after the wait
 
 
 # -- sessions ----------------------------------------------------------------

@@ -8,6 +8,7 @@ what the API answers.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from typing import Any
@@ -226,8 +227,10 @@ def test_the_setup_page_is_closed_once_an_admin_exists(web: WebGateway) -> None:
         page = client.get("/ui/setup")
         assert page.status_code == 200
         assert "设置码" in page.text
+        token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+        assert token is not None
         form = {"code": "whatever", "name": "intruder", "password": "a long enough passphrase"}
-        refused = client.post("/ui/setup", data=form)
+        refused = client.post("/ui/setup", data=form | {"login_token": token.group(1)})
         assert refused.status_code == 409
         assert "already has an admin" in refused.text
 
