@@ -367,15 +367,17 @@ class InProcessGateway:
 class GatewayProcess:
     """`rentgate run` in a child process, for kill -9 and signal tests."""
 
-    def __init__(self, config_path: Path, log_path: Path) -> None:
+    def __init__(self, config_path: Path, log_path: Path, *, web: str = "child") -> None:
         self.config_path = config_path
         self.log_path = log_path
+        self.web = web
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        command = ["run", "--config", str(self.config_path), "--web", self.web]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config_path)],
+                [sys.executable, "-m", "gateway.cli", *command],
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
