@@ -332,6 +332,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--delta-seconds", type=float, default=10.0, help="length of `delta`")
     parser.add_argument("--runs", default="quiet,elsewhere,flood,delta")
+    parser.add_argument(
+        "--broker-queue",
+        type=int,
+        default=None,
+        help="Mosquitto max_queued_messages (default: LocalBroker's 100000; Mosquitto's own 1000)",
+    )
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--flooder", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -349,7 +355,8 @@ def main() -> int:
         key = SigningKey.generate()
         _private, public = key.save(workdir / "platform")
         (workdir / "mosquitto").mkdir()
-        with LocalBroker(workdir=workdir / "mosquitto") as broker:
+        queue = f"max_queued_messages {args.broker_queue}" if args.broker_queue else ""
+        with LocalBroker(workdir=workdir / "mosquitto", extra_config=queue) as broker:
             probe = Device("fifo", workdir)
             probe.close()
             config = load_config(write_config(workdir, broker.url, probe.path, public), environ={})
