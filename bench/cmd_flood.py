@@ -205,7 +205,8 @@ class Flooder:
             raise RuntimeError("the flooder did not start")
 
     def start(self) -> None:
-        assert self._process is not None and self._process.stdin is not None
+        assert self._process is not None
+        assert self._process.stdin is not None
         self._process.stdin.write(b"go\n")
         self._process.stdin.flush()
 
