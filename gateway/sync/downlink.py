@@ -141,7 +141,9 @@ class Downlink:
         name = self._topics.command_name(message.topic) or ""
         verdict = self._admission.judge(name, message.payload)
         if verdict.command is not None:
-            self._cross(self._enqueue, message, verdict.command)
+            if not self._cross(self._enqueue, message, verdict.command):
+                with self._lock:
+                    self._dropped += 1
             return
         refused = verdict.refusal
         if refused is None:
@@ -158,15 +160,16 @@ class Downlink:
             command_id = refused.command_id or _best_effort_id(message.payload)
             self._cross(self._reply_refusal, name, command_id, refused)
 
-    def _cross(self, callback: Callable[..., None], *args: Any) -> None:
+    def _cross(self, callback: Callable[..., None], *args: Any) -> bool:
+        """Hand work to the event loop; False if it is not running (not yet, or stopping)."""
         loop = self._loop
+        if loop is None:
+            return False
         try:
-            if loop is None:
-                raise RuntimeError("the downlink is not running")
             loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:  # not started yet, or the loop closed: the gateway is stopping
-            with self._lock:
-                self._dropped += 1
+        except RuntimeError:  # the loop closed: the gateway is stopping
+            return False
+        return True
 
     def _enqueue(self, message: Incoming, command: Command) -> None:
         try:
