@@ -86,11 +86,15 @@ def acl_broker(
 class Client:
     """An MQTT 5 client over TLS with a client certificate, collecting what it receives."""
 
-    def __init__(self, port: int, identities: Identities, name: str) -> None:
+    def __init__(
+        self, port: int, identities: Identities, name: str, client_id: str | None = None
+    ) -> None:
         self.received: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self.disconnected = threading.Event()
         self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"test-{name}", protocol=paho.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id=client_id or f"test-{name}", protocol=paho.MQTTv5
         )
+        self._client.on_disconnect = lambda *_a: self.disconnected.set()
         self._client.tls_set(
             ca_certs=str(identities.pki.ca),
             certfile=str(identities.cert(name)),
@@ -123,6 +127,7 @@ class Client:
 
     def close(self) -> None:
         self._client.on_message = self._client.on_connect = self._client.on_subscribe = None
+        self._client.on_disconnect = None
         _close(self._client)
 
 
@@ -201,6 +206,27 @@ def test_a_gateway_cannot_publish_as_another_or_read_its_commands(
     finally:
         for client in (platform, gw_a, gw_b):
             client.close()
+
+
+def test_a_gateway_cannot_take_over_another_gateways_session_by_its_client_id(
+    acl_broker: LocalBroker, identities: Identities
+) -> None:
+    """Mosquitto ends a session when another connects with the same client id; the client
+    id is the certificate's CN (use_username_as_clientid), so GW-A asking for "GW-B" gets
+    "GW-A" and GW-B stays connected."""
+    port = acl_broker.port
+    gw_b = Client(port, identities, GW_B, client_id=GW_B)
+    platform = Client(port, identities, PLATFORM)
+    try:
+        gw_b.subscribe(f"rentgate/v1/{GW_B}/cmd/#")
+        intruder = Client(port, identities, GW_A, client_id=GW_B)
+        intruder.close()
+        platform.publish(f"rentgate/v1/{GW_B}/cmd/resync", b"{}")
+        assert gw_b.until(f"rentgate/v1/{GW_B}/cmd/resync") == [f"rentgate/v1/{GW_B}/cmd/resync"]
+        assert not gw_b.disconnected.is_set()
+    finally:
+        gw_b.close()
+        platform.close()
 
 
 def test_a_gateway_with_its_issued_certificate_sends_events_and_takes_a_signed_command(
