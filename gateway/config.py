@@ -272,6 +272,24 @@ class PlatformSection(_Section):
         description="the platform's X25519 public key (PEM, or its 32 bytes in base64) that"
         " personal data is sealed to; without it terminal captures are refused",
     )
+    reply_prefix: str | None = Field(
+        None,
+        min_length=2,
+        max_length=200,
+        description="MQTT 5 response topics under this prefix get a command's reply too;"
+        " absent: replies go to cmd-reply only",
+    )
+
+    @field_validator("reply_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if any(c in value for c in "+#\0") or not value.endswith("/"):
+            raise ValueError("must be a topic prefix ending in '/', without + # or NUL")
+        if value.startswith(("rentgate/", "$")):
+            raise ValueError("must lie outside the gateways' rentgate/ topics and $SYS")
+        return value
 
 
 class ResidenceSection(_Section):

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.cli import provision
 from gateway.config import Config
 
 EXIT_REJECTED = 1
@@ -19,7 +20,8 @@ EXIT_NO_REPLY = 3
 def add_parsers(commands: Any) -> None:
     """Register `platform` and `alerts` on the main parser's subcommands."""
     platform = commands.add_parser(
-        "platform", help="the platform's side: keys, signed commands, watching a gateway"
+        "platform",
+        help="the platform's side: keys, broker identities, signed commands, watching a gateway",
     )
     actions = platform.add_subparsers(dest="platform_command", required=True)
 
@@ -44,6 +46,8 @@ def add_parsers(commands: Any) -> None:
     )
     send.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the reply")
     send.add_argument("--response-topic", help="MQTT 5 response topic (default: cmd-reply)")
+
+    provision.add_parser(actions)
 
     watch = actions.add_parser("watch", help="print a gateway's events, state and replies")
     _broker_options(watch)
@@ -70,6 +74,12 @@ def _broker_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_platform(args: argparse.Namespace) -> int:
+    if args.platform_command == "provision":
+        return provision.run_provision(args)
+    return _with_keys(args)
+
+
+def _with_keys(args: argparse.Namespace) -> int:
     from gateway.domain.sealed_box import SealingKeyError
     from gateway.domain.signing import SigningKey, SigningKeyError
 

@@ -65,10 +65,16 @@ class DoorStatus:
 
 @dataclass(frozen=True, slots=True)
 class CommandStatus:
+    """Messages on the command topics: how many came, were authentic, applied, refused
+    (by reason), rate-limited unread in a flood, or dropped for want of room."""
+
     received: int = 0
+    accepted: int = 0
     applied: int = 0
     duplicates: int = 0
+    rate_limited: int = 0
     dropped: int = 0
+    replies_suppressed: int = 0
     rejected: Mapping[str, int] = field(default_factory=dict)
 
 

@@ -278,7 +278,12 @@ def _downlink(
 ) -> Downlink:
     """Signed commands from the platform, received on the uplink's MQTT session."""
     return Downlink(
-        config.gateway.id, keys=trusted.current, handler=commands, clock=clock, session=session
+        config.gateway.id,
+        keys=trusted.current,
+        handler=commands,
+        clock=clock,
+        session=session,
+        reply_prefix=config.platform.reply_prefix,
     )
 
 

@@ -28,7 +28,7 @@ def snapshot(
     loop_failures: Mapping[str, int],
 ) -> GatewayStatus:
     """Link, store, readers, doors, commands and alerts as they are now."""
-    doors, downlink = parts.doors, parts.downlink.stats
+    doors, downlink = parts.doors, parts.downlink.stats()
     counters = doors.counters
     return GatewayStatus(
         gateway=parts.config.gateway.id,
@@ -46,10 +46,13 @@ def snapshot(
         osdp_lines={str(line.path): dict(line.counters) for line in parts.devices.osdp_lines},
         commands=CommandStatus(
             received=downlink.received,
+            accepted=downlink.accepted,
             applied=downlink.applied,
             duplicates=downlink.duplicates,
+            rate_limited=downlink.rate_limited,
             dropped=downlink.dropped,
-            rejected=dict(downlink.rejected or {}),
+            replies_suppressed=downlink.replies_suppressed,
+            rejected=dict(downlink.rejected),
         ),
         alerts_raised=parts.alerts.raised,
         alerts_cleared=parts.alerts.cleared,

@@ -1,10 +1,19 @@
 """The downlink: platform commands in, one at a time, each answered on `cmd-reply`.
 
-Every command is verified (`gateway.domain.signed_commands.verify`) before anything
-looks at its body; a command already seen gets its original outcome back, so
-a platform that re-sends until it hears a reply never has a command applied
-twice. Commands are handled strictly in arrival order by one task: a delta can
-never overtake the snapshot it builds on.
+Every message is judged in paho's thread before the event loop sees it
+(`gateway.sync.admission`): junk is refused there, counted and summed up in
+the log once per interval; only authentic commands (signature, addressee,
+lifetime checked) take a slot in the small queue the command task serves, so
+no flood can crowd out a signed command. A command already seen gets its
+original outcome back, so a platform that re-sends until it hears a reply
+never has a command applied twice. Commands are handled strictly in arrival
+order by one task: a delta can never overtake the snapshot it builds on.
+
+Replies go to `cmd-reply`, and, for an authentic command only, also to its
+MQTT 5 response topic when that lies under the configured platform prefix:
+the gateway never publishes where an unauthenticated sender tells it to.
+Refusals of unauthenticated messages are answered on `cmd-reply` at a bounded
+rate (a refusal reply is a courtesy to a buggy platform, not to a flood).
 
 Delivery: the subscription is QoS 1 in a clean session, so a command sent
 while the gateway is offline is not kept by the broker. The platform re-sends
@@ -17,25 +26,29 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.clock import Clock, iso_ms
-from gateway.domain.signed_commands import Command, CommandRejected, Rejection, verify
+from gateway.domain.signed_commands import Command, CommandRejected, Rejection
 from gateway.domain.signing import VerifyKey
 from gateway.store.command_log import CommandOutcome
+from gateway.sync.admission import CommandAdmission, TokenBucket
 from gateway.sync.link import Incoming, Session
+from gateway.sync.log_summary import INTERVAL_S, RefusalLog
 from gateway.sync.wire import CONTRACT_VERSION, Topics
 
 log = logging.getLogger(__name__)
 
-ID_SCAN_LIMIT = 1024 * 1024
-"""Largest refused payload searched for an id to put in the reply."""
 QUEUE_LIMIT = 64
-"""Commands waiting to be handled; beyond this, arrivals are dropped and counted (a flood)."""
+"""Authentic commands waiting to be handled; only the platform can fill it."""
+REFUSAL_REPLIES_PER_S = 2.0
+REFUSAL_REPLY_BURST = 20.0
 
 
 @dataclass(frozen=True)
@@ -54,16 +67,22 @@ class CommandHandler(Protocol):
         """Apply an authentic command (validating its body) and record its outcome with it."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class DownlinkStats:
+    """What became of the messages on the command topics since the gateway started."""
+
     received: int = 0
+    accepted: int = 0
+    """Authentic commands queued for handling."""
     applied: int = 0
     duplicates: int = 0
+    rate_limited: int = 0
+    """Dropped unverified: their topic's failure budget was spent (a flood)."""
     dropped: int = 0
-    rejected: Counter[str] | None = None
-
-    def __post_init__(self) -> None:
-        self.rejected = Counter()
+    """Authentic commands dropped because the queue was full (or the gateway stopping)."""
+    replies_suppressed: int = 0
+    """Refusals of unauthenticated messages left unanswered (over the reply rate)."""
+    rejected: Mapping[str, int] = field(default_factory=dict)
 
 
 class Downlink:
@@ -75,58 +94,114 @@ class Downlink:
         handler: CommandHandler,
         clock: Clock,
         session: Callable[[], Session | None],
+        reply_prefix: str | None = None,
     ) -> None:
         self._gw = gateway_id
         self._topics = Topics(gateway_id)
-        self._keys = keys
         self._handler = handler
         self._clock = clock
         self._session = session
-        self._queue: asyncio.Queue[Incoming] = asyncio.Queue(QUEUE_LIMIT)
-        self.stats = DownlinkStats()
+        self._reply_prefix = reply_prefix
+        self._admission = CommandAdmission(
+            gateway_id, keys=keys, now=lambda: int(clock.now().timestamp())
+        )
+        self._refusals = RefusalLog(log)
+        self._lock = threading.Lock()
+        self._reply_budget = TokenBucket(
+            REFUSAL_REPLIES_PER_S, REFUSAL_REPLY_BURST, time.monotonic()
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[tuple[Incoming, Command]] = asyncio.Queue(QUEUE_LIMIT)
+        self._applied = self._duplicates = self._dropped = self._suppressed = 0
+        self._handler_rejected: Counter[str] = Counter()
 
     @property
     def topic_filter(self) -> str:
         return self._topics.commands
 
+    def stats(self) -> DownlinkStats:
+        """The counts now (call on the event loop)."""
+        admitted = self._admission.counts()
+        with self._lock:
+            dropped, suppressed = self._dropped, self._suppressed
+        return DownlinkStats(
+            received=admitted.received,
+            accepted=admitted.accepted,
+            applied=self._applied,
+            duplicates=self._duplicates,
+            rate_limited=admitted.rate_limited,
+            dropped=dropped,
+            replies_suppressed=suppressed,
+            rejected=dict(admitted.rejected + self._handler_rejected),
+        )
+
     def received(self, message: Incoming) -> None:
-        """Called on the event loop for every message on the command topics."""
-        self.stats.received += 1
+        """Called in paho's network thread for every message on the command topics: judge it
+        there, and hand only authentic commands and answerable refusals to the event loop."""
+        name = self._topics.command_name(message.topic) or ""
+        verdict = self._admission.judge(name, message.payload)
+        if verdict.command is not None:
+            if not self._cross(self._enqueue, message, verdict.command):
+                with self._lock:
+                    self._dropped += 1
+            return
+        refused = verdict.refusal
+        if refused is None:
+            self._refusals.note("rate_limited", name, "the topic's failure budget is spent")
+            return
+        self._refusals.note(refused.reason.value, name, refused.detail)
+        with self._lock:
+            answer = self._reply_budget.available(time.monotonic()) >= 1
+            if answer:
+                self._reply_budget.spend(1, time.monotonic())
+            else:
+                self._suppressed += 1
+        if answer:
+            command_id = refused.command_id or _best_effort_id(message.payload)
+            self._cross(self._reply_refusal, name, command_id, refused)
+
+    def _cross(self, callback: Callable[..., None], *args: Any) -> bool:
+        """Hand work to the event loop; False if it is not running (not yet, or stopping)."""
+        loop = self._loop
+        if loop is None:
+            return False
         try:
-            self._queue.put_nowait(message)
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop closed: the gateway is stopping
+            return False
+        return True
+
+    def _enqueue(self, message: Incoming, command: Command) -> None:
+        try:
+            self._queue.put_nowait((message, command))
         except asyncio.QueueFull:
-            self.stats.dropped += 1
-            log.warning("command queue full: dropped a command (%d so far)", self.stats.dropped)
+            with self._lock:
+                self._dropped += 1
+            self._refusals.note("dropped", command.name.value, "the command queue is full")
+
+    def _reply_refusal(self, name: str, command_id: str | None, refused: CommandRejected) -> None:
+        self._reply(None, name, command_id, refusal(refused.reason, refused.detail))
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         while True:
-            message = await self._queue.get()
             try:
-                await self._process(message)
+                message, command = await asyncio.wait_for(self._queue.get(), INTERVAL_S)
+            except TimeoutError:
+                self._refusals.flush_if_due()
+                continue
+            try:
+                await self._process(message, command)
             except Exception:
                 log.exception("command handling failed; the command gets no reply")
 
-    async def _process(self, message: Incoming) -> None:
-        name = self._topics.command_name(message.topic) or ""
+    async def _process(self, message: Incoming, command: Command) -> None:
+        name = command.name.value
         started = time.perf_counter()
-        try:
-            command = await asyncio.to_thread(
-                verify,
-                message.payload,
-                topic_name=name,
-                gateway_id=self._gw,
-                keys=self._keys(),
-                now=int(self._clock.now().timestamp()),
-            )
-        except CommandRejected as rejected:
-            self._count_rejection(name, rejected.reason, rejected.detail)
-            command_id = rejected.command_id or _best_effort_id(message.payload)
-            self._reply(message, name, command_id, refusal(rejected.reason, rejected.detail))
-            return
         previous = await self._handler.previous_outcome(command.id)
         if previous is not None:
             # Refused as already seen, with what became of it the first time.
-            self.stats.duplicates += 1
+            self._duplicates += 1
             first = "applied" if previous.applied else f"refused ({previous.reason})"
             again = CommandOutcome(
                 False, Rejection.ALREADY_SEEN.value, f"{first} when first received"
@@ -136,7 +211,7 @@ class Downlink:
             return
         applied = await self._handler.handle(command)
         if applied.outcome.applied:
-            self.stats.applied += 1
+            self._applied += 1
             log.info(
                 "command %s %s applied in %.0f ms",
                 name,
@@ -144,22 +219,22 @@ class Downlink:
                 (time.perf_counter() - started) * 1000,
             )
         else:
-            reason = Rejection(applied.outcome.reason or Rejection.INVALID.value)
-            self._count_rejection(name, reason, applied.outcome.detail)
+            reason = applied.outcome.reason or Rejection.INVALID.value
+            self._handler_rejected[reason] += 1
+            log.warning(
+                "command %s %s refused: %s (%s)", name, command.id, reason, applied.outcome.detail
+            )
         self._reply(message, name, command.id, applied)
-
-    def _count_rejection(self, name: str, reason: Rejection, detail: str | None) -> None:
-        assert self.stats.rejected is not None
-        self.stats.rejected[reason.value] += 1
-        log.warning("command %s rejected: %s (%s)", name[:40] or "?", reason.value, detail)
 
     def _reply(
         self,
-        message: Incoming,
+        message: Incoming | None,
         name: str,
         command_id: str | None,
         applied: Applied,
     ) -> None:
+        """Answer on `cmd-reply`; `message` is given only for an authentic command, whose
+        response topic is also answered if it lies under the platform's reply prefix."""
         outcome = applied.outcome
         document: dict[str, Any] = {
             "v": CONTRACT_VERSION,
@@ -184,26 +259,29 @@ class Downlink:
                 _ignore_outcome
             )
 
-    def _reply_targets(self, message: Incoming) -> list[tuple[str, bytes | None]]:
-        targets: list[tuple[str, bytes | None]] = [(self._topics.command_reply, None)]
-        response = message.response_topic
-        if response and response != self._topics.command_reply and _publishable(response):
+    def _reply_targets(self, message: Incoming | None) -> list[tuple[str, bytes | None]]:
+        reply_topic = self._topics.command_reply
+        response = message.response_topic if message is not None else None
+        if response == reply_topic:
+            return [(reply_topic, message.correlation_data if message else None)]
+        targets: list[tuple[str, bytes | None]] = [(reply_topic, None)]
+        if message is not None and response and self._may_answer_at(response):
             targets.append((response, message.correlation_data))
-        elif response == self._topics.command_reply:
-            targets = [(response, message.correlation_data)]
         return targets
+
+    def _may_answer_at(self, topic: str) -> bool:
+        prefix = self._reply_prefix
+        return bool(prefix) and topic.startswith(prefix or "") and _publishable(topic)
+
+
+_ID = re.compile(rb'"id"\s*:\s*"([0-9A-Fa-f-]{36})"')
 
 
 def _best_effort_id(payload: bytes) -> str | None:
-    """The id of a refused command, if it has a readable one, so the sender can match the reply."""
-    if len(payload) > ID_SCAN_LIMIT:
-        return None
-    try:
-        document = json.loads(payload)
-    except (ValueError, RecursionError):
-        return None
-    found = document.get("id") if isinstance(document, dict) else None
-    return found if isinstance(found, str) and len(found) <= 64 else None
+    """The id of a refused command, if it has a readable one, so the sender can match the
+    reply: found by a byte scan, never by parsing what was refused."""
+    found = _ID.search(payload)
+    return found.group(1).decode("ascii") if found else None
 
 
 def _publishable(topic: str) -> bool:

@@ -4,7 +4,9 @@ A fresh paho client for every connection attempt means no message can hide in
 a queue of a dead session: what was not PUBACKed in a session is simply sent
 again from the outbox in the next one. paho's network loop runs in its own
 thread; everything it reports crosses to the event loop with
-`call_soon_threadsafe`, so the rest of the gateway only sees asyncio.
+`call_soon_threadsafe`, so the rest of the gateway only sees asyncio. The one
+exception is a subscription's messages, which its receiver judges in paho's
+thread first (see `Subscriptions`).
 
 TLS (`mqtts://`) always verifies the server certificate and host name, and
 there is no fallback to plaintext: a failed handshake is a failed attempt.
@@ -104,8 +106,12 @@ class Incoming:
 
 @dataclass(frozen=True)
 class Subscriptions:
-    """Topic filters subscribed at QoS 1 in every session, and who receives their messages
-    (on the event loop)."""
+    """Topic filters subscribed at QoS 1 in every session, and who receives their messages.
+
+    `received` is called in paho's network thread, for every message: it must be
+    thread-safe and cheap, and cross to the event loop itself (`call_soon_threadsafe`)
+    with what deserves it. Judging there keeps a flood off the loop that decides doors.
+    """
 
     filters: tuple[str, ...]
     received: Callable[[Incoming], None]
@@ -315,7 +321,10 @@ class MqttLink:
                 getattr(properties, "ResponseTopic", None),
                 getattr(properties, "CorrelationData", None),
             )
-            loop.call_soon_threadsafe(subscriptions.received, incoming)
+            try:
+                subscriptions.received(incoming)
+            except Exception:  # an escaping error would end paho's thread, and the session
+                log.exception("message on %s not handled", message.topic[:120])
 
         def on_disconnect(
             _c: paho.Client, _u: object, _f: object, code: ReasonCode, _p: object

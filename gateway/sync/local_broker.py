@@ -53,12 +53,16 @@ class LocalBroker:
         extra_config: str = "",
         *,
         persistent: bool = False,
+        listener_config: str | None = None,
     ) -> None:
+        """`listener_config` replaces the default anonymous plaintext listener (it must bind
+        `self.port` on 127.0.0.1 itself): for a broker run as production runs it."""
         self.port = port or free_port()
         self._owned_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="rentgate-mosquitto-"))
         self._extra = extra_config
         self._persistent = persistent
+        self._listener = listener_config
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,9 +70,8 @@ class LocalBroker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def _write_config(self) -> Path:
+        listener = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
         lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
             "persistence true" if self._persistent else "persistence false",
             f"persistence_location {self.workdir}/",
             "log_dest stderr",
@@ -80,7 +83,8 @@ class LocalBroker:
         if os.geteuid() == 0:
             lines.append("user root")
         path = self.workdir / "mosquitto.conf"
-        path.write_text("\n".join(lines) + "\n" + self._extra + "\n")
+        tail = self._listener if self._listener is not None else "\n".join(listener)
+        path.write_text("\n".join(lines) + "\n" + tail + "\n" + self._extra + "\n")
         return path
 
     def start(self, timeout: float = 10.0) -> None:

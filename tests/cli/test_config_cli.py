@@ -244,3 +244,20 @@ def test_run_reports_live_status_and_stops_cleanly_on_sigterm(
     assert final["running"] is False
     log = (tmp_path / "gateway.log").read_text()
     assert "04DEADBEEF" not in log, "card serials do not reach the log unmasked"
+
+
+@pytest.mark.parametrize(
+    "prefix", ["rentgate/v1/GW-0001/", "platform/+/", "platform/replies", "$SYS/x/", "/"]
+)
+def test_a_reply_prefix_inside_the_gateways_topics_or_with_wildcards_is_refused(
+    prefix: str,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(MINIMAL, environ={"RENTGATE_PLATFORM__REPLY_PREFIX": prefix})
+    assert any(problem.startswith("platform.reply_prefix:") for problem in caught.value.problems)
+
+
+def test_a_platform_reply_prefix_is_accepted_and_absent_by_default() -> None:
+    assert parse_config(MINIMAL, environ={}).platform.reply_prefix is None
+    config = parse_config(MINIMAL, environ={"RENTGATE_PLATFORM__REPLY_PREFIX": "platform/replies/"})
+    assert config.platform.reply_prefix == "platform/replies/"

@@ -16,6 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 @dataclass(frozen=True)
 class Pki:
     ca: Path
+    ca_key: Path
     server_cert: Path
     server_key: Path
     client_cert: Path
@@ -142,8 +143,9 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
 
 
 def make_pki(directory: Path) -> Pki:
-    """A CA with a server certificate (127.0.0.1, localhost) and a client certificate, and an
-    unrelated CA with a client certificate of its own, written to `directory`."""
+    """A CA (certificate and key) with a server certificate (127.0.0.1, localhost) and a client
+    certificate, and an unrelated CA with a client certificate of its own, written to
+    `directory`."""
     ca = _ca("Rentgate test CA")
     server = _leaf("127.0.0.1", ca, server=True)
     client = _leaf("GW-TLS-CLIENT", ca, server=False)
@@ -151,6 +153,7 @@ def make_pki(directory: Path) -> Pki:
     other_client = _leaf("GW-TLS-ROGUE", other, server=False)
     return Pki(
         ca=_write_cert(directory / "ca.pem", ca[1]),
+        ca_key=_write_key(directory / "ca.key", ca[0]),
         server_cert=_write_cert(directory / "server.pem", server[1]),
         server_key=_write_key(directory / "server.key", server[0]),
         client_cert=_write_cert(directory / "client.pem", client[1]),

@@ -31,6 +31,7 @@ from tests.support.gateway import (
 from tests.support.platform import Platform, key_file, person_entry
 
 GW = "GW-CMD"
+REPLY_PREFIX = "platform/replies/"
 
 
 @dataclass
@@ -66,7 +67,7 @@ def rig(tmp_path: Path, broker: LocalBroker) -> Iterator[Rig]:
         tmp_path,
         f"mqtt://127.0.0.1:{broker.port}",
         gateway_id=GW,
-        extra=f'[platform]\nkeys = ["{public}"]\n',
+        extra=f'[platform]\nkeys = ["{public}"]\nreply_prefix = "{REPLY_PREFIX}"\n',
     )
     subscriber = Subscriber(broker.port, f"rentgate/v1/{GW}/#", client_id="downlink-test")
     running = InProcessGateway(load(path)).start()
@@ -232,8 +233,7 @@ def test_every_rejection_has_its_reason_and_changes_nothing(rig: Rig) -> None:
         rig.gateway.parts.devices.locks["front"].commands == SimLock("front").commands
     )  # never unlocked
     assert [d["result"] for d in rig.tap("C000000", "C000100")] == ["allow", "deny"]
-    assert rig.gateway.parts.downlink.stats.rejected is not None
-    assert sum(rig.gateway.parts.downlink.stats.rejected.values()) == len(cases)
+    assert sum(rig.gateway.parts.downlink.stats().rejected.values()) == len(cases)
 
 
 def test_a_command_is_applied_once_and_a_resend_says_so(rig: Rig) -> None:
@@ -259,9 +259,64 @@ def test_a_command_is_applied_once_and_a_resend_says_so(rig: Rig) -> None:
 
 def test_mqtt5_response_topic_and_correlation_data_are_honoured(rig: Rig) -> None:
     payload = rig.platform.signed("resync", {})
-    reply = rig.platform.send_raw("resync", payload, response_topic="platform/replies/xyz")
+    reply = rig.platform.send_raw("resync", payload, response_topic=f"{REPLY_PREFIX}xyz")
     assert reply["ok"] is True
     assert reply["cmd"] == "resync"
+
+
+def test_no_reply_goes_where_an_unauthenticated_sender_names(rig: Rig, broker: LocalBroker) -> None:
+    """Issue 13: a response topic on an unsigned command made the gateway publish its refusal
+    wherever the sender named, under its own identity (its own events and state, another
+    gateway's cmd/door.unlock). Only an authentic command's response topic under the
+    configured platform prefix is answered."""
+    targets = [
+        f"rentgate/v1/{GW}/events",
+        f"rentgate/v1/{GW}/state",
+        "rentgate/v1/GW-OTHER/cmd/door.unlock",
+        "elsewhere/replies/x",
+    ]
+    watcher = Subscriber(broker.port, "#", client_id="response-topic-watch")
+    try:
+        good = rig.platform.signed("resync", {})
+        forged = [_unsigned(good), _flip_signature(good), b"{not json"]
+        for target in targets:
+            for payload in forged:
+                rig.platform.client.publish(
+                    f"rentgate/v1/{GW}/cmd/resync", payload, response_topic=target
+                )
+        # Authentic, but its response topic lies outside the prefix: cmd-reply only.
+        rig.platform.client.publish(
+            f"rentgate/v1/{GW}/cmd/resync",
+            rig.platform.signed("resync", {}),
+            response_topic="rentgate/v1/GW-OTHER/cmd/door.unlock",
+        )
+        # The last word: an authentic command answered under the prefix. Everything sent
+        # before it was judged and answered (or not) before it.
+        last = rig.platform.send_raw(
+            "resync", rig.platform.signed("resync", {}), response_topic=f"{REPLY_PREFIX}last"
+        )
+        assert last["ok"] is True
+        wait_until(
+            lambda: any(m.topic == f"{REPLY_PREFIX}last" for m in watcher.snapshot()),
+            10,
+            "the last reply seen by the watcher",
+        )
+        replies_elsewhere = [
+            m.topic for m in watcher.snapshot() if m.topic in targets and _is_reply(m.payload)
+        ]
+        assert replies_elsewhere == []
+        refused = rig.gateway.parts.downlink.stats().rejected
+        assert refused.get("unsigned", 0) >= len(targets)
+    finally:
+        watcher.close()
+
+
+def _is_reply(payload: bytes) -> bool:
+    try:
+        document = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and {"ok", "cmd", "id"} <= set(document)
 
 
 def test_resync_republishes_the_state(rig: Rig) -> None:
