@@ -5,6 +5,25 @@ with a tenancy in one of their units; anyone else's person, card or tenancy
 is NOT_FOUND to them, exactly as if it did not exist. Each view of personal
 data and each change is audited, in the same transaction as the change (or
 before the view is returned), so nothing is shown or changed unrecorded.
+
+One person may be the tenant of two landlords (the same ID number, enrolled
+by each). What is each landlord's, and nothing more, is:
+
+* **the letting**: their tenancies, the name they entered (kept with the
+  tenancy), and the alerts and door events of the person raised during their
+  own tenancy at the doors serving their units (`Monitor.scope_in`);
+* **the cards enrolled for their units**: a card belongs to the unit of the
+  tenancy it was enrolled with (or added for). A landlord sees, reports lost,
+  unblocks, returns, cancels and extends only those; a card of the person's
+  other letting is NOT_FOUND to them, and enrolling its serial again is refused
+  as another person's card is. Cards with no unit (enrolled before units were
+  kept, by a person let in several units; or an admin's) are an admin's.
+
+So enrolling an ID number another landlord's tenancy holds answers exactly as
+for a newcomer: no stored name, no cards, `new_person` true (new to the
+caller), no history. Admins see and change everything. What a landlord still
+sees of the person as a whole is the residence standing (registration and
+permit state), which the rules keep per person and building (R1).
 """
 
 from __future__ import annotations
@@ -37,6 +56,7 @@ from gateway.errors import RentgateError
 from gateway.store import registry, residents, tenants
 from gateway.store.crypto import KeyRing
 from gateway.store.errors import StoreError
+from gateway.store.event_history import EventScope
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -88,13 +108,17 @@ class Directory:
         accounts: Accounts,
         residence: Residence,
         captures: CardCaptures,
+        scope: Callable[[sqlite3.Connection, Principal], EventScope | None],
     ) -> None:
+        """`scope`: what of people's lives a caller sees (`Monitor.scope_in`), for the alerts
+        counted on a person."""
         self._store = store
         self._keys = keys
         self._clock = clock
         self._accounts = accounts
         self._residence = residence
         self._captures = captures
+        self._scope = scope
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -174,7 +198,8 @@ class Directory:
 
         def write(conn: sqlite3.Connection) -> models.Enrolled:
             found = tenants.person_with_id_number(conn, self._keys, id_number.value)
-            rename = found is None or self._in_scope(conn, principal, found)
+            mine = found is not None and self._in_scope(conn, principal, found)
+            rename = found is None or (mine and self._wholly_theirs(conn, principal, found))
             result = registry.enrol(conn, self._keys, enrolment, now, rename=rename)
             self._audit_in(
                 conn,
@@ -185,7 +210,8 @@ class Directory:
             )
             person = self._person_out(conn, result.person_id, principal)
             assert person is not None
-            return models.Enrolled(person=person, new_person=result.new_person)
+            new = result.new_person if principal.role is Role.ADMIN else not mine
+            return models.Enrolled(person=person, new_person=new)
 
         enrolled = await self._write(write)
         log.info("%s enrolled %s in unit %s", principal.name, id_number.masked, request.unit)
@@ -201,7 +227,8 @@ class Directory:
 
         def write(conn: sqlite3.Connection) -> models.PersonOut:
             self._require_person(conn, principal, person_id)
-            tenants.add_cards(conn, self._keys, person_id, grants, self._clock.now())
+            unit = self._card_unit(conn, principal, person_id, request.unit)
+            tenants.add_cards(conn, self._keys, person_id, grants, self._clock.now(), unit=unit)
             self._audit_in(conn, principal, "card.add", f"person:{person_id}", f"{len(grants)}")
             return self._changed(conn, person_id, principal)
 
@@ -290,6 +317,32 @@ class Directory:
             grants.append(CredentialGrant(_as_card(credential), valid_to=card.valid_to))
         return tuple(grants)
 
+    def _wholly_theirs(
+        self, conn: sqlite3.Connection, principal: Principal, person_id: str
+    ) -> bool:
+        """Whether every letting of the person is the caller's (an admin's: always)."""
+        if principal.role is not Role.LANDLORD:
+            return True
+        return tenants.units_of_person(conn, person_id) <= principal.units
+
+    def _card_unit(
+        self, conn: sqlite3.Connection, principal: Principal, person_id: str, wanted: str | None
+    ) -> str | None:
+        """The unit new cards of the person are for: `wanted`, else the caller's only unit
+        the person is let (None: an admin's cards for someone let nowhere)."""
+        units = {u for u in tenants.units_of_person(conn, person_id) if may_see_unit(principal, u)}
+        if wanted is not None:
+            if wanted not in units:
+                raise DirectoryError(
+                    DirectoryProblem.BAD_REQUEST, f"the person has no tenancy of yours in {wanted}"
+                )
+            return wanted
+        if len(units) > 1:
+            raise DirectoryError(
+                DirectoryProblem.BAD_REQUEST, "the person is let several units: say which (unit)"
+            )
+        return next(iter(units), None)
+
     def _in_scope(self, conn: sqlite3.Connection, principal: Principal, person_id: str) -> bool:
         if principal.role is Role.LANDLORD:
             return _may_see(principal, tenants.units_of_person(conn, person_id))
@@ -308,7 +361,7 @@ class Directory:
         self, conn: sqlite3.Connection, principal: Principal, card_id: str
     ) -> tenants.CardView:
         card = tenants.card(conn, card_id)
-        if card is None or not self._in_scope(conn, principal, card.person_id):
+        if card is None or not _controls(principal, card):
             raise _not_found("card")
         if card.managed_by != "gateway":
             raise _platform_managed("card")
@@ -331,6 +384,16 @@ class Directory:
         if view is None:
             return None
         tenancies = [t for t in view.tenancies if _may_see(principal, {t.unit})]
+        name = view.name
+        if principal.role is Role.LANDLORD and len(tenancies) < len(view.tenancies):
+            name = next((t.name for t in tenancies if t.name is not None), None)
+        elif principal.role is Role.LANDLORD:
+            name = next((t.name for t in tenancies if t.name is not None), view.name)
+        cards = [
+            c for c in view.cards if principal.role is not Role.LANDLORD or _controls(principal, c)
+        ]
+        scope = self._scope(conn, principal)
+        alerts = [a for a in residents.open_alerts(conn, person_id) if alert_seen(scope, a)]
         found = list(residents.facts(conn, self._keys, person_id))
         facts = found[0].rule_facts() if found else residents.NO_FACTS
         now = standing(
@@ -343,7 +406,7 @@ class Directory:
         return models.PersonOut(
             id=view.id,
             id_masked=view.id_masked,
-            name=view.name,
+            name=name,
             tenancies=[
                 models.TenancyOut(
                     id=t.id,
@@ -365,7 +428,7 @@ class Directory:
                     valid_to=c.valid_to,
                     managed_by="gateway" if c.managed_by == "gateway" else "platform",
                 )
-                for c in view.cards
+                for c in cards
             ],
             registration=models.RegistrationOut(
                 state=now.registration.state.value,
@@ -379,7 +442,7 @@ class Directory:
             )
             if permit is not None
             else None,
-            open_alerts=len(residents.open_alerts(conn, person_id)),
+            open_alerts=len(alerts),
         )
 
     async def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -421,6 +484,22 @@ def _may_see(principal: Principal, units: frozenset[str] | set[str]) -> bool:
     with no tenancy at all."""
     everyone = principal.role in (Role.ADMIN, Role.COORDINATOR)
     return everyone or any(may_see_unit(principal, unit) for unit in units)
+
+
+def _controls(principal: Principal, card: tenants.CardView) -> bool:
+    """Whether `principal` sees and changes the card: an admin any card, a landlord the cards
+    enrolled for one of their units (the module docstring says why)."""
+    if principal.role is Role.LANDLORD:
+        return card.unit is not None and card.unit in principal.units
+    return principal.role is Role.ADMIN
+
+
+def alert_seen(scope: EventScope | None, alert: residents.OpenAlert) -> bool:
+    """An alert is seen as an event about its person at its door (if it names one) would be."""
+    if scope is None:
+        return True
+    door = alert.detail.get("door")
+    return scope.admits(alert.person_id, door if isinstance(door, str) else None, alert.raised_at)
 
 
 def capture_owner(principal: Principal) -> str:

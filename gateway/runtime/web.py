@@ -92,6 +92,7 @@ def build_web(parts: GatewayParts, view: RunningView) -> WebSide:
             lambda: parts.settings.local_districts(config.residence.local_districts),
         ),
         captures=parts.captures,
+        scope=monitor.scope_in,
     )
     history = History(store, monitor)
     feed = LiveFeed(store, history)
