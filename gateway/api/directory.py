@@ -503,8 +503,9 @@ def alert_seen(scope: EventScope | None, alert: residents.OpenAlert) -> bool:
 
 
 def capture_owner(principal: Principal) -> str:
-    """Who a capture belongs to: the user who armed it."""
-    return f"user:{principal.user_id}"
+    """Who a capture belongs to: the user who armed it, by their (unique, never reused) name,
+    which a refused second arming shows."""
+    return principal.name
 
 
 def _as_card(credential: Credential) -> Credential:

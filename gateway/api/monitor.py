@@ -75,6 +75,18 @@ class Monitor:
     def door_names(self, principal: Principal) -> frozenset[str]:
         return frozenset(door.name for door in self.doors(principal).doors)
 
+    def capture_doors(self, principal: Principal) -> frozenset[str]:
+        """Doors where `principal` may arm enrol by tap: an admin any door, a landlord only a
+        door every unit of which is theirs. A shared door (all units, or also someone
+        else's) is an admin's: a capture there would take the next tap of anyone's tenant."""
+        if principal.role is Role.ADMIN:
+            return self.door_names(principal)
+        return frozenset(
+            door.name
+            for door in self.doors(principal).doors
+            if door.units is not None and set(door.units) <= principal.units
+        )
+
     def scope_in(
         self, conn: sqlite3.Connection, principal: Principal
     ) -> event_history.EventScope | None:

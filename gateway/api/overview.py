@@ -1,4 +1,9 @@
-"""REST for the dashboard: doors, sync status, alerts, enrol-by-tap captures, records, audit."""
+"""REST for the dashboard: doors, sync status, alerts, enrol-by-tap captures, records, audit.
+
+Who may arm a capture where is decided here (`Monitor.capture_doors`), not by
+`CardCaptures`, which keeps captures only: an admin anywhere, a landlord at a
+door serving only their own units. Each arming is audited.
+"""
 
 from typing import Annotated
 
@@ -11,7 +16,7 @@ from gateway.api.directory import capture_owner
 from gateway.api.monitor import Monitor
 from gateway.api.security import require
 from gateway.clock import iso_ms
-from gateway.doors.enrol_by_tap import Capture, CaptureError, CardCaptures
+from gateway.doors.enrol_by_tap import CaptureError, CaptureView, CardCaptures, DoorBusyError
 
 WAIT_MAX_S = 25.0
 
@@ -49,11 +54,28 @@ def overview_router(accounts: Accounts, monitor: Monitor, captures: CardCaptures
 
     @router.post("/captures", status_code=201)
     async def arm_capture(principal: DoorUser, request: models.CaptureRequest) -> models.CaptureOut:
-        """Capture the next card tapped at `door` (for enrolment) instead of deciding it."""
+        """Capture the next unknown card tapped at `door` (for enrolment) instead of deciding
+        it. One capture waits per door: arming a busy door is refused (409, naming who armed
+        it). A landlord arms only doors serving their own units alone."""
         if request.door not in monitor.door_names(principal):
             raise _not_found("door")
-        capture = captures.arm(capture_owner(principal), request.door)
-        return _capture_out(capture, captures)
+        if request.door not in monitor.capture_doors(principal):
+            detail = {"error": "forbidden", "message": "a shared door: only an admin arms it"}
+            raise HTTPException(403, detail)
+        try:
+            capture = captures.arm(capture_owner(principal), request.door)
+        except DoorBusyError as busy:
+            detail = {
+                "error": "conflict",
+                "message": f"{busy.owner} is already capturing at this door",
+                "owner": busy.owner,
+                "expires_at": iso_ms(busy.expires_at),
+            }
+            raise HTTPException(409, detail) from busy
+        await accounts.audit(
+            principal, "capture.arm", f"capture:{capture.id}", f"door {capture.door}"
+        )
+        return _capture_out(capture)
 
     @router.get("/captures/{capture_id}")
     async def get_capture(
@@ -66,7 +88,7 @@ def overview_router(accounts: Accounts, monitor: Monitor, captures: CardCaptures
             capture = await captures.wait(capture_id, capture_owner(principal), wait_s)
         except CaptureError as error:
             raise _not_found("capture") from error
-        return _capture_out(capture, captures)
+        return _capture_out(capture)
 
     @router.get("/terminal-records")
     async def records(
@@ -89,13 +111,12 @@ def overview_router(accounts: Accounts, monitor: Monitor, captures: CardCaptures
     return router
 
 
-def _capture_out(capture: Capture, captures: CardCaptures) -> models.CaptureOut:
-    state = capture.state(captures.now())
+def _capture_out(capture: CaptureView) -> models.CaptureOut:
     return models.CaptureOut(
         id=capture.id,
         door=capture.door,
-        state=state.value,
-        masked=capture.credential.masked if capture.credential else None,
+        state=capture.state.value,
+        masked=capture.masked,
         expires_at=iso_ms(capture.expires_at),
     )
 

@@ -163,7 +163,10 @@ def test_enrol_by_tap_takes_the_card_instead_of_deciding_it(web: WebGateway) -> 
         assert got["state"] == "captured"
         assert got["masked"] == "0F0*0F0F"
         time.sleep(0.3)
-        assert client.get("/api/v1/sync").json()["head_seq"] == head_before, "not decided"
+        recorded = client.get("/api/v1/events", params={"door": "unit-101", "limit": 5}).json()
+        new = [e for e in recorded["events"] if e["seq"] > head_before]
+        assert [(e["type"], e["data"]["stage"]) for e in new] == [("enrol.capture", "captured")]
+        assert new[0]["data"]["capture"] == capture, "recorded as taken, not decided"
         person = client.post(
             "/api/v1/people",
             json={
