@@ -392,7 +392,8 @@ class Directory:
         cards = [
             c for c in view.cards if principal.role is not Role.LANDLORD or _controls(principal, c)
         ]
-        scope = self._scope(conn, principal)
+        # Co-ordinators see every alert (as on the alerts list); landlords their letting's.
+        scope = self._scope(conn, principal) if principal.role is Role.LANDLORD else None
         alerts = [a for a in residents.open_alerts(conn, person_id) if alert_seen(scope, a)]
         found = list(residents.facts(conn, self._keys, person_id))
         facts = found[0].rule_facts() if found else residents.NO_FACTS

@@ -133,9 +133,14 @@ def test_a_shared_tenants_history_cards_and_alerts_stay_with_each_landlord(
         shown = b.get(f"/api/v1/people/{person}").json()
         assert [c["masked"] for c in shown["cards"]] == [theirs["card_masked"]]
         assert shown["name"] == theirs["name"]
+        assert shown["open_alerts"] >= 1, "B's alert about B's tenant is B's"
         lost = b.post(f"/api/v1/cards/{theirs['card_id']}/action", json={"action": "report_lost"})
         assert lost.status_code == 200, "B still controls B's card"
         assert b.post(f"/api/v1/cards/{theirs['card_id']}/action", json={"action": "unblock"})
+    with web.login("coordinator") as coordinator:  # co-ordinators see every alert, as before
+        assert coordinator.get(f"/api/v1/people/{person}").json()["open_alerts"] >= 1
+    with web.login("landlord_a") as a:
+        assert a.get(f"/api/v1/people/{person}").json()["open_alerts"] == 0
 
 
 def test_a_former_tenants_events_after_move_out_are_not_their_landlords(web: WebGateway) -> None:
