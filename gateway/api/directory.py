@@ -277,7 +277,12 @@ class Directory:
     async def set_tenancy_end(
         self, principal: Principal, tenancy_id: str, valid_to: datetime, *, action: str
     ) -> models.PersonOut:
-        """Extend a tenancy (`action` "extend") or end it at move-out ("end")."""
+        """Extend a tenancy (`action` "extend") or end it at move-out ("end").
+
+        A tenancy that has ended is never made longer: its landlord's view of the person
+        stopped with it, and stretching it over the months since would hand them what the
+        person did meanwhile (as someone else's tenant, say). A returning tenant is
+        enrolled again, with a tenancy from now."""
 
         def write(conn: sqlite3.Connection) -> models.PersonOut:
             tenancy = tenants.tenancy(conn, tenancy_id)
@@ -285,6 +290,12 @@ class Directory:
                 raise _not_found("tenancy")
             if tenancy.managed_by != "gateway":
                 raise _platform_managed("tenancy")
+            ended = datetime.fromisoformat(tenancy.valid_to) if tenancy.valid_to else None
+            if ended is not None and ended <= self._clock.now() and valid_to > ended:
+                raise DirectoryError(
+                    DirectoryProblem.CONFLICT,
+                    "this tenancy has ended: enrol the tenant again for a new one",
+                )
             if valid_to <= datetime.fromisoformat(tenancy.valid_from):
                 raise DirectoryError(
                     DirectoryProblem.BAD_REQUEST, "the end must be after the start"

@@ -159,6 +159,13 @@ def test_a_former_tenants_events_after_move_out_are_not_their_landlords(web: Web
         assert all(e["person"] == person for e in _decisions(admin, person))
     with web.login("landlord_a") as a:
         assert len(_decisions(a, person)) == 1, "only what happened during the tenancy"
+        for stretch in ("extend", "end"):
+            longer = {"valid_to": "2030-01-01T00:00:00+08:00"}
+            if stretch == "end":
+                longer = {"moved_out_at": longer["valid_to"]}
+            reply = a.post(f"/api/v1/tenancies/{tenancy}/{stretch}", json=longer)
+            assert reply.status_code == 409, "an ended tenancy is not stretched over the gap"
+        assert len(_decisions(a, person)) == 1
         with a.stream("GET", "/api/v1/events/stream", headers={"Last-Event-ID": "0"}) as stream:
             replayed = []
             for line in stream.iter_lines():
