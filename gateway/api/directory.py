@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import TypeVar
@@ -39,9 +38,9 @@ from typing import TypeVar
 from gateway.api import models
 from gateway.api.accounts import Accounts, reveal_id_number
 from gateway.api.auth import AuthFailure, AuthProblem, Principal, Role, may_see_unit
+from gateway.api.person_view import Residence, controls, may_see, person_out
 from gateway.api.storeaccess import StoreAccess
 from gateway.clock import Clock
-from gateway.domain.alerting import standing
 from gateway.domain.credentials import (
     Credential,
     CredentialError,
@@ -53,7 +52,7 @@ from gateway.domain.keycards import ActionRefused, CardAction, extendable, next_
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
 from gateway.doors.enrol_by_tap import CaptureError, CardCaptures
 from gateway.errors import RentgateError
-from gateway.store import registry, residents, tenants
+from gateway.store import registry, tenants
 from gateway.store.crypto import KeyRing
 from gateway.store.errors import StoreError
 from gateway.store.event_history import EventScope
@@ -86,14 +85,6 @@ class DirectoryError(RentgateError):
         super().__init__(message)
         self.problem = problem
         self.message = message
-
-
-@dataclass(frozen=True)
-class Residence:
-    """What the residence rules need besides a person's facts."""
-
-    building: str
-    local_districts: Callable[[], Sequence[str]]
 
 
 class Directory:
@@ -286,7 +277,7 @@ class Directory:
 
         def write(conn: sqlite3.Connection) -> models.PersonOut:
             tenancy = tenants.tenancy(conn, tenancy_id)
-            if tenancy is None or not _may_see(principal, {tenancy.unit}):
+            if tenancy is None or not may_see(principal, {tenancy.unit}):
                 raise _not_found("tenancy")
             if tenancy.managed_by != "gateway":
                 raise _platform_managed("tenancy")
@@ -356,7 +347,7 @@ class Directory:
 
     def _in_scope(self, conn: sqlite3.Connection, principal: Principal, person_id: str) -> bool:
         if principal.role is Role.LANDLORD:
-            return _may_see(principal, tenants.units_of_person(conn, person_id))
+            return may_see(principal, tenants.units_of_person(conn, person_id))
         return principal.role in (Role.ADMIN, Role.COORDINATOR)
 
     def _require_person(
@@ -372,7 +363,7 @@ class Directory:
         self, conn: sqlite3.Connection, principal: Principal, card_id: str
     ) -> tenants.CardView:
         card = tenants.card(conn, card_id)
-        if card is None or not _controls(principal, card):
+        if card is None or not controls(principal, card):
             raise _not_found("card")
         if card.managed_by != "gateway":
             raise _platform_managed("card")
@@ -389,72 +380,16 @@ class Directory:
     def _person_out(
         self, conn: sqlite3.Connection, person_id: str, principal: Principal
     ) -> models.PersonOut | None:
-        """The person as `principal` may see them: a landlord sees only the tenancies in
-        their own units (another landlord's letting is not theirs to know)."""
-        view = tenants.person(conn, self._keys, person_id)
-        if view is None:
-            return None
-        tenancies = [t for t in view.tenancies if _may_see(principal, {t.unit})]
-        name = view.name
-        if principal.role is Role.LANDLORD and len(tenancies) < len(view.tenancies):
-            name = next((t.name for t in tenancies if t.name is not None), None)
-        elif principal.role is Role.LANDLORD:
-            name = next((t.name for t in tenancies if t.name is not None), view.name)
-        cards = [
-            c for c in view.cards if principal.role is not Role.LANDLORD or _controls(principal, c)
-        ]
         # Co-ordinators see every alert (as on the alerts list); landlords their letting's.
         scope = self._scope(conn, principal) if principal.role is Role.LANDLORD else None
-        alerts = [a for a in residents.open_alerts(conn, person_id) if alert_seen(scope, a)]
-        found = list(residents.facts(conn, self._keys, person_id))
-        facts = found[0].rule_facts() if found else residents.NO_FACTS
-        now = standing(
-            facts,
-            building=self._residence.building,
-            local_districts=self._residence.local_districts(),
+        return person_out(
+            conn,
+            self._keys,
+            person_id,
+            principal,
+            residence=self._residence,
             today=self._clock.now().date(),
-        )
-        permit = now.permit
-        return models.PersonOut(
-            id=view.id,
-            id_masked=view.id_masked,
-            name=name,
-            tenancies=[
-                models.TenancyOut(
-                    id=t.id,
-                    unit=t.unit,
-                    room=t.room,
-                    valid_from=t.valid_from,
-                    valid_to=t.valid_to,
-                    managed_by="gateway" if t.managed_by == "gateway" else "platform",
-                )
-                for t in tenancies
-            ],
-            cards=[
-                models.CardOut(
-                    id=c.id,
-                    kind=c.kind.value,
-                    masked=c.masked,
-                    status=c.status.value,
-                    valid_from=c.valid_from,
-                    valid_to=c.valid_to,
-                    managed_by="gateway" if c.managed_by == "gateway" else "platform",
-                )
-                for c in cards
-            ],
-            registration=models.RegistrationOut(
-                state=now.registration.state.value,
-                deadline=now.registration.deadline,
-                overdue_from=now.registration.overdue_from,
-            ),
-            permit=models.PermitOut(
-                state=permit.state.value,
-                due_anniversary=permit.due_anniversary,
-                suspended_since=permit.suspended_since,
-            )
-            if permit is not None
-            else None,
-            open_alerts=len(alerts),
+            scope=scope,
         )
 
     async def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -489,29 +424,6 @@ class Directory:
 
 def _units(principal: Principal) -> frozenset[str] | None:
     return principal.units if principal.role is Role.LANDLORD else None
-
-
-def _may_see(principal: Principal, units: frozenset[str] | set[str]) -> bool:
-    """`auth.may_see_unit` for someone's units; those who see every unit also see a person
-    with no tenancy at all."""
-    everyone = principal.role in (Role.ADMIN, Role.COORDINATOR)
-    return everyone or any(may_see_unit(principal, unit) for unit in units)
-
-
-def _controls(principal: Principal, card: tenants.CardView) -> bool:
-    """Whether `principal` sees and changes the card: an admin any card, a landlord the cards
-    enrolled for one of their units (the module docstring says why)."""
-    if principal.role is Role.LANDLORD:
-        return card.unit is not None and card.unit in principal.units
-    return principal.role is Role.ADMIN
-
-
-def alert_seen(scope: EventScope | None, alert: residents.OpenAlert) -> bool:
-    """An alert is seen as an event about its person at its door (if it names one) would be."""
-    if scope is None:
-        return True
-    door = alert.detail.get("door")
-    return scope.admits(alert.person_id, door if isinstance(door, str) else None, alert.raised_at)
 
 
 def capture_owner(principal: Principal) -> str:

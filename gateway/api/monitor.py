@@ -16,7 +16,8 @@ from typing import Protocol, TypeVar
 
 from gateway.api import models
 from gateway.api.auth import Principal, Role
-from gateway.api.directory import DirectoryError, DirectoryProblem, alert_seen
+from gateway.api.directory import DirectoryError, DirectoryProblem
+from gateway.api.person_view import alert_seen
 from gateway.api.storeaccess import StoreAccess
 from gateway.clock import iso_ms
 from gateway.ops.status import GatewayStatus

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from gateway.api.accounts import Accounts
 from gateway.api.application import create_api
-from gateway.api.directory import Directory, Residence
+from gateway.api.directory import Directory
 from gateway.api.events_api import events_router
 from gateway.api.history import History, LiveFeed
 from gateway.api.metrics import Monitored, metrics_router
@@ -26,6 +26,7 @@ from gateway.api.monitor import GatewayView, Monitor
 from gateway.api.overview import overview_router
 from gateway.api.pages import pages_router
 from gateway.api.people_api import people_router
+from gateway.api.person_view import Residence
 from gateway.api.rendering import STATIC_DIR
 from gateway.api.security import security_router
 from gateway.api.storeaccess import StoreAccess
