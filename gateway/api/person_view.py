@@ -4,19 +4,22 @@
 a landlord gets their own tenancies, the name they let under, the cards
 enrolled for their units and the alerts raised during their letting; an admin
 (and, for reading, a co-ordinator) the person whole. The residence standing
-(R1 registration, R4 permit) is the person's at the building and shown alike.
+(R1 registration, R4 permit) is the person's at the building and shown to
+each landlord, as the law makes it their business; for a landlord who lets the
+person only part of their stay, presence counts from their letting, so no
+date from before it shows.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
+from datetime import date, datetime
 
 from gateway.api import models
 from gateway.api.auth import Principal, Role, may_see_unit
-from gateway.domain.alerting import standing
+from gateway.domain.alerting import PersonFacts, standing
 from gateway.store import residents, tenants
 from gateway.store.crypto import KeyRing
 from gateway.store.event_history import EventScope
@@ -53,6 +56,16 @@ def alert_seen(scope: EventScope | None, alert: residents.OpenAlert) -> bool:
     return scope.admits(alert.person_id, door if isinstance(door, str) else None, alert.raised_at)
 
 
+def _from_letting(facts: PersonFacts, tenancies: Sequence[tenants.TenancyView]) -> PersonFacts:
+    """The facts with presence counted from the caller's letting at the earliest: the day a
+    shared tenant first came to the building (under another landlord) is not the caller's
+    to learn from a deadline or an overdue date."""
+    starts = [datetime.fromisoformat(t.seen_from or t.valid_from).date() for t in tenancies]
+    if facts.first_seen_on is None or not starts:
+        return facts
+    return replace(facts, first_seen_on=max(facts.first_seen_on, min(starts)))
+
+
 def person_out(
     conn: sqlite3.Connection,
     keys: KeyRing,
@@ -78,6 +91,8 @@ def person_out(
     alerts = [a for a in residents.open_alerts(conn, person_id) if alert_seen(scope, a)]
     found = list(residents.facts(conn, keys, person_id))
     facts = found[0].rule_facts() if found else residents.NO_FACTS
+    if landlord and len(tenancies) < len(view.tenancies):
+        facts = _from_letting(facts, tenancies)
     now = standing(
         facts,
         building=residence.building,

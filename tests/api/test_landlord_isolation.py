@@ -9,14 +9,17 @@ enrolling a known ID number answers as for a newcomer. Admins see everything.
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
 
-from tests.support.gateway import wait_until
+from gateway.store import residents
+from tests.support.gateway import SH, wait_until
 from tests.support.web import TENANT_B, WebGateway
 
 NEWCOMER = "110101199001041233"
+SEEN_LONG_AGO = "11010119900107123X"
 NEVER_SEEN = "110101199001051239"
 LONG_AGO = "2000-01-01T00:00:00+08:00"
 
@@ -175,3 +178,22 @@ def test_a_former_tenants_events_after_move_out_are_not_their_landlords(web: Web
                 if line.startswith("data: ") and decision and f'"person":"{person}"' in line:
                     replayed.append(line)
         assert len(replayed) == 1, "the live feed cuts the same way"
+
+
+def test_a_shared_tenants_standing_shows_no_date_from_before_the_letting(web: WebGateway) -> None:
+    """Before: landlord A saw 'overdue since' the day B's tenant first came to the building."""
+    with web.login("landlord_b") as b:
+        person = _enrol(b, SEEN_LONG_AGO, "202")["person"]["id"]
+    today = datetime.now(SH).date()
+    long_ago = today - timedelta(days=40)
+    web.gateway.writer.submit(
+        lambda conn: residents.note_presence(conn, person, long_ago, datetime.now(SH))
+    ).result(10)
+    with web.login("landlord_b") as b:
+        theirs = b.get(f"/api/v1/people/{person}").json()["registration"]
+        assert theirs["state"] == "overdue", "B's tenant since 40 days: B sees it all"
+    with web.login("landlord_a") as a:
+        mine = _enrol(a, SEEN_LONG_AGO, "101")["person"]["registration"]
+    assert mine["state"] == "due"
+    assert date.fromisoformat(mine["deadline"]) >= today
+    assert long_ago.isoformat() not in str(mine)
