@@ -18,9 +18,10 @@ What keeps a capture from being turned against the residents:
   log (`audit`): the API audits the arming itself, with the caller.
 
 Who may arm which door is the API's to decide (it knows the callers and reads
-the store); this module only keeps captures. Its public methods take and
-return plain values (strings, datetimes, `CaptureView`, `Credential`) so the
-web side may reach it across a process boundary. Runs on the event loop:
+the store); this module only keeps captures. Its public methods (`arm`,
+`wait`, `take` for the web side, `offer` for the doors) take and return plain
+values (strings, numbers, datetimes, `CaptureView`, `Credential`) so the web
+side may reach it across a process boundary. Runs on the event loop:
 `offer` is called by the door controller, the rest by the API.
 """
 
@@ -155,12 +156,9 @@ class CardCaptures:
                 return True
         return False
 
-    def status(self, capture_id: str, owner: str) -> CaptureView:
-        """The capture now; `CaptureError` if it is not `owner`'s (or gone)."""
-        return self._get(capture_id, owner).view(self._clock.now())
-
     async def wait(self, capture_id: str, owner: str, timeout_s: float) -> CaptureView:
-        """The capture once a card was tapped, it expired, or `timeout_s` passed."""
+        """The capture once a card was tapped, it expired, or `timeout_s` passed (0: now);
+        `CaptureError` if it is not `owner`'s (or gone)."""
         capture = self._get(capture_id, owner)
         left = (capture.expires_at - self._clock.now()).total_seconds()
         if capture.credential is None and left > 0:
