@@ -67,7 +67,8 @@ class CoreClient:
             ) from exc
         self.line.unreachable_since = None
         if not answer.get("ok"):
-            raise CoreRefused(str(answer.get("error")), str(answer.get("message")))
+            detail = {k: v for k, v in answer.items() if k not in ("ok", "error", "message")}
+            raise CoreRefused(str(answer.get("error")), str(answer.get("message")), detail)
         return answer
 
     async def status(self) -> GatewayStatus | None:

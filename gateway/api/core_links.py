@@ -23,9 +23,10 @@ CALL_SLACK_S = 2.0
 class CaptureRefused(RentgateError, LookupError):
     """The core has no such capture for this user, or will not arm one (`code` says which)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, detail: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.detail = detail or {}
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,6 @@ class RemoteCaptures:
         try:
             return await self._core.call(op, timeout_s=timeout_s, **fields)
         except CoreRefused as exc:
-            raise CaptureRefused(exc.code, str(exc)) from exc
+            raise CaptureRefused(exc.code, str(exc), exc.detail) from exc
         except CoreUnavailable as exc:
             raise CaptureRefused("doors_offline", "the doors are offline: try again soon") from exc

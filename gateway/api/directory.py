@@ -5,6 +5,25 @@ with a tenancy in one of their units; anyone else's person, card or tenancy
 is NOT_FOUND to them, exactly as if it did not exist. Each view of personal
 data and each change is audited, in the same transaction as the change (or
 before the view is returned), so nothing is shown or changed unrecorded.
+
+One person may be the tenant of two landlords (the same ID number, enrolled
+by each). What is each landlord's, and nothing more, is:
+
+* **the letting**: their tenancies, the name they entered (kept with the
+  tenancy), and the alerts and door events of the person raised during their
+  own tenancy at the doors serving their units (`Monitor.scope_in`);
+* **the cards enrolled for their units**: a card belongs to the unit of the
+  tenancy it was enrolled with (or added for). A landlord sees, reports lost,
+  unblocks, returns, cancels and extends only those; a card of the person's
+  other letting is NOT_FOUND to them, and enrolling its serial again is refused
+  as another person's card is. Cards with no unit (enrolled before units were
+  kept, by a person let in several units; or an admin's) are an admin's.
+
+So enrolling an ID number another landlord's tenancy holds answers exactly as
+for a newcomer: no stored name, no cards, `new_person` true (new to the
+caller), no history. Admins see and change everything. What a landlord still
+sees of the person as a whole is the residence standing (registration and
+permit state), which the rules keep per person and building (R1).
 """
 
 from __future__ import annotations
@@ -12,7 +31,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import TypeVar
@@ -21,9 +39,9 @@ from gateway.api import models
 from gateway.api.accounts import Accounts, reveal_id_number
 from gateway.api.auth import AuthFailure, AuthProblem, Principal, Role, may_see_unit
 from gateway.api.core_links import CaptureRefused, RemoteCaptures
+from gateway.api.person_view import Residence, controls, may_see, person_out
 from gateway.api.storeaccess import StoreAccess
 from gateway.clock import Clock
-from gateway.domain.alerting import standing
 from gateway.domain.credentials import (
     Credential,
     CredentialError,
@@ -34,9 +52,10 @@ from gateway.domain.ids import IdNumber
 from gateway.domain.keycards import ActionRefused, CardAction, extendable, next_status
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
 from gateway.errors import RentgateError
-from gateway.store import registry, residents, tenants
+from gateway.store import registry, tenants
 from gateway.store.crypto import KeyRing
 from gateway.store.errors import StoreError
+from gateway.store.event_history import EventScope
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -68,14 +87,6 @@ class DirectoryError(RentgateError):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Residence:
-    """What the residence rules need besides a person's facts."""
-
-    building: str
-    local_districts: Callable[[], Sequence[str]]
-
-
 class Directory:
     """People, cards and tenancies as the caller may see and change them."""
 
@@ -88,13 +99,17 @@ class Directory:
         accounts: Accounts,
         residence: Residence,
         captures: RemoteCaptures,
+        scope: Callable[[sqlite3.Connection, Principal], EventScope | None],
     ) -> None:
+        """`scope`: what of people's lives a caller sees (`Monitor.scope_in`), for the alerts
+        counted on a person."""
         self._store = store
         self._keys = keys
         self._clock = clock
         self._accounts = accounts
         self._residence = residence
         self._captures = captures
+        self._scope = scope
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -174,7 +189,8 @@ class Directory:
 
         def write(conn: sqlite3.Connection) -> models.Enrolled:
             found = tenants.person_with_id_number(conn, self._keys, id_number.value)
-            rename = found is None or self._in_scope(conn, principal, found)
+            mine = found is not None and self._in_scope(conn, principal, found)
+            rename = found is None or (mine and self._wholly_theirs(conn, principal, found))
             result = registry.enrol(conn, self._keys, enrolment, now, rename=rename)
             self._audit_in(
                 conn,
@@ -185,7 +201,8 @@ class Directory:
             )
             person = self._person_out(conn, result.person_id, principal)
             assert person is not None
-            return models.Enrolled(person=person, new_person=result.new_person)
+            new = result.new_person if principal.role is Role.ADMIN else not mine
+            return models.Enrolled(person=person, new_person=new)
 
         enrolled = await self._write(write)
         log.info("%s enrolled %s in unit %s", principal.name, id_number.masked, request.unit)
@@ -201,7 +218,8 @@ class Directory:
 
         def write(conn: sqlite3.Connection) -> models.PersonOut:
             self._require_person(conn, principal, person_id)
-            tenants.add_cards(conn, self._keys, person_id, grants, self._clock.now())
+            unit = self._card_unit(conn, principal, person_id, request.unit)
+            tenants.add_cards(conn, self._keys, person_id, grants, self._clock.now(), unit=unit)
             self._audit_in(conn, principal, "card.add", f"person:{person_id}", f"{len(grants)}")
             return self._changed(conn, person_id, principal)
 
@@ -250,14 +268,25 @@ class Directory:
     async def set_tenancy_end(
         self, principal: Principal, tenancy_id: str, valid_to: datetime, *, action: str
     ) -> models.PersonOut:
-        """Extend a tenancy (`action` "extend") or end it at move-out ("end")."""
+        """Extend a tenancy (`action` "extend") or end it at move-out ("end").
+
+        A tenancy that has ended is never made longer: its landlord's view of the person
+        stopped with it, and stretching it over the months since would hand them what the
+        person did meanwhile (as someone else's tenant, say). A returning tenant is
+        enrolled again, with a tenancy from now."""
 
         def write(conn: sqlite3.Connection) -> models.PersonOut:
             tenancy = tenants.tenancy(conn, tenancy_id)
-            if tenancy is None or not _may_see(principal, {tenancy.unit}):
+            if tenancy is None or not may_see(principal, {tenancy.unit}):
                 raise _not_found("tenancy")
             if tenancy.managed_by != "gateway":
                 raise _platform_managed("tenancy")
+            ended = datetime.fromisoformat(tenancy.valid_to) if tenancy.valid_to else None
+            if ended is not None and ended <= self._clock.now() and valid_to > ended:
+                raise DirectoryError(
+                    DirectoryProblem.CONFLICT,
+                    "this tenancy has ended: enrol the tenant again for a new one",
+                )
             if valid_to <= datetime.fromisoformat(tenancy.valid_from):
                 raise DirectoryError(
                     DirectoryProblem.BAD_REQUEST, "the end must be after the start"
@@ -290,9 +319,35 @@ class Directory:
             grants.append(CredentialGrant(_as_card(credential), valid_to=card.valid_to))
         return tuple(grants)
 
+    def _wholly_theirs(
+        self, conn: sqlite3.Connection, principal: Principal, person_id: str
+    ) -> bool:
+        """Whether every letting of the person is the caller's (an admin's: always)."""
+        if principal.role is not Role.LANDLORD:
+            return True
+        return tenants.units_of_person(conn, person_id) <= principal.units
+
+    def _card_unit(
+        self, conn: sqlite3.Connection, principal: Principal, person_id: str, wanted: str | None
+    ) -> str | None:
+        """The unit new cards of the person are for: `wanted`, else the caller's only unit
+        the person is let (None: an admin's cards for someone let nowhere)."""
+        units = {u for u in tenants.units_of_person(conn, person_id) if may_see_unit(principal, u)}
+        if wanted is not None:
+            if wanted not in units:
+                raise DirectoryError(
+                    DirectoryProblem.BAD_REQUEST, f"the person has no tenancy of yours in {wanted}"
+                )
+            return wanted
+        if len(units) > 1:
+            raise DirectoryError(
+                DirectoryProblem.BAD_REQUEST, "the person is let several units: say which (unit)"
+            )
+        return next(iter(units), None)
+
     def _in_scope(self, conn: sqlite3.Connection, principal: Principal, person_id: str) -> bool:
         if principal.role is Role.LANDLORD:
-            return _may_see(principal, tenants.units_of_person(conn, person_id))
+            return may_see(principal, tenants.units_of_person(conn, person_id))
         return principal.role in (Role.ADMIN, Role.COORDINATOR)
 
     def _require_person(
@@ -308,7 +363,7 @@ class Directory:
         self, conn: sqlite3.Connection, principal: Principal, card_id: str
     ) -> tenants.CardView:
         card = tenants.card(conn, card_id)
-        if card is None or not self._in_scope(conn, principal, card.person_id):
+        if card is None or not controls(principal, card):
             raise _not_found("card")
         if card.managed_by != "gateway":
             raise _platform_managed("card")
@@ -325,61 +380,16 @@ class Directory:
     def _person_out(
         self, conn: sqlite3.Connection, person_id: str, principal: Principal
     ) -> models.PersonOut | None:
-        """The person as `principal` may see them: a landlord sees only the tenancies in
-        their own units (another landlord's letting is not theirs to know)."""
-        view = tenants.person(conn, self._keys, person_id)
-        if view is None:
-            return None
-        tenancies = [t for t in view.tenancies if _may_see(principal, {t.unit})]
-        found = list(residents.facts(conn, self._keys, person_id))
-        facts = found[0].rule_facts() if found else residents.NO_FACTS
-        now = standing(
-            facts,
-            building=self._residence.building,
-            local_districts=self._residence.local_districts(),
+        # Co-ordinators see every alert (as on the alerts list); landlords their letting's.
+        scope = self._scope(conn, principal) if principal.role is Role.LANDLORD else None
+        return person_out(
+            conn,
+            self._keys,
+            person_id,
+            principal,
+            residence=self._residence,
             today=self._clock.now().date(),
-        )
-        permit = now.permit
-        return models.PersonOut(
-            id=view.id,
-            id_masked=view.id_masked,
-            name=view.name,
-            tenancies=[
-                models.TenancyOut(
-                    id=t.id,
-                    unit=t.unit,
-                    room=t.room,
-                    valid_from=t.valid_from,
-                    valid_to=t.valid_to,
-                    managed_by="gateway" if t.managed_by == "gateway" else "platform",
-                )
-                for t in tenancies
-            ],
-            cards=[
-                models.CardOut(
-                    id=c.id,
-                    kind=c.kind.value,
-                    masked=c.masked,
-                    status=c.status.value,
-                    valid_from=c.valid_from,
-                    valid_to=c.valid_to,
-                    managed_by="gateway" if c.managed_by == "gateway" else "platform",
-                )
-                for c in view.cards
-            ],
-            registration=models.RegistrationOut(
-                state=now.registration.state.value,
-                deadline=now.registration.deadline,
-                overdue_from=now.registration.overdue_from,
-            ),
-            permit=models.PermitOut(
-                state=permit.state.value,
-                due_anniversary=permit.due_anniversary,
-                suspended_since=permit.suspended_since,
-            )
-            if permit is not None
-            else None,
-            open_alerts=len(residents.open_alerts(conn, person_id)),
+            scope=scope,
         )
 
     async def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -416,16 +426,10 @@ def _units(principal: Principal) -> frozenset[str] | None:
     return principal.units if principal.role is Role.LANDLORD else None
 
 
-def _may_see(principal: Principal, units: frozenset[str] | set[str]) -> bool:
-    """`auth.may_see_unit` for someone's units; those who see every unit also see a person
-    with no tenancy at all."""
-    everyone = principal.role in (Role.ADMIN, Role.COORDINATOR)
-    return everyone or any(may_see_unit(principal, unit) for unit in units)
-
-
 def capture_owner(principal: Principal) -> str:
-    """Who a capture belongs to: the user who armed it."""
-    return f"user:{principal.user_id}"
+    """Who a capture belongs to: the user who armed it, by their (unique, never reused) name,
+    which a refused second arming shows."""
+    return principal.name
 
 
 def _as_card(credential: Credential) -> Credential:

@@ -8,7 +8,10 @@ admits it; a subscriber that falls behind is closed and reconnects with
 
 A landlord's scope is their tenants (people with a tenancy in one of their
 units) plus person-less events at their doors; it is recomputed whenever the
-registry changes, so a tenant enrolled a moment ago shows up live.
+registry changes, so a tenant enrolled a moment ago shows up live. A tenant's
+events are seen only during the landlord's own tenancy of them and at the doors
+that serve the landlord's units (`EventScope`): a person who is also another
+landlord's tenant, or a former tenant, shows nothing of their life elsewhere.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.api import models
-from gateway.api.auth import Principal, Role
+from gateway.api.auth import Principal
 from gateway.api.directory import DirectoryError, DirectoryProblem
 from gateway.api.monitor import Monitor
 from gateway.api.storeaccess import StoreAccess
-from gateway.store import event_history, outbox, registry, tenants
+from gateway.store import event_history, outbox, registry
 from gateway.store.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -58,11 +61,7 @@ def event_out(row: event_history.EventRow) -> models.EventOut:
 
 
 def admits(scope: event_history.EventScope | None, row: event_history.EventRow) -> bool:
-    if scope is None:
-        return True
-    if row.person is not None:
-        return row.person in scope.people
-    return row.door is not None and row.door in scope.doors
+    return scope is None or scope.admits(row.person, row.door, row.ts)
 
 
 class History:
@@ -75,13 +74,7 @@ class History:
     def scope_in(
         self, conn: sqlite3.Connection, principal: Principal
     ) -> event_history.EventScope | None:
-        if principal.role is Role.ADMIN:
-            return None
-        if principal.role is not Role.LANDLORD:
-            return event_history.EventScope(frozenset(), frozenset())
-        return event_history.EventScope(
-            tenants.people_of_units(conn, principal.units), self._monitor.door_names(principal)
-        )
+        return self._monitor.scope_in(conn, principal)
 
     async def page(
         self,

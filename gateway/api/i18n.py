@@ -68,6 +68,7 @@ ZH: dict[str, str] = {
     "tap_waiting": "请在读卡器上刷卡…",
     "tap_done": "已读到卡",
     "tap_expired": "已超时，请重试",
+    "tap_busy": "此门的读卡器正被占用（刷卡登记），请稍后再试",
     "or_type": "或输入卡号",
     "registration": "居住登记",
     "permit": "居住证",
@@ -144,6 +145,7 @@ ZH: dict[str, str] = {
     "event.alert.cleared": "提醒解除",
     "event.registration.captured": "采集登记",
     "event.gateway.alarm": "网关报警",
+    "event.enrol.capture": "刷卡登记",
 }
 
 EN: dict[str, str] = {
@@ -200,6 +202,7 @@ EN: dict[str, str] = {
     "tap_waiting": "Tap the card on the reader…",
     "tap_done": "Card read",
     "tap_expired": "Timed out: try again",
+    "tap_busy": "This door's reader is already waiting for a card: try again shortly",
     "or_type": "or type the card number",
     "registration": "Registration",
     "permit": "Residence permit",
@@ -276,6 +279,7 @@ EN: dict[str, str] = {
     "event.alert.cleared": "alert cleared",
     "event.registration.captured": "capture",
     "event.gateway.alarm": "gateway alarm",
+    "event.enrol.capture": "enrol by tap",
 }
 
 CATALOGUES = {"zh-CN": ZH, "en": EN}

@@ -71,6 +71,9 @@ class EnrolRequest(Strict):
 
 class AddCardsRequest(Strict):
     cards: list[CardIn] = Field(min_length=1, max_length=MAX_CARDS)
+    unit: str | None = Field(None, min_length=1, max_length=32)
+    """The tenancy's unit the cards are for; needed only when the caller lets the person
+    more than one of their units."""
 
 
 class ExtendRequest(Strict):
@@ -138,6 +141,8 @@ class PeoplePage(BaseModel):
 class Enrolled(BaseModel):
     person: PersonOut
     new_person: bool
+    """New to the caller: for a landlord, not yet a tenant in their units (whether the person
+    is enrolled elsewhere at the gateway is not theirs to know)."""
 
 
 class Revealed(BaseModel):

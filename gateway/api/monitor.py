@@ -3,7 +3,9 @@
 The running gateway's in-memory state reaches the API through `GatewayView`
 (a small protocol, so the API can be tested without doors); stored facts come
 from the store. A landlord sees the doors that serve one of their units (and
-the building's shared doors) and alerts about their tenants only.
+the building's shared doors) and alerts about their tenants only, raised during
+their own tenancy of them, at their doors or at none (`scope_in`: the same cut
+as the event history's).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Protocol, TypeVar
 from gateway.api import models
 from gateway.api.auth import Principal, Role
 from gateway.api.directory import DirectoryError, DirectoryProblem
+from gateway.api.person_view import alert_seen
 from gateway.api.storeaccess import StoreAccess
 from gateway.clock import iso_ms
 from gateway.ops.status import GatewayStatus
-from gateway.store import outbox, residents, tenants, terminal_records, users
+from gateway.store import event_history, outbox, residents, tenants, terminal_records, users
 from gateway.store.errors import StoreError
 
 _R = TypeVar("_R")
@@ -73,6 +76,31 @@ class Monitor:
     def door_names(self, principal: Principal) -> frozenset[str]:
         return frozenset(door.name for door in self.doors(principal).doors)
 
+    def capture_doors(self, principal: Principal) -> frozenset[str]:
+        """Doors where `principal` may arm enrol by tap: an admin any door, a landlord only a
+        door every unit of which is theirs. A shared door (all units, or also someone
+        else's) is an admin's: a capture there would take the next tap of anyone's tenant."""
+        if principal.role is Role.ADMIN:
+            return self.door_names(principal)
+        return frozenset(
+            door.name
+            for door in self.doors(principal).doors
+            if door.units is not None and set(door.units) <= principal.units
+        )
+
+    def scope_in(
+        self, conn: sqlite3.Connection, principal: Principal
+    ) -> event_history.EventScope | None:
+        """What of people's lives `principal` sees (None: everything, for an admin)."""
+        if principal.role is Role.ADMIN:
+            return None
+        if principal.role is not Role.LANDLORD:
+            return event_history.EventScope(frozenset(), frozenset())
+        windows = tenants.tenancy_windows(conn, principal.units)
+        return event_history.EventScope(
+            frozenset(windows), self.door_names(principal), units=principal.units, windows=windows
+        )
+
     async def sync(self) -> models.SyncOut:
         link = self._view.status().link
         stats = await self._read(lambda conn: outbox.stats(conn, link.delivered_seq))
@@ -91,8 +119,8 @@ class Monitor:
         def read(conn: sqlite3.Connection) -> list[residents.OpenAlert]:
             found = residents.open_alerts(conn)
             if principal.role is Role.LANDLORD:
-                mine = tenants.people_of_units(conn, principal.units)
-                found = [alert for alert in found if alert.person_id in mine]
+                scope = self.scope_in(conn, principal)
+                found = [alert for alert in found if alert_seen(scope, alert)]
             return found
 
         found = await self._read(read)

@@ -3,6 +3,10 @@
 Alerts name tenants (masked ID numbers, person ids): each read is audited
 before it is returned, as `Directory` does for people and the events API for
 door history.
+
+Who may arm a capture where is decided here (`Monitor.capture_doors`), not by
+`CardCaptures`, which keeps captures only: an admin anywhere, a landlord at a
+door serving only their own units. Each arming is audited.
 """
 
 from typing import Annotated
@@ -55,13 +59,21 @@ def overview_router(accounts: Accounts, monitor: Monitor, captures: RemoteCaptur
 
     @router.post("/captures", status_code=201)
     async def arm_capture(principal: DoorUser, request: models.CaptureRequest) -> models.CaptureOut:
-        """Capture the next card tapped at `door` (for enrolment) instead of deciding it."""
+        """Capture the next unknown card tapped at `door` (for enrolment) instead of deciding
+        it. One capture waits per door: arming a busy door is refused (409, naming who armed
+        it). A landlord arms only doors serving their own units alone."""
         if request.door not in monitor.door_names(principal):
             raise _not_found("door")
+        if request.door not in monitor.capture_doors(principal):
+            detail = {"error": "forbidden", "message": "a shared door: only an admin arms it"}
+            raise HTTPException(403, detail)
         try:
             capture = await captures.arm(capture_owner(principal), request.door)
         except CaptureRefused as error:
             raise _capture_refused(error) from error
+        await accounts.audit(
+            principal, "capture.arm", f"capture:{capture.id}", f"door {capture.door}"
+        )
         return _capture_out(capture)
 
     @router.get("/captures/{capture_id}")
@@ -112,8 +124,18 @@ def _capture_out(capture: CaptureView) -> models.CaptureOut:
 
 
 def _capture_refused(error: CaptureRefused) -> HTTPException:
+    """The door core's refusal as HTTP: a busy door names who holds it (409)."""
     if error.code == "doors_offline":
         return HTTPException(503, {"error": "doors_offline", "message": str(error)})
+    if error.code == "door_busy":
+        owner = error.detail.get("owner")
+        detail = {
+            "error": "conflict",
+            "message": f"{owner} is already capturing at this door",
+            "owner": owner,
+            "expires_at": error.detail.get("expires_at"),
+        }
+        return HTTPException(409, detail)
     return _not_found("capture")
 
 

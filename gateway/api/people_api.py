@@ -38,7 +38,8 @@ def people_router(accounts: Accounts, directory: Directory) -> APIRouter:
     @router.post("/people", status_code=201)
     async def enrol(principal: Changer, request: models.EnrolRequest) -> models.Enrolled:
         """Enrol a tenant: the person, a tenancy in one of the caller's units, key cards
-        (typed serials or taps captured at a reader)."""
+        (typed serials or taps captured at a reader). For a landlord, `new_person` means new
+        to them: someone another landlord lets answers exactly as a newcomer would."""
         return await directory.enrol(principal, request)
 
     @router.get("/people/{person_id}")
@@ -54,13 +55,15 @@ def people_router(accounts: Accounts, directory: Directory) -> APIRouter:
     async def add_cards(
         principal: Changer, person_id: str, request: models.AddCardsRequest
     ) -> models.PersonOut:
+        """More cards, for the caller's tenancy of the person (`unit` if they let several)."""
         return await directory.add_cards(principal, person_id, request)
 
     @router.post("/cards/{card_id}/action")
     async def card_action(
         principal: Changer, card_id: str, request: models.CardActionRequest
     ) -> models.PersonOut:
-        """Report a card lost, unblock it when found, take it back (return) or cancel it."""
+        """Report a card lost, unblock it when found, take it back (return) or cancel it. A
+        landlord acts on the cards enrolled for their units only; others are 404."""
         return await directory.card_action(principal, card_id, request.action)
 
     @router.post("/cards/{card_id}/extend")

@@ -150,8 +150,9 @@ async def _change(request: Request, principal: Principal, change: Any) -> Respon
 
 
 def _enrol_context(monitor: Monitor, principal: Principal) -> dict[str, Any]:
+    armable = monitor.capture_doors(principal)  # the doors offered for enrol by tap
     return {
-        "doors": monitor.doors(principal).doors,
+        "doors": [d for d in monitor.doors(principal).doors if d.name in armable],
         "units": sorted(principal.units) if principal.role is Role.LANDLORD else [],
         "values": {},
         "error": None,

@@ -34,6 +34,8 @@ class EventType(StrEnum):
     """A handheld terminal's capture, accepted by the gateway (carries the full ID number)."""
     GATEWAY_ALARM = "gateway.alarm"
     """The gateway itself needs attention (storage over budget or failing)."""
+    ENROL_CAPTURE = "enrol.capture"
+    """Enrol by tap: a capture armed at a door, or the card it took (`doors/enrol_by_tap`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,6 +139,10 @@ class AccessIndex:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def knows(self, lookup: bytes) -> bool:
+        """Whether the credential is enrolled (in any state): enrol by tap never takes it."""
+        return lookup in self._entries
+
     @property
     def doors(self) -> Mapping[str, DoorPolicy]:
         return self._doors

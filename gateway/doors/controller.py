@@ -94,9 +94,12 @@ class DoorController:
         self._last_reject_log = 0.0
 
     def accepted(self, read: CardRead) -> None:
-        if self._capture is not None and self._capture(read):
-            return  # enrol by tap: the card is being enrolled, not let in
         credential = read.credential
+        lookup = self._keys.lookup(credential.kind.value, credential.value)
+        if self._capture is not None and not self.index.knows(lookup) and self._capture(read):
+            # Enrol by tap takes only a card the gateway does not know: however often a door
+            # is armed, a resident's card is decided as usual.
+            return
         now = self._clock.now()
         voucher_problem = None
         if credential.kind is CredentialKind.VOUCHER and credential.value.startswith("RV1:"):
@@ -106,7 +109,7 @@ class DoorController:
                 voucher_problem = checked.problem or "invalid"
             else:
                 credential = Credential(CredentialKind.VOUCHER, checked.voucher_id)
-        lookup = self._keys.lookup(credential.kind.value, credential.value)
+                lookup = self._keys.lookup(credential.kind.value, credential.value)
         if voucher_problem is not None:
             decision = Decision(False, DecisionReason.INVALID_VOUCHER)
         else:

@@ -33,9 +33,11 @@ class CoreUnavailable(RentgateError, ConnectionError):
 class CoreRefused(RentgateError):
     """The door core understood the request and said no (`code` says why)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, detail: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.detail = detail or {}
+        """What the caller may show of the refusal (who holds a busy door, until when)."""
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.clock import iso_ms
-from gateway.doors.enrol_by_tap import Capture, CaptureError, CardCaptures
+from gateway.doors.enrol_by_tap import CaptureError, CaptureView, CardCaptures, DoorBusyError
 from gateway.ops.local_socket import CoreRefused
 from gateway.ops.status import ApiStatus, GatewayStatus
 from gateway.residence.alerts import AlertEngine
@@ -56,14 +56,18 @@ def core_operations(
         return {}
 
     async def arm(request: dict[str, Any]) -> dict[str, Any]:
-        capture = captures.arm(_text(request, "owner"), _text(request, "door"))
-        return _capture(capture, captures)
+        try:
+            capture = captures.arm(_text(request, "owner"), _text(request, "door"))
+        except DoorBusyError as busy:
+            detail = {"owner": busy.owner, "expires_at": iso_ms(busy.expires_at)}
+            raise CoreRefused("door_busy", str(busy), detail) from busy
+        return _capture(capture)
 
     async def wait(request: dict[str, Any]) -> dict[str, Any]:
         wait_s = min(max(float(request.get("wait_s", 0)), 0.0), WAIT_MAX_S)
         with _refused():
             capture = await captures.wait(_text(request, "id"), _text(request, "owner"), wait_s)
-        return _capture(capture, captures)
+        return _capture(capture)
 
     async def take(request: dict[str, Any]) -> dict[str, Any]:
         with _refused():
@@ -88,15 +92,14 @@ def _text(request: dict[str, Any], key: str) -> str:
     return value
 
 
-def _capture(capture: Capture, captures: CardCaptures) -> dict[str, Any]:
-    credential = capture.credential
+def _capture(capture: CaptureView) -> dict[str, Any]:
     return {
         "capture": {
             "id": capture.id,
             "door": capture.door,
             "owner": capture.owner,
-            "state": capture.state(captures.now()).value,
-            "masked": credential.masked if credential is not None else None,
+            "state": capture.state.value,
+            "masked": capture.masked,
             "expires_at": iso_ms(capture.expires_at),
         }
     }

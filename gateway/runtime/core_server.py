@@ -87,7 +87,7 @@ class CoreServer:
         try:
             return {"ok": True, **await handler(request)}
         except CoreRefused as exc:
-            return self._refuse(exc.code, str(exc))
+            return {**exc.detail, **self._refuse(exc.code, str(exc))}
         except (RentgateError, KeyError, TypeError, ValueError) as exc:
             return self._refuse("bad_request", f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # contained: a bug in one handler must not reach the doors

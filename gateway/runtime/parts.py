@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -33,7 +34,7 @@ from gateway.residence.intake import RecordIntake
 from gateway.residence.platform_commands import GatewayHooks, PlatformCommands, TrustedKeys
 from gateway.residence.runtime_settings import RuntimeSettings
 from gateway.runtime.devices import DeviceSet, build_devices
-from gateway.store import maintenance
+from gateway.store import maintenance, users
 from gateway.store.crypto import KeyRing
 from gateway.store.opening import check_store
 from gateway.store.opening import open_store as open_store_file
@@ -132,7 +133,7 @@ def build_parts(
         config, clock=clock, keys=keys, settings=settings, writer=writer, poll_s=alert_poll_s
     )
     index_keeper = IndexKeeper(config.gateway.database, door_policies(config))
-    captures = CardCaptures(clock)
+    captures = CardCaptures(clock, record=writer.append, audit=_audit_from_doors(writer, clock))
     doors = DoorController(
         index_keeper.index,
         doors=door_setups(config, devices, settings),
@@ -185,6 +186,33 @@ def build_parts(
         housekeeper=housekeeper,
         clock_watch=ClockWatch(clock, housekeeper.set_alarm),
     )
+
+
+def _audit_from_doors(writer: Writer, clock: Clock) -> Callable[[str, str, str, str], None]:
+    """Audit entries the door side makes (a tap taken by enrol by tap), through the writer."""
+
+    def audit(actor: str, action: str, subject: str, detail: str) -> None:
+        at = clock.now().isoformat()
+        done = writer.submit(
+            lambda conn: users.append_audit(
+                conn,
+                at=at,
+                user_id=None,
+                actor=actor,
+                action=action,
+                subject=subject,
+                detail=detail,
+            )
+        )
+        done.add_done_callback(_log_failure)
+
+    return audit
+
+
+def _log_failure(done: Future[int]) -> None:
+    error = done.exception()
+    if error is not None:
+        log.error("an audit entry from the doors was not stored: %s", error)
 
 
 def _store_at_start(config: Config) -> tuple[TrustedKeys, maintenance.Recovery | None, KeyRing]:

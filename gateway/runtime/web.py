@@ -20,7 +20,7 @@ from gateway.api.accounts import Accounts
 from gateway.api.application import create_api
 from gateway.api.core_client import CoreClient
 from gateway.api.core_links import RemoteCaptures
-from gateway.api.directory import Directory, Residence
+from gateway.api.directory import Directory
 from gateway.api.events_api import events_router
 from gateway.api.history import History, LiveFeed
 from gateway.api.metrics import Monitored, metrics_router
@@ -28,6 +28,7 @@ from gateway.api.monitor import GatewayView, Monitor
 from gateway.api.overview import overview_router
 from gateway.api.pages import pages_router
 from gateway.api.people_api import people_router
+from gateway.api.person_view import Residence
 from gateway.api.rendering import STATIC_DIR
 from gateway.api.schema import schema_router
 from gateway.api.security import security_router
@@ -118,6 +119,7 @@ def build_web(parts: WebParts, view: RunningView) -> WebSide:
         accounts=accounts,
         residence=Residence(config.building, parts.local_districts),
         captures=parts.captures,
+        scope=monitor.scope_in,
     )
     history = History(store, monitor)
     feed = LiveFeed(store, history)

@@ -48,9 +48,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from gateway.store.errors import translated
@@ -61,6 +61,7 @@ from gateway.store.event_reads import (
     BY_SEQ,
     BY_TYPE,
     COLUMNS,
+    IN_TENANCY,
     PERSONLESS_BY_DOOR,
     Reads,
     Window,
@@ -109,13 +110,43 @@ class EventFilter:
             raise ValueError("until is before since")
 
 
+Dates = tuple[datetime, datetime | None]
+"""From (inclusive) to (exclusive; None: open)."""
+
+
 @dataclass(frozen=True)
 class EventScope:
     """What a landlord may see: events about these people, plus person-less events at
-    these doors."""
+    these doors.
+
+    With `units` set, an event about a person is seen only while one of the person's
+    tenancies in those units runs (from the later of its start and when it was recorded,
+    to its end) and only if it happened at one of `doors` or at no door: a landlord sees
+    their tenants during their own tenancy, at the doors that serve their units, and
+    nothing of the same person's life elsewhere, before or after. `windows` holds those
+    tenancies' windows per person for checks made here (the live feed); SQL reads them
+    from the tenancies table itself."""
 
     people: frozenset[str]
     doors: frozenset[str]
+    units: frozenset[str] | None = None
+    windows: Mapping[str, tuple[Dates, ...]] = field(default_factory=dict)
+
+    def admits(self, person: str | None, door: str | None, ts: str) -> bool:
+        """Whether an event about `person` (None: about no one) at `door` at `ts` is seen."""
+        if person is None:
+            return door is not None and door in self.doors
+        if person not in self.people:
+            return False
+        if self.units is None:
+            return True
+        if door is not None and door not in self.doors:
+            return False
+        moment = datetime.fromisoformat(ts)
+        return any(
+            start <= moment and (end is None or moment < end)
+            for start, end in self.windows.get(person, ())
+        )
 
 
 @dataclass(frozen=True)
@@ -175,6 +206,7 @@ def page(
                     kinds,
                     people=people,
                     doors=doors,
+                    tenancy=_tenancy_values(scope),
                     door_filter=events.door,
                     type_filter=events.type,
                     limit=limit,
@@ -249,11 +281,24 @@ def _reads(events: EventFilter, scope: EventScope | None, kinds: Sequence[str]) 
         return [Reads(BY_SEQ, (), ())]
     people, doors = _narrowed(events, scope)
     terms = ("door = ?", "type = ?", "person IS NULL")
-    groups = [
-        _about(tuple(people), events.door, kinds),
-        Reads(PERSONLESS_BY_DOOR, terms, (tuple(doors), tuple(kinds))),
-    ]
+    about = _about(tuple(people), events.door, kinds)
+    tenancy = _tenancy_values(scope)
+    if tenancy is not None:
+        about = Reads(
+            about.source,
+            (*about.terms, *IN_TENANCY),
+            (*about.values, *((value,) for value in tenancy)),
+        )
+    groups = [about, Reads(PERSONLESS_BY_DOOR, terms, (tuple(doors), tuple(kinds)))]
     return [group for group in groups if group.count]
+
+
+def _tenancy_values(scope: EventScope) -> tuple[str, str] | None:
+    """The values of `IN_TENANCY`'s terms for a scope cut to tenancies: its units and doors
+    (JSON lists), or None when the scope sees its people whole."""
+    if scope.units is None:
+        return None
+    return json.dumps(sorted(scope.units)), json.dumps(sorted(scope.doors))
 
 
 def _narrowed(events: EventFilter, scope: EventScope) -> tuple[frozenset[str], frozenset[str]]:

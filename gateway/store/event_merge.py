@@ -64,7 +64,16 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
 
-from gateway.store.event_reads import BY_DOOR, BY_SEQ, BY_TYPE, Read, Reads, Window, seqs
+from gateway.store.event_reads import (
+    BY_DOOR,
+    BY_SEQ,
+    BY_TYPE,
+    IN_TENANCY,
+    Read,
+    Reads,
+    Window,
+    seqs,
+)
 
 
 def walk(
@@ -74,6 +83,7 @@ def walk(
     *,
     people: frozenset[str],
     doors: frozenset[str],
+    tenancy: tuple[str, str] | None = None,
     door_filter: str | None,
     type_filter: str | None,
     limit: int,
@@ -87,7 +97,9 @@ def walk(
     the filter's own door and type, `kinds` the types read per door (as for the merge).
     The rows walked are those of the filter's door and type (the door index, merged over
     types, or the type index), else all (the primary key); person, door and the time
-    predicate are read from each row and tested here, so every row visited counts."""
+    predicate are read from each row and tested here, so every row visited counts.
+    `tenancy` (the values of `IN_TENANCY`) cuts a person's rows to the scope's tenancies
+    and doors, tested in SQL with the time predicate."""
     walked = 0
     last = window.high
     found: list[int] = []
@@ -98,8 +110,12 @@ def walk(
         0 if typed or door_filter is None else len(kinds),
         window.since is not None,
         window.until is not None,
+        tenancy is not None,
     )
+    units, tenancy_doors = tenancy if tenancy is not None else (None, None)
     values: dict[str, object] = {
+        "units": units,
+        "doors": tenancy_doors,
         "low": window.low,
         "high": window.high,
         "rows": rows,
@@ -129,12 +145,16 @@ def walk(
 
 
 @functools.lru_cache(maxsize=64)
-def _walk_statement(typed: bool, at_door: bool, kinds: int, since: bool, until: bool) -> str:
+def _walk_statement(  # noqa: PLR0917 - the statement's shape, one flag each
+    typed: bool, at_door: bool, kinds: int, since: bool, until: bool, tenancy: bool
+) -> str:
     """The rows a walk visits, newest first: seq, person, door (when the source does not
-    fix it), and whether the row is inside the time range."""
+    fix it), and whether the row is inside the time range (and the scope's tenancies)."""
+    in_tenancy = " AND ".join(IN_TENANCY).replace("?", ":units", 1).replace("?", ":doors", 1)
     inside = [
         *(["julianday(ts) >= julianday(:since)"] if since else []),
         *(["julianday(ts) < julianday(:until)"] if until else []),
+        *([f"(person IS NULL OR ({in_tenancy}))"] if tenancy else []),
     ]
     door = "NULL" if at_door else "CASE WHEN person IS NULL THEN door END"
     columns = f"seq, person, {door}, {' AND '.join(inside) or '1'}"

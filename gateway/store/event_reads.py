@@ -26,6 +26,19 @@ BY_TS = "outbox INDEXED BY outbox_by_ts"
 BY_SEQ = "outbox NOT INDEXED"
 """NOT INDEXED still walks the primary key (seq), and only it."""
 
+IN_TENANCY = (
+    "EXISTS (SELECT 1 FROM tenancies AS t WHERE t.person_id = outbox.person"
+    " AND t.generation IN (0, (SELECT value FROM meta WHERE key = 'allowlist_generation'))"
+    " AND t.unit IN (SELECT value FROM json_each(?))"
+    " AND julianday(outbox.ts) >= max(julianday(t.valid_from), julianday(t.created_at))"
+    " AND (t.valid_to IS NULL OR julianday(outbox.ts) < julianday(t.valid_to)))",
+    "(door IS NULL OR door IN (SELECT value FROM json_each(?)))",
+)
+"""Terms cutting a person's rows to a landlord's scope (`event_history.EventScope`): during
+one of the person's tenancies in the units (a JSON list), at one of the doors (a JSON list)
+or at none. Checked on the rows of the person's range (through the tenancies index by
+person), so they cost what a door filter on a person does: one person's rows are few."""
+
 
 @dataclass(frozen=True)
 class Read:

@@ -247,6 +247,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX outbox_by_ts ON outbox (ts)",
         ),
     ),
+    Migration(
+        8,
+        "landlords' isolation: the name each tenancy was let under, the unit each card is for",
+        (
+            # A person may be the tenant of two landlords; each sees the name they entered
+            # (people.name_sealed stays the first enrolment's, for admins), and each controls
+            # only the cards enrolled for their own unit (gateway/api/directory.py).
+            "ALTER TABLE tenancies ADD COLUMN name_sealed BLOB",
+            "ALTER TABLE staged_tenancies ADD COLUMN name_sealed BLOB",
+            "ALTER TABLE credentials ADD COLUMN unit TEXT",
+            "ALTER TABLE staged_credentials ADD COLUMN unit TEXT",
+            # Cards enrolled before: the person's unit when they have tenancies in one unit
+            # only; otherwise no unit, and only an admin changes them.
+            """UPDATE credentials SET unit = (
+                SELECT min(t.unit) FROM tenancies t
+                WHERE t.person_id = credentials.person_id AND t.generation = 0)
+            WHERE generation = 0 AND (
+                SELECT count(DISTINCT t.unit) FROM tenancies t
+                WHERE t.person_id = credentials.person_id AND t.generation = 0) = 1""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

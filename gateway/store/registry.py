@@ -114,7 +114,9 @@ def enrol(
     """Create or update the person, add credentials and the tenancy. Call in a transaction.
 
     `rename=False` keeps an existing person's name (someone enrolling a newcomer who is
-    already another landlord's tenant must not change what that landlord sees)."""
+    already another landlord's tenant must not change what that landlord sees). The name is
+    also kept with the tenancy, as the name this letting was made under, and the cards are
+    enrolled for the tenancy's unit: each landlord sees their own and controls their own."""
     id_number = enrolment.id_number.value
     id_hash = keys.lookup(CredentialKind.ID_NUMBER.value, id_number)
     stamp = now.isoformat()
@@ -143,16 +145,18 @@ def enrol(
         )
     else:
         person_id = row[0]
+    unit = enrolment.tenancy.unit if enrolment.tenancy is not None else None
     credential_ids = tuple(
-        _add_credential(conn, keys, person_id, grant, stamp) for grant in enrolment.credentials
+        _add_credential(conn, keys, person_id, grant, (stamp, unit))
+        for grant in enrolment.credentials
     )
     tenancy_id = None
     if enrolment.tenancy is not None:
         tenancy = enrolment.tenancy
         tenancy_id = str(uuid.uuid4())
         conn.execute(
-            "INSERT INTO tenancies (id, person_id, unit, room, valid_from, valid_to, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tenancies (id, person_id, unit, room, valid_from, valid_to, created_at,"
+            " name_sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 tenancy_id,
                 person_id,
@@ -161,6 +165,7 @@ def enrol(
                 _iso(tenancy.valid_from),
                 _iso(tenancy.valid_to),
                 stamp,
+                keys.seal(enrolment.name, f"tenancies.name:{tenancy_id}"),
             ),
         )
     record_change(conn, person_id)
@@ -173,26 +178,37 @@ def add_credentials(
     person_id: str,
     grants: Iterable[CredentialGrant],
     now: datetime,
+    *,
+    unit: str | None = None,
 ) -> list[str]:
-    """Add (or re-activate) credentials of an enrolled person. Call in a transaction."""
+    """Add (or re-activate) credentials of an enrolled person, for the tenancy of `unit`.
+    Call in a transaction."""
     stamp = now.isoformat()
-    return [_add_credential(conn, keys, person_id, grant, stamp) for grant in grants]
+    return [_add_credential(conn, keys, person_id, grant, (stamp, unit)) for grant in grants]
 
 
 def _add_credential(
-    conn: sqlite3.Connection, keys: KeyRing, person_id: str, grant: CredentialGrant, stamp: str
+    conn: sqlite3.Connection,
+    keys: KeyRing,
+    person_id: str,
+    grant: CredentialGrant,
+    at: tuple[str, str | None],
 ) -> str:
+    """A new credential, or the same person's card for the same unit made active again.
+
+    The person's card for another unit is refused exactly as another person's card is:
+    enrolling it again must not unblock what that unit's landlord reported lost, nor tell
+    the caller whose card it is. `at`: the time stamp, and the unit the card is for."""
+    stamp, unit = at
     kind, value, masked = grant.credential.kind, grant.credential.value, grant.credential.masked
     valid_from, valid_to = _iso(grant.valid_from), _iso(grant.valid_to)
     lookup = keys.lookup(kind.value, value)
     owner = conn.execute(
-        "SELECT person_id FROM credentials WHERE kind = ? AND lookup = ? AND generation = 0",
+        "SELECT person_id, unit FROM credentials WHERE kind = ? AND lookup = ? AND generation = 0",
         (kind.value, lookup),
     ).fetchone()
-    if owner is not None and owner[0] != person_id:
-        raise CredentialTakenError(
-            f"credential {kind.value}:{masked} is already enrolled to another person"
-        )
+    if owner is not None and (owner[0] != person_id or owner[1] != unit):
+        raise CredentialTakenError(f"credential {kind.value}:{masked} is already enrolled")
     if owner is not None:
         conn.execute(
             "UPDATE credentials SET status = 'active', valid_from = ?, valid_to = ?, updated_at = ?"
@@ -207,8 +223,8 @@ def _add_credential(
     credential_id = str(uuid.uuid4())
     conn.execute(
         "INSERT INTO credentials (id, person_id, kind, lookup, masked, value_sealed, status,"
-        " valid_from, valid_to, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
+        " valid_from, valid_to, created_at, updated_at, unit)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?)",
         (
             credential_id,
             person_id,
@@ -220,6 +236,7 @@ def _add_credential(
             valid_to,
             stamp,
             stamp,
+            unit,
         ),
     )
     return credential_id

@@ -35,6 +35,11 @@ class TenancyView:
     valid_from: str
     valid_to: str | None
     managed_by: str
+    name: str | None = None
+    """The name this tenancy was let under (None: enrolled before names were kept here)."""
+    seen_from: str | None = None
+    """When its landlord's view of the person starts: the later of its start and when it
+    was recorded, so a tenancy dated back does not open older history."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class CardView:
     valid_from: str | None
     valid_to: str | None
     managed_by: str
+    unit: str | None = None
+    """The unit whose tenancy the card was enrolled for (None: the platform's, or an admin's)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,37 @@ def people_of_units(conn: sqlite3.Connection, units: Iterable[str]) -> frozenset
     return frozenset(row[0] for row in rows)
 
 
+Window = tuple[datetime, datetime | None]
+"""From (inclusive) to (exclusive; None: open) the dates a landlord sees a person in."""
+
+
+def tenancy_windows(
+    conn: sqlite3.Connection, units: Iterable[str]
+) -> dict[str, tuple[Window, ...]]:
+    """Per person with a tenancy in one of `units`, the windows of those tenancies: from the
+    later of its start and when it was recorded, to its end."""
+    wanted = sorted(units)
+    if not wanted:
+        return {}
+    windows: dict[str, list[Window]] = {}
+    with translated():
+        rows = conn.execute(
+            "SELECT person_id, valid_from, created_at, valid_to FROM tenancies"  # noqa: S608
+            f" WHERE {_GENERATIONS} AND unit IN ({_marks(wanted)})",
+            wanted,
+        ).fetchall()
+    for pid, start, created, end in rows:
+        begin = datetime.fromisoformat(_later(start, created))
+        windows.setdefault(pid, []).append(
+            (begin, datetime.fromisoformat(end) if end is not None else None)
+        )
+    return {pid: tuple(found) for pid, found in windows.items()}
+
+
+def _later(start: str, created: str) -> str:
+    return max(start, created, key=datetime.fromisoformat)
+
+
 def person_with_id_number(conn: sqlite3.Connection, keys: KeyRing, id_number: str) -> str | None:
     """The person enrolled with this ID number (found by its keyed hash), if any."""
     lookup = keys.lookup(CredentialKind.ID_NUMBER.value, id_number)
@@ -145,10 +183,21 @@ def person(conn: sqlite3.Connection, keys: KeyRing, person_id: str) -> PersonVie
         if name is None:
             name = _platform_name(conn, keys, person_id)
         tenancies = tuple(
-            TenancyView(tid, person_id, unit, room, start, end, _managed(generation))
-            for tid, unit, room, start, end, generation in conn.execute(
-                "SELECT id, unit, room, valid_from, valid_to, generation FROM tenancies"  # noqa: S608
-                f" WHERE person_id = ? AND {_GENERATIONS} ORDER BY valid_from DESC",
+            TenancyView(
+                tid,
+                person_id,
+                unit,
+                room,
+                start,
+                end,
+                _managed(generation),
+                keys.open(bytes(let_as), f"tenancies.name:{tid}") if let_as else None,
+                _later(start, created),
+            )
+            for tid, unit, room, start, end, generation, let_as, created in conn.execute(
+                "SELECT id, unit, room, valid_from, valid_to, generation, name_sealed,"  # noqa: S608
+                f" created_at FROM tenancies WHERE person_id = ? AND {_GENERATIONS}"
+                " ORDER BY valid_from DESC",
                 (person_id,),
             )
         )
@@ -162,9 +211,10 @@ def person(conn: sqlite3.Connection, keys: KeyRing, person_id: str) -> PersonVie
                 start,
                 end,
                 _managed(generation),
+                card_unit,
             )
-            for cid, kind, masked_value, status, start, end, generation in conn.execute(
-                "SELECT id, kind, masked, status, valid_from, valid_to, generation"  # noqa: S608
+            for cid, kind, masked_value, status, start, end, generation, card_unit in conn.execute(
+                "SELECT id, kind, masked, status, valid_from, valid_to, generation, unit"  # noqa: S608
                 f" FROM credentials WHERE person_id = ? AND {_GENERATIONS}"
                 " ORDER BY created_at",
                 (person_id,),
@@ -188,13 +238,13 @@ def _platform_name(conn: sqlite3.Connection, keys: KeyRing, person_id: str) -> s
 def card(conn: sqlite3.Connection, credential_id: str) -> CardView | None:
     with translated():
         row = conn.execute(
-            "SELECT person_id, kind, masked, status, valid_from, valid_to, generation"  # noqa: S608
+            "SELECT person_id, kind, masked, status, valid_from, valid_to, generation, unit"  # noqa: S608
             f" FROM credentials WHERE id = ? AND {_GENERATIONS}",
             (credential_id,),
         ).fetchone()
     if row is None:
         return None
-    pid, kind, masked, status, start, end, generation = row
+    pid, kind, masked, status, start, end, generation, card_unit = row
     return CardView(
         credential_id,
         pid,
@@ -204,6 +254,7 @@ def card(conn: sqlite3.Connection, credential_id: str) -> CardView | None:
         start,
         end,
         _managed(generation),
+        card_unit,
     )
 
 
@@ -252,9 +303,12 @@ def add_cards(
     person_id: str,
     grants: Sequence[CredentialGrant],
     now: datetime,
+    *,
+    unit: str | None,
 ) -> list[str]:
-    """More cards for someone already enrolled. Call in a transaction."""
-    ids = registry.add_credentials(conn, keys, person_id, grants, now)
+    """More cards for someone already enrolled, for their tenancy of `unit`. Call in a
+    transaction."""
+    ids = registry.add_credentials(conn, keys, person_id, grants, now, unit=unit)
     registry.record_change(conn, person_id)
     return ids
 

@@ -130,7 +130,8 @@ def test_extending_and_moving_out(web: WebGateway) -> None:
         assert moved.status_code == 200
         assert moved.json()["tenancies"][0]["valid_to"] is not None
         web.wait_for_index()
-        assert _tap_and_decide(web, client, person["id"], "0A0A0A01") != "granted"
+    with web.login("admin") as admin:  # a former tenant's taps are no longer their landlord's
+        assert _tap_and_decide(web, admin, person["id"], "0A0A0A01") != "granted"
 
 
 def test_revealing_an_id_number_is_an_admins_audited_act(web: WebGateway) -> None:
@@ -163,7 +164,10 @@ def test_enrol_by_tap_takes_the_card_instead_of_deciding_it(web: WebGateway) -> 
         assert got["state"] == "captured"
         assert got["masked"] == "0F0*0F0F"
         time.sleep(0.3)
-        assert client.get("/api/v1/sync").json()["head_seq"] == head_before, "not decided"
+        recorded = client.get("/api/v1/events", params={"door": "unit-101", "limit": 5}).json()
+        new = [e for e in recorded["events"] if e["seq"] > head_before]
+        assert [(e["type"], e["data"]["stage"]) for e in new] == [("enrol.capture", "captured")]
+        assert new[0]["data"]["capture"] == capture, "recorded as taken, not decided"
         person = client.post(
             "/api/v1/people",
             json={
@@ -239,7 +243,8 @@ def test_enrolling_another_landlords_tenant_leaves_their_record_as_it_was(
     web: WebGateway,
 ) -> None:
     """Landlord B's tenant moves into landlord A's unit too: A may enrol them (the ID number
-    is what A was shown), but the name B sees stays B's."""
+    is what A was shown) and sees the name A typed; the name B sees stays B's, and nothing
+    of B's letting reaches A (tests/api/test_landlord_isolation.py for the rest)."""
     theirs = web.seeded["landlord_b"]
     with web.login("landlord_a") as client:
         reply = client.post(
@@ -247,8 +252,8 @@ def test_enrolling_another_landlords_tenant_leaves_their_record_as_it_was(
             json={"id_number": "440524188001010014", "name": "改名", "unit": "101"},
         )
         assert reply.status_code == 201, reply.text
-        assert reply.json()["new_person"] is False
-        assert reply.json()["person"]["name"] == theirs["name"]
+        assert reply.json()["new_person"] is True, "new to A: whether B lets them is B's"
+        assert reply.json()["person"]["name"] == "改名"
     with web.login("landlord_b") as client:
         person = client.get(f"/api/v1/people/{theirs['person_id']}").json()
         assert person["name"] == theirs["name"]

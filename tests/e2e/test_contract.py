@@ -175,6 +175,16 @@ def _platform_traffic(
     return sent
 
 
+def _enrol_by_tap(running: InProcessGateway, fifo: Path) -> None:
+    """A capture armed at the front door takes an unknown card: enrol.capture, twice."""
+    captures = running.gateway.parts.captures
+    armed: list[object] = []
+    running.call_soon(lambda: armed.append(captures.arm("installer", "front")))
+    wait_until(lambda: bool(armed), 10, "the capture armed")
+    write_taps(fifo, ["04CAFE0001"])
+    wait_until(lambda: captures.captured == 1, 10, "the card captured")
+
+
 def _terminal_record(running: InProcessGateway) -> None:
     """A handheld terminal hands in a registration over HTTPS: registration.captured."""
     gateway = running.gateway
@@ -224,6 +234,7 @@ def test_real_traffic_matches_the_contract(broker: LocalBroker, tmp_path: Path) 
                 "every decision and the reader's status at the subscriber",
             )
             sent = _platform_traffic(broker, gateway_id, key, running, tmp_path / "front.reader")
+            _enrol_by_tap(running, tmp_path / "front.reader")
             wait_until(
                 lambda: any(e["type"] == "alert.cleared" for e in platform.events()),
                 20,

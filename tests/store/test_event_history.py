@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.domain.events import EventType, new_event
-from gateway.store import event_history, maintenance, outbox
+from gateway.store import event_history, maintenance, outbox, tenants
 from gateway.store.db import connect, transaction
 from gateway.store.errors import StoreError
 from gateway.store.event_history import EventFilter, EventRow, EventScope
@@ -332,6 +332,71 @@ def test_a_big_scope_is_walked_then_merged_to_the_same_answer(
             assert len(expected) >= 50
             for limit in (1, 13, 50, 200):
                 assert _all_pages(conn, wanted, scope, limit, **walk) == expected
+
+
+def _let(conn: sqlite3.Connection, people: Sequence[str]) -> None:
+    """Tenancies for `people`: in unit U1 (every third in U2 instead), each starting later,
+    most ending 25 minutes on, some recorded only after they started."""
+    stamp = T0.isoformat()
+    with transaction(conn):
+        for n, person in enumerate(people):
+            start = T0 + timedelta(seconds=20 * n)
+            end = None if n % 5 == 0 else start + timedelta(seconds=1500)
+            recorded = start + timedelta(seconds=400) if n % 7 == 0 else T0
+            conn.execute(
+                "INSERT INTO people (id, id_hash, id_masked, id_number_sealed, created_at,"
+                " updated_at) VALUES (?, ?, 'x', x'00', ?, ?)",
+                (person, person.encode(), stamp, stamp),
+            )
+            conn.execute(
+                "INSERT INTO tenancies (id, person_id, unit, valid_from, valid_to, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    f"t-{person}",
+                    person,
+                    "U2" if n % 3 == 0 else "U1",
+                    start.isoformat(),
+                    end.isoformat() if end else None,
+                    recorded.isoformat(),
+                ),
+            )
+
+
+@pytest.mark.parametrize(
+    "walk", [{}, WALK_NOW, {"walk_from": 2, "walk_rows": 37}], ids=["merged", "walked", "walk-37"]
+)
+def test_a_landlords_scope_sees_their_tenants_only_in_their_tenancies_at_their_doors(
+    tmp_path: Path, walk: dict[str, int]
+) -> None:
+    """SQL (merged or walked) and `EventScope.admits` (the live feed) cut alike: a person's
+    events during one of their tenancies in the scope's units, from the later of its start
+    and when it was recorded, at the scope's doors or none."""
+    with _store(tmp_path, _many(3000)) as conn:
+        _let(conn, MANY_PEOPLE[:40])
+        windows = tenants.tenancy_windows(conn, {"U1"})
+        assert 20 < len(windows) < 40
+        scope = EventScope(
+            frozenset(windows), frozenset(MANY_DOORS[:2]), units=frozenset({"U1"}), windows=windows
+        )
+        for wanted in (
+            EventFilter(),
+            EventFilter(door="door-1"),
+            EventFilter(door="door-3"),
+            EventFilter(person=MANY_PEOPLE[8]),
+            EventFilter(type=TYPES[0].value, since=T0 + timedelta(seconds=500)),
+        ):
+            expected = [
+                row
+                for row in _reference(conn, wanted, None)
+                if scope.admits(row.person, row.door, row.ts)
+            ]
+            if wanted == EventFilter():
+                assert any(row.person for row in expected), "the fixture has tenants' events"
+            for limit in (1, 13, 50):
+                assert _all_pages(conn, wanted, scope, limit, **walk) == expected
+        anywhere = _reference(conn, EventFilter(), EventScope(frozenset(windows), frozenset()))
+        during = [row for row in anywhere if scope.admits(row.person, row.door, row.ts)]
+        assert 0 < len(during) < len(anywhere) / 2, "most of their tenants' lives is not theirs"
 
 
 def test_a_walk_that_runs_out_hands_the_rest_of_the_page_to_the_merge(tmp_path: Path) -> None:
@@ -740,7 +805,7 @@ def test_a_v6_store_with_rows_upgrades_and_its_rows_read_right(tmp_path: Path) -
             "SELECT seq, id, type, ts, payload FROM outbox ORDER BY seq"
         ).fetchall()
         assert migrate(conn) == 6
-        assert schema_version(conn) == LATEST_VERSION == 7
+        assert schema_version(conn) == LATEST_VERSION == 8
         assert (
             conn.execute("SELECT seq, id, type, ts, payload FROM outbox ORDER BY seq").fetchall()
             == before

@@ -124,6 +124,11 @@ _FIXTURE_SQL: dict[int, tuple[str, ...]] = {
     ),
     # 7 adds generated columns and indexes, no table: an event with a door and a person.
     7: ("""UPDATE outbox SET payload = '{"door":"front","person":"p1"}' WHERE seq = 2""",),
+    # 8 adds columns: a tenancy let under a name of its own, a card enrolled for a unit.
+    8: (
+        "UPDATE tenancies SET name_sealed = x'06' WHERE id = 't1'",
+        "UPDATE credentials SET unit = '3' WHERE id = 'c1'",
+    ),
 }
 
 
@@ -369,7 +374,7 @@ def test_enrolling_again_updates_and_a_card_cannot_change_hands(database: Path) 
         assert not again.new_person
         assert again.person_id == first.person_id
         assert again.credential_ids == first.credential_ids
-        with pytest.raises(StoreError, match="another person"), transaction(conn):
+        with pytest.raises(StoreError, match="already enrolled"), transaction(conn):
             registry.enrol(conn, keys, Enrolment(make_id_number(2), "B", (card,)), NOW)
         assert registry.counts(conn) == {"people": 1, "credentials": 1, "tenancies": 0}
         version = registry.registry_version(conn)
@@ -380,6 +385,11 @@ def test_enrolling_again_updates_and_a_card_cannot_change_hands(database: Path) 
         assert registry.registry_version(conn) == version + 1
         rows = list(registry.iter_credentials(conn))
         assert [r.status for r in rows] == [CredentialStatus.LOST]
+        elsewhere = Enrolment(make_id_number(1), "A", (card,), Tenancy("202", NOW, None))
+        with pytest.raises(StoreError, match="already enrolled"), transaction(conn):
+            registry.enrol(conn, keys, elsewhere, NOW)  # the same person, let another unit
+        rows = list(registry.iter_credentials(conn))
+        assert [r.status for r in rows] == [CredentialStatus.LOST], "not unblocked by it"
         with pytest.raises(StoreError, match="no credential"), transaction(conn):
             registry.set_credential_status(conn, "missing", CredentialStatus.LOST, NOW)
     finally:
@@ -417,3 +427,33 @@ def test_an_operation_whose_caller_stopped_waiting_still_commits_and_the_writer_
         writer.flush()
     finally:
         writer.close()
+
+
+def test_migration_8_gives_cards_the_unit_of_their_persons_only_letting(tmp_path: Path) -> None:
+    """A card enrolled before cards had units belongs to the one unit its person is let; a
+    person let several units leaves their cards to an admin (`gateway/api/directory.py`)."""
+    conn = connect(tmp_path / "db.sqlite")
+    try:
+        migrate(conn, target=7)
+        _fixture_rows(conn, 7)
+        stamp = "'2026-01-01T00:00:00+08:00'"
+        with transaction(conn):
+            conn.execute(
+                f"INSERT INTO people VALUES ('p2', x'11', '341***********0020', x'12', x'13',"
+                f" {stamp}, {stamp})"
+            )
+            conn.execute(
+                "INSERT INTO credentials (id, person_id, kind, lookup, masked, value_sealed,"
+                f" created_at, updated_at) VALUES ('c2', 'p2', 'card_uid', x'14', '0B0***0B0B',"
+                f" x'15', {stamp}, {stamp})"
+            )
+            for tenancy, unit in (("t2", "101"), ("t3", "202")):
+                conn.execute(
+                    "INSERT INTO tenancies (id, person_id, unit, valid_from, created_at)"
+                    f" VALUES ('{tenancy}', 'p2', '{unit}', {stamp}, {stamp})"
+                )
+        migrate(conn)
+        units = dict(conn.execute("SELECT id, unit FROM credentials").fetchall())
+        assert units == {"c1": "3", "c2": None}
+    finally:
+        conn.close()

@@ -8,18 +8,22 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import uuid4
 
 import pytest
 from jsonschema import Draft202012Validator
 
-from gateway.clock import SystemClock
+from gateway.clock import ManualClock, SystemClock
+from gateway.devices.protocols import CardRead
 from gateway.domain.capture import CapturedRecord
-from gateway.domain.events import EventType, new_event
+from gateway.domain.credentials import Credential, CredentialKind
+from gateway.domain.events import EventType, OutboxEvent, new_event
 from gateway.domain.personal import SEALED_FIELDS
 from gateway.domain.sealed_box import OpeningKey, SealError, SealProblem
 from gateway.domain.signed_commands import CommandName
+from gateway.doors.enrol_by_tap import CardCaptures
 from gateway.residence.intake import captured_body
 from gateway.sync.wire import CONTRACT_VERSION, Topics
 from tests.support.contract import (
@@ -289,3 +293,50 @@ def test_the_gateways_sealed_capture_matches_the_contract_and_opens_only_at_the_
     with pytest.raises(SealError) as wrong_gateway:
         opened([wire], "GW-8", [platform])
     assert wrong_gateway.value.problem is SealProblem.FAILED_AUTHENTICATION
+
+
+# --- enrol by tap: what CardCaptures records ---------------------------------------------------
+
+
+def _capture_events() -> list[dict[str, Any]]:
+    """The events a real CardCaptures records for one arming and the tap it takes, as the
+    outbox would send them (with a seq)."""
+    recorded: list[OutboxEvent] = []
+    clock = ManualClock(datetime(2026, 11, 28, 9, 12, tzinfo=timezone(timedelta(hours=8))))
+    captures = CardCaptures(clock, record=recorded.append)
+    captures.arm("landlord_a", "unit-101")
+    clock.advance(2)
+    read = CardRead("unit-101-line-0", "unit-101", Credential(CredentialKind.CARD_UID, RAW_CARD), 0)
+    assert captures.offer(read)
+    return [{"seq": n, **json.loads(e.payload)} for n, e in enumerate(recorded, start=50)]
+
+
+def test_enrol_capture_events_match_the_contract_and_carry_no_card_value() -> None:
+    check = validator("#/components/schemas/Event")
+    armed, captured = _capture_events()
+    assert (armed["stage"], captured["stage"]) == ("armed", "captured")
+    assert armed["capture"] == captured["capture"]
+    for event in (armed, captured):
+        assert event["type"] == EventType.ENROL_CAPTURE.value
+        assert_valid(check, event, f"enrol.capture {event['stage']}")
+        assert RAW_CARD not in json.dumps(event)
+
+
+ENROL_TAMPERING: dict[str, Callable[[dict[str, Any], dict[str, Any]], object]] = {
+    "captured without the card": lambda _armed, captured: captured.pop("credential"),
+    "armed with a card": lambda armed, captured: armed.update(credential=captured["credential"]),
+    "the card's value": lambda _armed, captured: captured["credential"].update(value=RAW_CARD),
+    "an unknown stage": lambda armed, _captured: armed.update(stage="cancelled"),
+    "no owner": lambda armed, _captured: armed.pop("owner"),
+    "a voucher taken": lambda _armed, captured: captured["credential"].update(kind="voucher"),
+}
+
+
+@pytest.mark.parametrize("tamper", ENROL_TAMPERING.values(), ids=list(ENROL_TAMPERING))
+def test_a_tampered_enrol_capture_event_fails(
+    tamper: Callable[[dict[str, Any], dict[str, Any]], object],
+) -> None:
+    check = validator("#/components/schemas/Event")
+    armed, captured = _capture_events()
+    tamper(armed, captured)
+    assert not (check.is_valid(armed) and check.is_valid(captured))

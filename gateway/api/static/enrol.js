@@ -43,7 +43,8 @@
       body: JSON.stringify({ door }),
     });
     if (!reply.ok) {
-      state.textContent = texts.expired;
+      const owner = reply.status === 409 ? (await reply.json()).detail.owner : null;
+      state.textContent = owner ? `${texts.busy}: ${owner}` : texts.expired;
       state.className = "bad";
       button.disabled = false;
       return;
