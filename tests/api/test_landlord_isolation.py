@@ -21,7 +21,7 @@ from tests.support.web import TENANT_B, WebGateway
 NEWCOMER = "110101199001041233"
 SEEN_LONG_AGO = "11010119900107123X"
 NEVER_SEEN = "110101199001051239"
-LONG_AGO = "2000-01-01T00:00:00+08:00"
+LONG_AGO = "2001-01-01T00:00:00+08:00"
 
 
 def _events(client: httpx.Client, person: str) -> list[dict[str, Any]]:
