@@ -250,7 +250,7 @@ def one_run(
 ) -> Result:
     device = Device("pty", directory)
     config = load_config(write_config(directory, broker.url, device.path, public), environ={})
-    running = InProcessGateway(config)
+    running = InProcessGateway(config, web="none")  # the core alone, as in production
     gateway = running.gateway
     lock = gateway.parts.devices.locks["front"]
     (reader,) = gateway.parts.devices.readers.values()
