@@ -62,6 +62,12 @@ class GatewaySection(_Section):
     timezone: str = "Asia/Shanghai"
     key_file: Path | None = None
     commit_window_ms: float = Field(2.0, ge=0, le=50)
+    store_shared_with_group: bool = Field(
+        False,
+        description="the web process runs as another user whose group is this one's (the"
+        " systemd units): the store, its WAL and the field key become group read-write (key:"
+        " read); everything else in the data dir stays this user's alone",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -130,6 +136,11 @@ class ApiSection(_Section):
     max_connections_per_address: int = Field(32, ge=1, le=60_000)
     read_timeout_s: float = Field(
         10.0, gt=0, le=300, description="for a TLS handshake, and for a request's headers and body"
+    )
+    state_dir: Path | None = Field(
+        None,
+        description="the web process's own files (self-signed TLS key, first-run setup code);"
+        " absent: the data dir",
     )
     trusted_proxies: list[IPvAnyNetwork] = Field(
         default_factory=list,
@@ -351,6 +362,13 @@ class Config(_Section):
     @property
     def building(self) -> str:
         return self.residence.building or self.gateway.id
+
+    @property
+    def web_state_dir(self) -> Path:
+        """The web process's own files (TLS key, setup code): `[api] state_dir`, else the
+        data dir. A split install gives the web a folder of its own: it may not write in
+        the door core's."""
+        return self.api.state_dir or self.gateway.data_dir
 
     def reader_name(self, index: int) -> str:
         device = self.devices[index]

@@ -17,6 +17,7 @@ all is written. Exit status: 0 done, 1 refused or failed, 2 bad arguments.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import grp
 import os
 import pwd
@@ -37,11 +38,19 @@ EXIT_USAGE = 2
 USER = "rentgate"
 SERIAL_GROUP = "dialout"
 GATEWAY_UNIT = "rentgate.service"
-UNITS = (GATEWAY_UNIT, "rentgate-terminal-sync.service", "rentgate-terminal-sync.timer")
+WEB_UNIT = "rentgate-web.service"
+UNITS = (
+    GATEWAY_UNIT,
+    WEB_UNIT,
+    "rentgate-terminal-sync.service",
+    "rentgate-terminal-sync.timer",
+)
+WEB_USER = "rentgate-web"
 SYSUSERS_SOURCE = "rentgate.sysusers"
 UNIT_DIR = Path("etc/systemd/system")
 SYSUSERS_TARGET = Path("usr/lib/sysusers.d/rentgate.conf")
 DATA_DIR = Path("var/lib/rentgate")
+WEB_STATE_DIR = Path("var/lib/rentgate-web")
 DEFAULT_CONFIG = Path("/etc/rentgate/gateway.toml")
 EXEC = Path("/opt/rentgate/.venv/bin/rentgate")
 HIDDEN_FROM_SERVICE = (Path("/home"), Path("/root"), Path("/run/user"), Path("/tmp"))  # noqa: S108
@@ -140,8 +149,8 @@ def plan(prefix: Path, config: Path, units_dir: Path, *, force: bool) -> list[Pl
     planned = []
     for source in sources:
         content = source.read_text(encoding="utf-8")
-        if source.name == GATEWAY_UNIT:
-            content = with_config(content, config)
+        if source.name in (GATEWAY_UNIT, WEB_UNIT):
+            content = with_config(content, config, source.name)
         target = prefix / (SYSUSERS_TARGET if source.name == SYSUSERS_SOURCE else UNIT_DIR)
         if source.name != SYSUSERS_SOURCE:
             target = target / source.name
@@ -165,13 +174,11 @@ def check_config_path(config: Path) -> None:
             )
 
 
-def with_config(unit: str, config: Path) -> str:
-    """The gateway unit with its ExecStart's `--config` set to `config`."""
+def with_config(unit: str, config: Path, name: str = GATEWAY_UNIT) -> str:
+    """A unit (the door core's or the web's) with its ExecStart's `--config` set to `config`."""
     pattern = re.compile(rf"^(ExecStart=.*--config )({re.escape(str(DEFAULT_CONFIG))})$", re.M)
     if not pattern.search(unit):
-        raise InstallError(
-            InstallProblem.NO_UNITS, f"{GATEWAY_UNIT} has no ExecStart with --config"
-        )
+        raise InstallError(InstallProblem.NO_UNITS, f"{name} has no ExecStart with --config")
     return pattern.sub(lambda match: match.group(1) + str(config), unit)
 
 
@@ -216,12 +223,16 @@ def _install(*, prefix: Path, config: Path, units_dir: Path, dry_run: bool, forc
                 _write(item.target, item.content)
         data_dir = prefix / DATA_DIR
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (prefix / WEB_STATE_DIR).mkdir(mode=0o700, parents=True, exist_ok=True)
         if system:
             if account is not None:
                 subprocess.run(account, check=True, timeout=60)
             user = pwd.getpwnam(USER)
             os.chown(data_dir, user.pw_uid, user.pw_gid)
             print(f"user {USER} ready; {data_dir} owned by it")
+            with contextlib.suppress(KeyError):  # made by sysusers; by hand without it
+                web = pwd.getpwnam(WEB_USER)
+                os.chown(prefix / WEB_STATE_DIR, web.pw_uid, web.pw_gid)
         else:
             print(f"{data_dir} created; StateDirectory= gives it to {USER} on the first start")
     except (OSError, KeyError, subprocess.SubprocessError) as exc:
@@ -284,7 +295,8 @@ def _next_steps(prefix: Path, config: Path, *, system: bool) -> None:
     if not (prefix / config.relative_to("/")).is_file():
         steps.append(
             f"write {config} (root:{USER}, mode 0640) with data_dir under /{DATA_DIR}, "
-            f"e.g. /{DATA_DIR}/gateway"
+            f"e.g. /{DATA_DIR}/gateway, [gateway] store_shared_with_group = true and [api]"
+            f' state_dir = "/{WEB_STATE_DIR}" (the web runs as {WEB_USER}, group {USER})'
         )
     if not (prefix / EXEC.relative_to("/")).exists():
         steps.append(
@@ -293,7 +305,7 @@ def _next_steps(prefix: Path, config: Path, *, system: bool) -> None:
     if system:
         steps += [
             "systemctl daemon-reload",
-            "systemctl enable --now rentgate.service   # on the gateway",
+            "systemctl enable --now rentgate.service rentgate-web.service   # on the gateway",
             "systemctl enable --now rentgate-terminal-sync.timer   # on a terminal host",
         ]
     else:

@@ -52,7 +52,7 @@ def run_terminal(config: Config, args: argparse.Namespace) -> int:
         return 2
     cert = config.api.cert
     if cert is None:
-        cert, _key = self_signed(config.gateway.data_dir / "tls", config.api.host)
+        cert, _key = self_signed(config.web_state_dir / "tls", config.api.host)
     print(f"terminal {args.terminal}: token (shown once, keep it on the handheld only):")
     print(token)
     print(f"gateway certificate for the terminal's CA file: {cert}")

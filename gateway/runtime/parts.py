@@ -83,6 +83,7 @@ def open_store(config: Config, trusted: TrustedKeys | None = None) -> KeyRing:
         config.gateway.database,
         config.gateway.keys,
         then=trusted.load if trusted is not None else None,
+        shared=config.gateway.store_shared_with_group,
     )
 
 

@@ -108,7 +108,7 @@ def build_web(parts: WebParts, view: RunningView) -> WebSide:
         config.gateway.database,
         writer=parts.writer,
         clock=parts.clock,
-        setup_code_file=config.gateway.data_dir / "setup-code",
+        setup_code_file=config.web_state_dir / "setup-code",
         terminals=parts.terminals,
     )
     monitor = Monitor(store, view)

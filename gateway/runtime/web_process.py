@@ -35,6 +35,7 @@ from gateway.runtime.parts import record_intake, sealing_key
 from gateway.runtime.web import WebParts, WebSide, build_web
 from gateway.store.crypto import KeyRing
 from gateway.store.db import connect
+from gateway.store.errors import StoreError
 from gateway.store.migrations import LATEST_VERSION, schema_version
 from gateway.store.outbox import OutboxStats
 from gateway.store.writer import Writer
@@ -120,7 +121,7 @@ class WebGateway:
         self.core = CoreClient(core_socket(config))
         cert, key = config.api.cert, config.api.key
         if cert is None or key is None:
-            cert, key = self_signed(config.gateway.data_dir / "tls", config.api.host)
+            cert, key = self_signed(config.web_state_dir / "tls", config.api.host)
         self.api_certificate = cert
         self.api_server = ApiServer(config.api.listen, cert, key, api_limits(config))
         self.view = CoreView(config, self.core, self.clock)
@@ -178,7 +179,9 @@ class WebGateway:
 
     def _parts(self) -> WebParts:
         config = self.config
-        keys = KeyRing.load_or_create(config.gateway.keys)
+        keys = KeyRing.load_or_create(
+            config.gateway.keys, group_readable=config.gateway.store_shared_with_group
+        )
 
         def committed(head: int) -> None:  # on the web writer's thread
             if self.web is not None:
@@ -246,10 +249,15 @@ async def _wait_for_store(config: Config) -> None:
 
 
 def _store_ready(config: Config) -> bool:
+    """The store exists at the latest schema and can be opened. In a split install the web
+    cannot create the WAL files in the core's folder: until the core has, it waits."""
     database = config.gateway.database
     if not database.exists() or not config.gateway.keys.exists():
         return False
-    conn = connect(database)
+    try:
+        conn = connect(database)
+    except StoreError:
+        return False
     try:
         return schema_version(conn) == LATEST_VERSION
     finally:

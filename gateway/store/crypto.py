@@ -41,15 +41,19 @@ class KeyRing:
         return cls(os.urandom(32), os.urandom(32))
 
     @classmethod
-    def load_or_create(cls, path: Path) -> KeyRing:
-        """Load the key file, creating it (mode 0600) on first run."""
+    def load_or_create(cls, path: Path, *, group_readable: bool = False) -> KeyRing:
+        """Load the key file, creating it (mode 0600) on first run.
+
+        `group_readable`: the web process of a split install reads it through the
+        store's group (0640); anything more open is refused either way."""
         if not path.exists():
             ring = cls.generate()
             ring._write_new(path)
             return ring
         mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise KeyFileError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
+        if mode & (0o037 if group_readable else 0o077):
+            wanted = "640" if group_readable else "600"
+            raise KeyFileError(f"{path} is readable by others (mode {mode:o}); chmod {wanted} it")
         try:
             document = json.loads(path.read_text(encoding="ascii"))
             if document.get("format") != _FORMAT:

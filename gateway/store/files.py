@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Collection
 from pathlib import Path
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+SHARED_DIR_MODE = 0o750
+SHARED_FILE_MODE = 0o660
+SHARED_KEY_MODE = 0o640
 
 
 def private_dir(path: Path) -> Path:
@@ -52,11 +56,30 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def tighten(directory: Path) -> list[Path]:
+def store_shares(database: Path, key_file: Path) -> dict[Path, int]:
+    """The paths the web process reaches when it runs as another user of the store's group
+    (`[gateway] store_shared_with_group`), with their modes: the folders it must pass, the
+    store and its WAL read-write, the field key read-only. Nothing else in the data dir."""
+    shares = {database.parent: SHARED_DIR_MODE, key_file.parent: SHARED_DIR_MODE}
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        shares[path] = SHARED_FILE_MODE
+    shares[key_file] = SHARED_KEY_MODE
+    return shares
+
+
+def share(shares: dict[Path, int]) -> None:
+    """Give each existing path of `shares` its mode."""
+    for path, mode in shares.items():
+        if path.exists() and stat.S_IMODE(path.lstat().st_mode) != mode:
+            os.chmod(path, mode)
+
+
+def tighten(directory: Path, keep: Collection[Path] = ()) -> list[Path]:
     """Make `directory` and every folder in it 0700 and every file 0600; return what changed.
 
     Run at start so a data dir written under a loose umask (or by an older
-    release) is closed before anything is added to it. Symlinks are left alone.
+    release) is closed before anything is added to it. Symlinks are left alone,
+    and so are the paths in `keep` (what `store_shares` opens to the web's group).
     """
     changed: list[Path] = []
     if not directory.is_dir():
@@ -65,6 +88,8 @@ def tighten(directory: Path) -> list[Path]:
     for root, folders, files in os.walk(directory):  # does not descend into symlinked folders
         paths += [Path(root) / name for name in (*folders, *files)]
     for path in paths:
+        if path in keep:
+            continue
         mode = path.lstat().st_mode
         if stat.S_ISDIR(mode):
             wanted = DIR_MODE

@@ -14,7 +14,7 @@ from pathlib import Path
 from gateway.store import maintenance, retention
 from gateway.store.crypto import KeyRing
 from gateway.store.db import connect
-from gateway.store.files import private_dir, tighten
+from gateway.store.files import private_dir, share, store_shares, tighten
 from gateway.store.migrations import migrate
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ def open_store(
     key_file: Path,
     *,
     then: Callable[[sqlite3.Connection], None] | None = None,
+    shared: bool = False,
 ) -> KeyRing:
     """Create the data folder, key file and schema as needed; return the field-encryption keys.
 
@@ -43,13 +44,18 @@ def open_store(
     under a loose umask, or by an older release, is closed here); a key file
     others could read is still refused, not quietly fixed.
 
+    `shared` (a split install, `[gateway] store_shared_with_group`): the store, its
+    WAL and the field key are opened to the group, for the web process's user.
+
     `then` runs on the freshly migrated store (the runtime loads the platform keys
     that `keys.rotate` changed). Pages of an unfinished allowlist snapshot stay
     staged, not in force, so the platform can resume it.
     """
     private_dir(database.parent)
-    keys = KeyRing.load_or_create(key_file)  # first: a key file others could read is refused
-    if loosened := tighten(database.parent):
+    # first: a key file others could read is refused
+    keys = KeyRing.load_or_create(key_file, group_readable=shared)
+    shares = store_shares(database, key_file) if shared else {}
+    if loosened := tighten(database.parent, keep=shares):
         log.warning("made %d file(s) in %s private to the gateway", len(loosened), database.parent)
     conn = connect(database)
     try:
@@ -61,4 +67,5 @@ def open_store(
             then(conn)
     finally:
         conn.close()
+    share(shares)  # the web process's user reaches the store through its group, nothing else
     return keys

@@ -44,7 +44,12 @@ from tests.support import REPO
 from tests.support.gateway import write_config as support_write_config
 
 UNITS_DIR = REPO / "systemd"
-UNITS = ("rentgate.service", "rentgate-terminal-sync.service", "rentgate-terminal-sync.timer")
+UNITS = (
+    "rentgate.service",
+    "rentgate-web.service",
+    "rentgate-terminal-sync.service",
+    "rentgate-terminal-sync.timer",
+)
 VENV_BIN = "/opt/rentgate/.venv/bin/"
 STATE = "/var/lib/rentgate"
 PET = "WATCHDOG=1"
@@ -116,7 +121,7 @@ def test_gateway_unit_is_notify_watchdog_restart_and_hardened() -> None:
     unit = _directives("rentgate.service")
     expected = {
         "Type": ["notify"],
-        "ExecStart": [f"{VENV_BIN}rentgate run --config /etc/rentgate/gateway.toml"],
+        "ExecStart": [f"{VENV_BIN}rentgate run --web none --config /etc/rentgate/gateway.toml"],
         "WatchdogSec": ["30s"],
         "Restart": ["on-failure"],
         "User": ["rentgate"],
@@ -127,9 +132,32 @@ def test_gateway_unit_is_notify_watchdog_restart_and_hardened() -> None:
         "PrivateTmp": ["yes"],
         "CapabilityBoundingSet": [""],
         "LimitCORE": ["0"],
+        "LimitNOFILE": ["4096"],
     }
     assert {key: unit.get(key) for key in expected} == expected
     assert "PrivateDevices" not in unit, "serial readers live in /dev"
+
+
+def test_the_web_runs_apart_as_its_own_user_without_devices_and_bounded() -> None:
+    """Issue 13: everything that faces the network runs as another user, in another unit."""
+    web = _directives("rentgate-web.service")
+    expected = {
+        "ExecStart": [f"{VENV_BIN}rentgate web --config /etc/rentgate/gateway.toml"],
+        "User": ["rentgate-web"],
+        "Group": ["rentgate"],
+        "Restart": ["always"],
+        "PrivateDevices": ["yes"],
+        "LimitNOFILE": ["65536"],
+        "MemoryMax": ["512M"],
+        "StateDirectory": ["rentgate-web"],
+        "ReadWritePaths": ["/var/lib/rentgate /var/lib/rentgate-web"],
+        "NoNewPrivileges": ["yes"],
+        "CapabilityBoundingSet": [""],
+    }
+    assert {key: web.get(key) for key in expected} == expected
+    assert "SupplementaryGroups" not in web, "not in dialout: no serial device"
+    core = _directives("rentgate.service")
+    assert int(core["CPUWeight"][0]) > int(web["CPUWeight"][0]), "doors get the CPU first"
 
 
 def test_terminal_sync_is_a_oneshot_the_timer_starts() -> None:
@@ -145,7 +173,9 @@ def test_terminal_sync_is_a_oneshot_the_timer_starts() -> None:
     assert timer["WantedBy"] == ["timers.target"]
 
 
-@pytest.mark.parametrize("name", ["rentgate.service", "rentgate-terminal-sync.service"])
+@pytest.mark.parametrize(
+    "name", ["rentgate.service", "rentgate-web.service", "rentgate-terminal-sync.service"]
+)
 def test_units_expose_little(tmp_path: Path, name: str) -> None:
     """`systemd-analyze security` scores exposure 0..10; --threshold is in tenths."""
     copy = next(path for path in _verifiable_copies(tmp_path) if path.name == name)
@@ -173,6 +203,7 @@ def test_sysusers_entry_creates_the_user_in_dialout(tmp_path: Path) -> None:
     said = result.stdout + result.stderr
     assert result.returncode == 0, said
     assert "Creating user 'rentgate'" in said
+    assert "Creating user 'rentgate-web'" in said
     assert "Failed" not in said
     assert "Unknown" not in said
 
@@ -689,23 +720,24 @@ def test_install_service_stages_units_user_and_data_dir(
     root = tmp_path / "image"
     assert _install("--prefix", str(root), "--config", "/srv/rentgate/gw.toml") == 0
     units = root / "etc/systemd/system"
-    for name in UNITS[1:]:
+    for name in UNITS[2:]:
         assert (units / name).read_text() == (UNITS_DIR / name).read_text()
-    assert (units / "rentgate.service").read_text() == (
-        (UNITS_DIR / "rentgate.service")
-        .read_text()
-        .replace("--config /etc/rentgate/gateway.toml", "--config /srv/rentgate/gw.toml")
-    )
+    for name in UNITS[:2]:  # the door core and the web read the same config
+        assert (units / name).read_text() == (
+            (UNITS_DIR / name)
+            .read_text()
+            .replace("--config /etc/rentgate/gateway.toml", "--config /srv/rentgate/gw.toml")
+        )
     sysusers = root / "usr/lib/sysusers.d/rentgate.conf"
     assert sysusers.read_text() == (UNITS_DIR / "rentgate.sysusers").read_text()
     assert (root / "var/lib/rentgate").is_dir()
     assert oct((units / "rentgate.service").stat().st_mode & 0o777) == "0o644"
     out = capsys.readouterr().out
-    assert out.count("new ") == 4
+    assert out.count("new ") == 5
     assert "write /srv/rentgate/gw.toml" in out
 
     assert _install("--prefix", str(root), "--config", "/srv/rentgate/gw.toml") == 0
-    assert capsys.readouterr().out.count("unchanged") == 4
+    assert capsys.readouterr().out.count("unchanged") == 5
 
 
 def test_install_service_refuses_to_overwrite_a_changed_unit(
