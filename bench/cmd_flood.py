@@ -176,9 +176,16 @@ class Flooder:
     """The flooder process, seen from the benchmark."""
 
     def __init__(
-        self, port: int, scenario: str, args: argparse.Namespace, signed: Path | None
+        self,
+        port: int,
+        scenario: str,
+        args: argparse.Namespace,
+        signed: Path | None,
+        *,
+        nice: int = 0,
     ) -> None:
         command = [
+            *(["nice", "-n", str(nice)] if nice else []),
             sys.executable,
             __file__,
             "--flooder",

@@ -69,6 +69,11 @@ class LocalBroker:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The running mosquitto's process id (benchmarks lower its priority)."""
+        return self._process.pid if self._process is not None else None
+
     def _write_config(self) -> Path:
         listener = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
         lines = [
