@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,6 +37,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from gateway.domain.key_files import save_key_pair
 from gateway.errors import RentgateError
 
 VERSION = 1
@@ -201,19 +201,7 @@ class OpeningKey:
 
     def save(self, directory: Path) -> tuple[Path, Path]:
         """Write `<kid>.key` (mode 0600) and `<kid>.pub` into `directory`; return both paths."""
-        directory.mkdir(parents=True, exist_ok=True)
-        private_path = directory / f"{self.kid}.key"
-        public_path = directory / f"{self.kid}.pub"
-        pem = self._private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-        public_path.write_bytes(self.public.pem())
-        return private_path, public_path
+        return save_key_pair(directory, self.kid, self._private, self.public.pem())
 
     def _open(self, enc: bytes, ct: bytes, info: bytes) -> bytes:
         try:

@@ -10,7 +10,6 @@ the one module to swap for SM2 where a deployment requires it.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gateway.domain.key_files import save_key_pair
 from gateway.errors import RentgateError
 
 SIGNATURE_BYTES = 64
@@ -118,16 +118,4 @@ class SigningKey:
 
     def save(self, directory: Path) -> tuple[Path, Path]:
         """Write `<kid>.key` (mode 0600) and `<kid>.pub` into `directory`; return both paths."""
-        directory.mkdir(parents=True, exist_ok=True)
-        private_path = directory / f"{self.kid}.key"
-        public_path = directory / f"{self.kid}.pub"
-        pem = self._private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-        public_path.write_bytes(self.public.pem())
-        return private_path, public_path
+        return save_key_pair(directory, self.kid, self._private, self.public.pem())
