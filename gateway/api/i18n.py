@@ -45,6 +45,8 @@ ZH: dict[str, str] = {
     "reader": "读卡器",
     "online": "在线",
     "offline": "离线",
+    "doors_offline": "门禁离线：门禁核心正在重启或已停止。"
+    "下面是它最后报告的状态；查询和记录照常可用。",
     "link": "平台连接",
     "connected": "已连接",
     "disconnected": "未连接",
@@ -179,6 +181,8 @@ EN: dict[str, str] = {
     "reader": "Reader",
     "online": "online",
     "offline": "offline",
+    "doors_offline": "Doors offline: the door core is restarting or stopped. Below is the"
+    " state it last reported; lookups and records work as usual.",
     "link": "Platform link",
     "connected": "connected",
     "disconnected": "not connected",

@@ -185,6 +185,9 @@ class DoorOut(BaseModel):
 
 class DoorsOut(BaseModel):
     doors: list[DoorOut]
+    online: bool = True
+    """False while the door core cannot be reached (restarting, stopped): the doors shown
+    are as it last told them."""
 
 
 class SyncOut(BaseModel):

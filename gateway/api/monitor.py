@@ -69,8 +69,10 @@ class Monitor:
         self._view = view
 
     def doors(self, principal: Principal) -> models.DoorsOut:
+        status = self._view.status()
         return models.DoorsOut(
-            doors=[door for door in doors_out(self._view.status()) if door_visible(principal, door)]
+            doors=[door for door in doors_out(status) if door_visible(principal, door)],
+            online=status.running,
         )
 
     def door_names(self, principal: Principal) -> frozenset[str]:

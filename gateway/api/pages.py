@@ -46,7 +46,8 @@ def pages_router(
 
     @router.get("/ui/")
     async def dashboard(request: Request, principal: Anyone) -> HTMLResponse:
-        doors = monitor.doors(principal).doors
+        shown_doors = monitor.doors(principal)
+        doors = shown_doors.doors
         sync = await _or_none(monitor.sync())
         alerts = await _or_none(monitor.alerts(principal))
         shown = len(alerts.alerts) if alerts else 0
@@ -56,6 +57,7 @@ def pages_router(
             "dashboard.html",
             principal,
             doors=doors,
+            doors_online=shown_doors.online,
             sync=sync,
             alerts=alerts.alerts if alerts else [],
         )

@@ -29,8 +29,11 @@ import httpx
 import psutil
 import pytest
 
+from gateway.api import auth
 from gateway.config import Config
 from gateway.ops.status import read_status_file
+from gateway.store import users
+from gateway.store.db import connect, transaction
 from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import (
     GatewayProcess,
@@ -108,6 +111,30 @@ def _healthy(config: Config, url: str) -> bool:
             return client.get("/healthz").status_code == 200
     except httpx.HTTPError:
         return False
+
+
+ADMIN, PASSWORD = "iso-admin", "a long enough passphrase"
+
+
+def _add_admin(config: Config) -> None:
+    conn = connect(config.gateway.database)
+    try:
+        with transaction(conn):
+            users.create_user(
+                conn,
+                name=ADMIN,
+                role="admin",
+                password_hash=auth.hash_password(PASSWORD),
+                created_at="2026-01-01T00:00:00+08:00",
+            )
+    finally:
+        conn.close()
+
+
+def _log_in(client: httpx.Client) -> None:
+    reply = client.post("/api/v1/login", json={"name": ADMIN, "password": PASSWORD})
+    assert reply.status_code == 200, reply.text
+    client.headers["X-CSRF-Token"] = reply.json()["csrf_token"]
 
 
 def _granted(config: Config) -> int:
@@ -196,6 +223,7 @@ def test_the_web_apart_says_doors_offline_while_the_core_restarts(
 ) -> None:
     """The systemd layout: `rentgate run --web none` and `rentgate web`, two processes."""
     config_path, config, platform = gateway_setup
+    _add_admin(config)
     core = GatewayProcess(config_path, tmp_path / "core.log", web="none")
     core.start()
     core.wait_running(config.gateway.status_file)
@@ -216,9 +244,19 @@ def test_the_web_apart_says_doors_offline_while_the_core_restarts(
             metrics = client.get("/metrics")
             assert metrics.status_code == 200
             assert "rentgate_outbox_head_seq" in metrics.text
+            _log_in(client)
+            doors = client.get("/api/v1/doors").json()
+            assert doors["online"] is False
+            assert [door["name"] for door in doors["doors"]] == ["front"], "as last reported"
+            assert 'id="doors-offline"' in client.get("/ui/").text
+            assert client.get("/api/v1/events").status_code == 200, "reads go on"
         assert web.poll() is None
         core.start()
         core.wait_running(config.gateway.status_file)
         wait_until(lambda: ready() == 200, 20, "doors online again")
+        with _client(config, url) as client:
+            _log_in(client)
+            assert client.get("/api/v1/doors").json()["online"] is True
+            assert 'id="doors-offline"' not in client.get("/ui/").text
         _tap_and_expect(tmp_path, platform, CARDS[:3], 0, "taps after the core came back")
         core.terminate()
