@@ -45,11 +45,11 @@ from typing import Any
 import benchlib
 import paho.mqtt.client as paho
 from benchlib import percentile
-from decision import Device, Tap
+from decision import Device, Tap, time_taps
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import load_config
-from gateway.devices.protocols import CardRead
+from gateway.devices.sim import SimLock
 from gateway.domain.signed_commands import CommandName, sign
 from gateway.domain.signing import SigningKey
 from gateway.runtime.parts import open_store
@@ -260,26 +260,9 @@ def one_run(
     running = InProcessGateway(config, web="none")  # the core alone, as in production
     gateway = running.gateway
     lock = gateway.parts.devices.locks["front"]
-    (reader,) = gateway.parts.devices.readers.values()
-    taps = [Tap() for _ in plan]
-    position = [0]
-    original_accepted, original_indicate = gateway.doors.accepted, reader.indicate
-
-    def indicate(allowed: bool) -> None:
-        taps[position[0]].indicated_at = time.perf_counter()
-        original_indicate(allowed)
-
-    def accepted(read: CardRead) -> None:
-        tap = taps[position[0]]
-        tap.read_at = read.read_at
-        before = len(lock.commands)
-        original_accepted(read)
-        if len(lock.commands) > before:
-            tap.lock_at = lock.commands[-1].issued_at
-        position[0] += 1
-
-    reader.indicate = indicate  # type: ignore[method-assign]
-    gateway.doors.accepted = accepted  # type: ignore[method-assign]
+    assert isinstance(lock, SimLock), "the bench's door has a simulated lock"
+    timed = time_taps(gateway, len(plan))
+    taps, position = timed.taps, timed.position
     result = Result(scenario)
     flooder: Flooder | None = None
     running.start()

@@ -46,7 +46,9 @@ from benchlib import fmt_rate, median, percentile, verdict
 
 from gateway.config import load_config
 from gateway.devices.protocols import CardRead
+from gateway.devices.sim import SimLock
 from gateway.domain.credentials import CredentialStatus
+from gateway.runtime.gateway import Gateway
 from gateway.runtime.parts import open_store
 from gateway.store import registry
 from gateway.store.db import connect, transaction
@@ -195,21 +197,24 @@ class Reloader:
             self._thread.join(10)
 
 
-def one_run(
-    config_path: Path, device: Device, plan: list[str], known: set[str], args: argparse.Namespace
-) -> tuple[RunResult, float]:
-    config = load_config(config_path, environ={})
-    built = time.perf_counter()
-    running = InProcessGateway(config)
-    index_s = time.perf_counter() - built
-    gateway = running.gateway
+@dataclass
+class TimedTaps:
+    """Each tap's times as the gateway decides them, in order; `position[0]` taps decided."""
+
+    taps: list[Tap]
+    position: list[int]
+
+
+def time_taps(gateway: Gateway, count: int) -> TimedTaps:
+    """Time the next `count` taps at the gateway's one reader: read, the lock command (an
+    allowed tap) or the reader's indication (a denied one), and the decision's return."""
     lock = gateway.parts.devices.locks["front"]
+    assert isinstance(lock, SimLock), "the bench's door has a simulated lock"
     (reader,) = gateway.parts.devices.readers.values()
     doors = gateway.doors
-    taps = [Tap() for _ in plan]
-    position = [0]
-    original_accepted = doors.accepted
-    original_indicate = reader.indicate
+    timed = TimedTaps([Tap() for _ in range(count)], [0])
+    taps, position = timed.taps, timed.position
+    original_accepted, original_indicate = doors.accepted, reader.indicate
 
     def indicate(allowed: bool) -> None:
         taps[position[0]].indicated_at = time.perf_counter()
@@ -228,6 +233,20 @@ def one_run(
 
     reader.indicate = indicate  # type: ignore[method-assign]
     doors.accepted = accepted  # type: ignore[method-assign]
+    return timed
+
+
+def one_run(
+    config_path: Path, device: Device, plan: list[str], known: set[str], args: argparse.Namespace
+) -> tuple[RunResult, float]:
+    config = load_config(config_path, environ={})
+    built = time.perf_counter()
+    running = InProcessGateway(config, web="none")  # the door core alone, as in production
+    index_s = time.perf_counter() - built
+    gateway = running.gateway
+    (reader,) = gateway.parts.devices.readers.values()
+    timed = time_taps(gateway, len(plan))
+    taps, position = timed.taps, timed.position
 
     running.start()
     reloads = Reloader(config.gateway.database, args.reload_every, full_rebuild=args.full_rebuild)

@@ -60,10 +60,9 @@ from pathlib import Path
 import benchlib
 from benchlib import percentile
 from cmd_flood import PLATFORM_UNLOCK_S, Flood, Flooder, write_config
-from decision import Device, Tap
+from decision import Device, Tap, time_taps
 
 from gateway.config import Config, load_config
-from gateway.devices.protocols import CardRead
 from gateway.devices.sim import SimLock
 from gateway.domain.signed_commands import CommandName, sign
 from gateway.domain.signing import SigningKey
@@ -291,26 +290,8 @@ def one_run(
     gateway = running.gateway
     lock = gateway.parts.devices.locks["front"]
     assert isinstance(lock, SimLock), "the bench's door has a simulated lock"
-    (reader,) = gateway.parts.devices.readers.values()
-    taps = [Tap() for _ in plan]
-    position = [0]
-    original_accepted, original_indicate = gateway.doors.accepted, reader.indicate
-
-    def indicate(allowed: bool) -> None:
-        taps[position[0]].indicated_at = time.perf_counter()
-        original_indicate(allowed)
-
-    def accepted(read: CardRead) -> None:
-        tap = taps[position[0]]
-        tap.read_at = read.read_at
-        before = len(lock.commands)
-        original_accepted(read)
-        if len(lock.commands) > before:
-            tap.lock_at = lock.commands[-1].issued_at
-        position[0] += 1
-
-    reader.indicate = indicate  # type: ignore[method-assign]
-    gateway.doors.accepted = accepted  # type: ignore[method-assign]
+    timed = time_taps(gateway, len(plan))
+    taps, position = timed.taps, timed.position
     result = Result(scenario)
     web = WebProcess(config_path, config, directory / f"web-{scenario}.log")
     head_before = _decisions_recorded(config)
