@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -189,6 +190,27 @@ class WebProcess:
             return False
 
 
+class GcPauses:
+    """Each garbage collection in this process (the door core's) while a run lasts, timed:
+    a collection holds every thread, the door loop included."""
+
+    def __init__(self) -> None:
+        self.ms: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.ms[info["generation"]].append((time.perf_counter() - self._started) * MS)
+
+    def summary(self) -> str:
+        return "gc in the core: " + ", ".join(
+            f"gen{generation} {len(ms)}x (max {max(ms, default=0):.2f} ms, {sum(ms):.0f} ms)"
+            for generation, ms in self.ms.items()
+        )
+
+
 # --- one run ----------------------------------------------------------------------------------
 
 
@@ -296,6 +318,8 @@ def one_run(
     web = WebProcess(config_path, config, directory / f"web-{scenario}.log")
     head_before = _decisions_recorded(config)
     running.start()
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
     web.start()
     try:
         running.wait_connected()
@@ -335,8 +359,10 @@ def one_run(
         result.notes += attack.notes
         gateway.writer.flush()
     finally:
+        gc.callbacks.remove(pauses)
         web.stop()
         running.stop()
+    result.notes.append(pauses.summary())
     result.recorded = _decisions_recorded(config) - head_before
     return result
 
