@@ -11,16 +11,11 @@ and are meant for the building's own network (the API is HTTPS as always).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import shutil
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -37,32 +32,17 @@ from starlette.datastructures import State
 from gateway import __version__
 from gateway.api.terminal_api import TerminalApiStats
 from gateway.doors.access import DecisionReason
+from gateway.ops.readings import (
+    Monitored,
+    ReadWarnings,
+    StorageReading,
+    read_storage,
+)
 from gateway.ops.status import GatewayStatus
-from gateway.store.errors import StoreError
-from gateway.store.outbox import OutboxStats
 
 log = logging.getLogger(__name__)
 
-READ_TIMEOUT_S = 2.0
-"""A scrape waits this long for the outbox and the disk, then reports without them."""
-WARN_EVERY_S = 60.0
-MIB = 1024 * 1024
 K = TypeVar("K", bound=str)
-
-
-class Monitored(Protocol):
-    """What the endpoints read from a running gateway: its status, its outbox, its disk."""
-
-    @property
-    def data_dir(self) -> Path: ...
-
-    def status(self) -> GatewayStatus:
-        """Now; `running` is false until the gateway is ready (and once it stops)."""
-
-    async def fresh_status(self) -> GatewayStatus:
-        """`status()`, asked of the door core now (the web process caches it in between)."""
-
-    async def outbox_stats(self, delivered_at_least: int = 0) -> OutboxStats: ...
 
 
 class NotReady(StrEnum):
@@ -71,84 +51,6 @@ class NotReady(StrEnum):
     DOORS_OFFLINE = "doors_offline"
     """The door core is starting, restarting or stopped: the web cannot reach it."""
     STORE_FAILING = "store_failing"
-
-
-@dataclass(frozen=True)
-class StorageReading:
-    """One scrape's disk reads; None where the read failed or took too long."""
-
-    outbox: OutboxStats | None
-    disk_free_bytes: int | None
-    disk_total_bytes: int | None
-
-
-@dataclass(frozen=True)
-class Essentials:
-    """The few numbers of `/metrics` the MQTT birth message carries for the platform."""
-
-    decisions: int
-    decisions_denied: int
-    rejected_inputs: int
-    readers: int
-    readers_online: int
-    store_failing: bool
-    disk_free_mb: int | None
-
-
-class _Warnings:
-    """At most one log line a minute per kind of read failure, however often we are scraped."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-
-    def warn(self, kind: str, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last.get(kind, -WARN_EVERY_S) >= WARN_EVERY_S:
-            self._last[kind] = now
-            log.warning(message, *args)
-
-
-async def read_storage(
-    gateway: Monitored, delivered_seq: int, warnings: _Warnings | None = None
-) -> StorageReading:
-    """The outbox's head, cursor and oldest unsent event (counting what the uplink has had
-    acknowledged through `delivered_seq`), and the data dir's free space."""
-    warnings = warnings or _Warnings()
-    outbox: OutboxStats | None = None
-    try:
-        outbox = await asyncio.wait_for(gateway.outbox_stats(delivered_seq), READ_TIMEOUT_S)
-    except (StoreError, TimeoutError) as exc:
-        warnings.warn("outbox", "metrics: outbox not read: %s", str(exc) or "timed out")
-    except RuntimeError as exc:  # its reader thread was shut down: the gateway is stopping
-        warnings.warn("outbox", "metrics: outbox not read: %s", exc)
-    free = total = None
-    data_dir = gateway.data_dir
-    try:
-        usage = await asyncio.wait_for(
-            asyncio.to_thread(shutil.disk_usage, data_dir), READ_TIMEOUT_S
-        )
-        free, total = usage.free, usage.total
-    except (OSError, TimeoutError) as exc:
-        warnings.warn(
-            "disk", "metrics: free space of %s not read: %s", data_dir, str(exc) or "timed out"
-        )
-    return StorageReading(outbox, free, total)
-
-
-async def essentials(gateway: Monitored) -> Essentials:
-    """Decisions, readers, store and disk in brief, for the birth/state message."""
-    status = await gateway.fresh_status()
-    storage = await read_storage(gateway, status.link.delivered_seq)
-    free = storage.disk_free_bytes
-    return Essentials(
-        decisions=sum(status.decisions.values()),
-        decisions_denied=sum(n for reason, n in status.decisions.items() if not _allowed(reason)),
-        rejected_inputs=sum(status.rejected_inputs.values()),
-        readers=len(status.readers),
-        readers_online=status.readers_online,
-        store_failing=status.store.failing,
-        disk_free_mb=free // MIB if free is not None else None,
-    )
 
 
 Samples = dict[tuple[str, ...], float]
@@ -322,7 +224,7 @@ def render(status: GatewayStatus, storage: StorageReading, api_state: State | No
 def metrics_router(gateway: Monitored) -> APIRouter:
     """`/metrics`, `/healthz` and `/readyz`, kept out of the API's OpenAPI document."""
     router = APIRouter(include_in_schema=False)
-    warnings = _Warnings()
+    warnings = ReadWarnings()
 
     @router.get("/metrics")
     async def metrics(request: Request) -> Response:

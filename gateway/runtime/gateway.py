@@ -29,12 +29,8 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import FastAPI
-
-from gateway.api.metrics import essentials
-from gateway.api.server import ApiServer
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
 from gateway.devices.protocols import Reader
@@ -42,18 +38,25 @@ from gateway.doors.access import AccessIndex
 from gateway.doors.controller import DoorController
 from gateway.doors.readers import ReaderSupervisor
 from gateway.ops.liveness import EVENT_LOOP, STORE_WRITER, UPLINK, Liveness
+from gateway.ops.local_socket import SOCKET_NAME
+from gateway.ops.readings import essentials
 from gateway.ops.status import GatewayStatus, write_status_file
 from gateway.ops.watchdog import Watchdog, heartbeat, uplink_probe, writer_pings
 from gateway.runtime.core_operations import WebReport, core_operations
 from gateway.runtime.core_server import CoreServer
+from gateway.runtime.core_view import RunningGatewayView
 from gateway.runtime.parts import GatewayParts, build_parts
 from gateway.runtime.status_snapshot import snapshot
-from gateway.runtime.web import RunningGatewayView
 from gateway.runtime.web_child import WebChild, web_command
-from gateway.runtime.web_process import WebGateway, core_socket
 from gateway.store.writer import Writer
 from gateway.sync.uplink import Uplink
 from gateway.sync.wire import StateHealth
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from gateway.api.server import ApiServer
+    from gateway.runtime.web_process import WebGateway
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +104,7 @@ class Gateway:
         self.web_report = WebReport()
         self._view = RunningGatewayView(self.parts, self.status)
         self.core_server = CoreServer(
-            core_socket(config),
+            config.gateway.data_dir / SOCKET_NAME,
             core_operations(
                 status=self.status,
                 captures=self.parts.captures,
@@ -115,7 +118,11 @@ class Gateway:
             if config_path is None:
                 raise ValueError("a web child needs the config file's path")
             self.web_child = WebChild(web_command(config_path, *log_settings))
-        self.inline_web = WebGateway(config, clock=self.clock) if web == "inline" else None
+        self.inline_web: WebGateway | None = None
+        if web == "inline":  # imported here: the door core alone never loads the web stack
+            from gateway.runtime.web_process import WebGateway
+
+            self.inline_web = WebGateway(config, clock=self.clock)
         self.loop_failures: Counter[str] = Counter()
         self.started_at = self.clock.now()
         self.ready = asyncio.Event()

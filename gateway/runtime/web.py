@@ -8,7 +8,6 @@ implements; every other service comes in as a built part.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -23,7 +22,7 @@ from gateway.api.core_links import RemoteCaptures
 from gateway.api.directory import Directory
 from gateway.api.events_api import events_router
 from gateway.api.history import History, LiveFeed
-from gateway.api.metrics import Monitored, metrics_router
+from gateway.api.metrics import metrics_router
 from gateway.api.monitor import GatewayView, Monitor
 from gateway.api.overview import overview_router
 from gateway.api.pages import pages_router
@@ -35,35 +34,15 @@ from gateway.api.security import security_router
 from gateway.api.storeaccess import StoreAccess
 from gateway.clock import Clock
 from gateway.config import Config
-from gateway.ops.status import GatewayStatus
+from gateway.ops.readings import Monitored
 from gateway.residence.intake import RecordIntake, TerminalRegistry
 from gateway.residence.runtime_settings import RuntimeSettings
-from gateway.runtime.parts import GatewayParts
 from gateway.store.crypto import KeyRing
-from gateway.store.outbox import OutboxStats
 from gateway.store.writer import Writer
 
 
 class RunningView(GatewayView, Monitored, Protocol):
     """Both views of the running gateway the web side may hold."""
-
-
-class RunningGatewayView:
-    """`RunningView` of a gateway: its status from a callable, the rest from its parts."""
-
-    def __init__(self, parts: GatewayParts, status: Callable[[], GatewayStatus]) -> None:
-        self._parts = parts
-        self.status = status
-        self.data_dir = parts.config.gateway.data_dir
-
-    async def fresh_status(self) -> GatewayStatus:
-        return self.status()
-
-    async def outbox_stats(self, delivered_at_least: int = 0) -> OutboxStats:
-        return await self._parts.source.stats(delivered_at_least)
-
-    def acknowledge_alert(self, alert_id: str) -> Awaitable[bool]:
-        return self._parts.alerts.acknowledge(alert_id)
 
 
 @dataclass

@@ -18,7 +18,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.api.metrics import StorageReading, render
+from gateway.api.metrics import render
+from gateway.ops.readings import StorageReading
 from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import InProcessGateway, load, wait_until, write_config
 from tests.support.platform import Platform, key_file
