@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 
 STORE_WAIT_S = 0.5
 STATUS_EVERY_S = 1.0
-RESTART_FIRST_S = 0.5
-RESTART_MAX_S = 30.0
 
 
 def core_socket(config: Config) -> Path:
@@ -266,8 +265,6 @@ def _store_ready(config: Config) -> bool:
 
 async def run_web(config: Config, stop: asyncio.Event) -> None:
     """Serve the web side as a process's main job until `stop` is set (SIGTERM/SIGINT)."""
-    import signal
-
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
