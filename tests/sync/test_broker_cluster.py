@@ -144,6 +144,34 @@ def test_the_gateway_fails_over_to_a_live_node_and_loses_nothing(
     assert samples[("rentgate_mqtt_failovers_total", ())] >= 1
 
 
+def test_a_dead_node_costs_one_attempt_and_the_gateway_stays_where_it_works(
+    cluster: list[LocalBroker], tmp_path: Path
+) -> None:
+    gateway_id = "GW-SKIP-DEAD"
+    config = load(write_config(tmp_path, [node.url for node in cluster], gateway_id=gateway_id))
+    cluster[1].stop()  # down before the gateway starts
+    with InProcessGateway(config) as running:
+        uplink = running.gateway.uplink
+        assert uplink is not None
+        link = uplink.link
+        wait_until(lambda: link.connected, 15, "connected")
+        assert link.broker_url == cluster[0].url
+        cluster[0].kill()
+        wait_until(
+            lambda: link.connected and link.broker_url == cluster[2].url,
+            10,
+            "past the dead node to the live one within 10 s",
+        )
+        assert link.last_error is not None
+        assert link.last_error.startswith(cluster[1].url), "node 1 was tried once, and failed"
+        cluster[0].start()  # the first node is back: the gateway stays where it works
+        reconnects = link.reconnects
+        write_taps(tmp_path / "front.reader", [CARD])
+        wait_until(lambda: stats_of(config.gateway.database).head_seq >= 1, 10, "a tap recorded")
+        wait_until(lambda: uplink.stats.delivered_seq >= 1, 10, "delivered")
+        assert (link.broker_url, link.reconnects) == (cluster[2].url, reconnects)
+
+
 def test_the_birth_is_republished_on_its_timer_with_a_fresh_ts(
     broker: LocalBroker, tmp_path: Path
 ) -> None:
