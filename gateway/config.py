@@ -9,6 +9,7 @@ entries are addressed by index (`RENTGATE_DEVICES__0__PATH`).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from datetime import time
@@ -31,9 +32,11 @@ from gateway.devices.serial_port import SUPPORTED_BAUD
 from gateway.domain.credentials import CredentialKind
 from gateway.errors import RentgateError
 from gateway.store.audit_retention import MIN_AUDIT_DAYS
+from gateway.sync.wire import GATEWAY_ID_PATTERN, GATEWAY_ID_RULE
 
 ENV_PREFIX = "RENTGATE_"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""Reader names: local only, so they may keep a `.`; gateway and client ids may not."""
 _DOOR = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$"
 """Door names are shorter so that a default reader name, door-kind-index, stays within 64."""
 
@@ -57,7 +60,7 @@ class _Section(BaseModel):
 
 
 class GatewaySection(_Section):
-    id: str = Field(pattern=_NAME, description="gateway id; appears in every MQTT topic")
+    id: str = Field(description="gateway id; appears in every MQTT topic")
     data_dir: Path
     timezone: str = "Asia/Shanghai"
     key_file: Path | None = None
@@ -68,6 +71,11 @@ class GatewaySection(_Section):
         " systemd units): the store, its WAL and the field key become group read-write (key:"
         " read); everything else in the data dir stays this user's alone",
     )
+
+    @field_validator("id")
+    @classmethod
+    def _gateway_id(cls, value: str) -> str:
+        return _broker_safe_id(value)
 
     @field_validator("timezone")
     @classmethod
@@ -91,13 +99,39 @@ class GatewaySection(_Section):
         return self.data_dir / "status.json"
 
 
+def _broker_safe_id(value: str) -> str:
+    if not re.fullmatch(GATEWAY_ID_PATTERN, value):
+        raise ValueError(f"{value!r}: {GATEWAY_ID_RULE}")
+    return value
+
+
+def _broker_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError(f"{value!r} must be mqtt://host[:port] or mqtts://host[:port]")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: bad port: {exc}") from exc
+    return value
+
+
 class MqttSection(_Section):
-    url: str
+    url: str | None = Field(None, description="one broker; or `urls` for a cluster, not both")
+    urls: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=16,
+        description="the nodes of a broker cluster, tried in order; the link stays on a node"
+        " that works and moves to the next when it fails",
+    )
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
-    protocol: Literal["5", "3.1.1"] = "5"
-    client_id: str | None = Field(None, pattern=_NAME)
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description="auto: MQTT 5, falling back to 3.1.1 on a broker that refuses 5"
+    )
+    client_id: str | None = None
     username: str | None = None
     password_file: Path | None = None
     keepalive_s: int = Field(30, ge=5, le=3600)
@@ -105,27 +139,70 @@ class MqttSection(_Section):
     inflight_window: int = Field(16, ge=1, le=1000)
     batch_events: int = Field(500, ge=1, le=10_000)
     ack_timeout_s: float = Field(60.0, ge=1, le=3600)
+    state_every_s: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description="the retained birth is republished this often, with its time, so that"
+        " the platform can call a gateway offline when its state goes stale",
+    )
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        """`RENTGATE_MQTT__URL=` (empty) unsets a file's `url`, so that `urls` can replace it."""
+        return None if value == "" else value
 
     @field_validator("url")
     @classmethod
-    def _broker_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("must be mqtt://host[:port] or mqtts://host[:port]")
-        try:
-            _ = parts.port
-        except ValueError as exc:
-            raise ValueError(f"bad port: {exc}") from exc
+    def _one_url(cls, value: str | None) -> str | None:
+        return None if value is None else _broker_url(value)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        """A comma-separated string (as an environment override gives it) is a list too."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("urls")
+    @classmethod
+    def _cluster_urls(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        checked = [_broker_url(url) for url in value]
+        if len(set(checked)) != len(checked):
+            raise ValueError("a URL is listed twice")
+        return checked
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str | None) -> str | None:
+        return None if value is None else _broker_safe_id(value)
 
     @model_validator(mode="after")
     def _tls_consistent(self) -> MqttSection:
-        secure = self.url.startswith("mqtts://")
+        if (self.url is None) == (self.urls is None):
+            raise ValueError('give the broker as url = "…" or as urls = ["…", …], exactly one')
+        schemes = {urlsplit(url).scheme for url in self.brokers}
+        if len(schemes) > 1:
+            raise ValueError(
+                "urls mix mqtt:// and mqtts://; a failover must never fall back to plaintext"
+            )
+        secure = schemes == {"mqtts"}
         if not secure and any((self.ca, self.cert, self.key)):
             raise ValueError("ca/cert/key are given but url is plaintext mqtt://; use mqtts://")
         if (self.cert is None) != (self.key is None):
             raise ValueError("cert and key go together")
         return self
+
+    @property
+    def brokers(self) -> list[str]:
+        """Every broker URL, in the order to try them (`url` is a list of one)."""
+        if self.urls is not None:
+            return list(self.urls)
+        return [self.url] if self.url is not None else []
 
 
 class ApiSection(_Section):

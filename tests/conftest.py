@@ -1,4 +1,5 @@
-"""Fixtures: a real Mosquitto per test session, and one of its own for a test that stops it."""
+"""Fixtures: a real Mosquitto per test session, and one of its own for a test that stops it;
+a real nats-server (an MQTT 3.1.1-only broker) once per session for the tests that need one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.sync.local_broker import LocalBroker
+from tests.support.nats import NatsBroker, find_nats_server
 
 
 @pytest.fixture(scope="session")
@@ -33,4 +35,14 @@ def persistent_broker(tmp_path: Path) -> Iterator[LocalBroker]:
     workdir = tmp_path / "mosquitto"
     workdir.mkdir()
     with LocalBroker(workdir=workdir, persistent=True) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def nats_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsBroker]:
+    """A nats-server with MQTT (3.1.1 only), started once for the whole session."""
+    executable = find_nats_server()
+    if executable is None:
+        pytest.skip("nats-server is missing: install Debian's `nats-server` (scripts/setup does)")
+    with NatsBroker(tmp_path_factory.mktemp("nats"), executable) as running:
         yield running

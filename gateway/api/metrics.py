@@ -82,6 +82,13 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("rentgate_store_commits", "counter", "Store transactions committed.", ()),
     ("rentgate_mqtt_connected", "gauge", "MQTT session up (1) or not.", ()),
     ("rentgate_mqtt_reconnects", "counter", "MQTT sessions that ended.", ()),
+    (
+        "rentgate_mqtt_broker",
+        "gauge",
+        "The broker URL and MQTT version of the session (1; the last one while reconnecting).",
+        ("url", "protocol"),
+    ),
+    ("rentgate_mqtt_failovers", "counter", "Moves from one broker URL to the next.", ()),
     ("rentgate_mqtt_publishes", "counter", "Event envelopes published.", ()),
     ("rentgate_mqtt_pubacks", "counter", "Event envelopes PUBACKed.", ()),
     ("rentgate_mqtt_events_acked", "counter", "Events PUBACKed.", ()),
@@ -166,6 +173,7 @@ def _samples(status: GatewayStatus, storage: StorageReading) -> dict[str, Sample
         "rentgate_store_commits": {(): store.commits},
         "rentgate_mqtt_connected": {(): int(link.connected)},
         "rentgate_mqtt_reconnects": {(): link.reconnects},
+        "rentgate_mqtt_failovers": {(): link.failovers},
         "rentgate_mqtt_publishes": {(): link.envelopes_published},
         "rentgate_mqtt_pubacks": {(): link.envelopes_acked},
         "rentgate_mqtt_events_acked": {(): link.events_acked},
@@ -184,6 +192,8 @@ def _samples(status: GatewayStatus, storage: StorageReading) -> dict[str, Sample
         "rentgate_alerts_cleared": {(): status.alerts_cleared},
         "rentgate_gateway_alarm_active": {(alarm,): 1 for alarm in status.alarms},
     }
+    if link.broker is not None:
+        values["rentgate_mqtt_broker"] = {(link.broker, link.protocol or ""): 1}
     if link.last_puback is not None:
         values["rentgate_mqtt_last_puback_timestamp_seconds"] = {(): link.last_puback.timestamp()}
     if (outbox := storage.outbox) is not None:
@@ -255,7 +265,11 @@ def metrics_router(gateway: Monitored) -> APIRouter:
             "problems": [problem.value for problem in problems],
             "store": {"failing": status.store.failing, "last_error": status.store.last_error},
             "credentials": status.credentials,
-            "mqtt": {"connected": status.link.connected, "last_error": status.link.last_error},
+            "mqtt": {
+                "connected": status.link.connected,
+                "broker": status.link.broker,
+                "last_error": status.link.last_error,
+            },
         }
         return JSONResponse(body, status_code=503 if problems else 200)
 

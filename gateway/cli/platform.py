@@ -67,10 +67,21 @@ def add_parsers(commands: Any) -> None:
 
 
 def _broker_options(parser: argparse.ArgumentParser) -> None:
+    """The same broker options for `send` and `watch`, named as the gateway's [mqtt] keys."""
     parser.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
-    parser.add_argument("--ca", type=Path)
-    parser.add_argument("--cert", type=Path)
-    parser.add_argument("--client-key", type=Path)
+    parser.add_argument(
+        "--protocol",
+        choices=("auto", "5", "3.1.1"),
+        default="auto",
+        help="MQTT version; auto: 5, or 3.1.1 where the broker refuses 5 (default: auto)",
+    )
+    parser.add_argument("--username", help="broker user name")
+    parser.add_argument(
+        "--password-file", type=Path, help="file holding the broker password (not on the line)"
+    )
+    parser.add_argument("--ca", type=Path, help="CA certificate (PEM) to verify an mqtts:// broker")
+    parser.add_argument("--cert", type=Path, help="client certificate (PEM), with --client-key")
+    parser.add_argument("--client-key", type=Path, help="client certificate's key (PEM)")
 
 
 def run_platform(args: argparse.Namespace) -> int:
@@ -89,7 +100,7 @@ def _with_keys(args: argparse.Namespace) -> int:
         if args.platform_command == "send":
             return _send(args, SigningKey.load(args.key))
         return _watch(args)
-    except (SigningKeyError, SealingKeyError) as exc:
+    except (SigningKeyError, SealingKeyError, UsageError) as exc:
         print(f"rentgate platform: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ConnectionError as exc:
@@ -112,15 +123,39 @@ def _keygen(directory: Path, *, encryption: bool) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """Broker options that do not go together; the message says why."""
+
+
 def _settings(args: argparse.Namespace) -> Any:
+    """Broker settings from the options, refused as the gateway's config would refuse them."""
     from gateway.sync.link import BrokerSettings, TlsSettings
 
-    tls = (
-        TlsSettings(args.ca, args.cert, args.client_key)
-        if args.broker.startswith("mqtts")
-        else None
-    )
-    return BrokerSettings.from_url(args.broker, "platform-tool", tls=tls)
+    secure = args.broker.startswith("mqtts://")
+    if not secure and any((args.ca, args.cert, args.client_key)):
+        raise UsageError("--ca/--cert/--client-key need an mqtts:// broker")
+    if (args.cert is None) != (args.client_key is None):
+        raise UsageError("--cert and --client-key go together")
+    if args.password_file is not None and args.username is None:
+        raise UsageError("--password-file needs --username")
+    password = None
+    if args.password_file is not None:
+        try:
+            password = args.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.password_file}: {exc.strerror}") from exc
+    tls = TlsSettings(args.ca, args.cert, args.client_key) if secure else None
+    try:
+        return BrokerSettings.from_url(
+            args.broker,
+            "platform-tool",
+            tls=tls,
+            protocol=args.protocol,
+            username=args.username,
+            password=password,
+        )
+    except ValueError as exc:
+        raise UsageError(f"--broker: {exc}") from exc
 
 
 def _read_body(text: str) -> Any:
@@ -153,6 +188,11 @@ def _send(args: argparse.Namespace, key: Any) -> int:
         bodies = snapshot_pages(body["version"], body["people"])  # one command per page
     reply = None
     with PlatformClient(_settings(args)) as client:
+        if args.response_topic is not None and client.protocol != "5":
+            raise UsageError(
+                f"--response-topic needs MQTT 5; {args.broker} speaks {client.protocol}"
+                " (replies come on cmd-reply)"
+            )
         for page in bodies:
             signed = sign(
                 key,

@@ -78,8 +78,9 @@ def _render_live(live: GatewayStatus) -> list[str]:
     link = live.link
     lines = [f"  process: running (pid {live.pid}, since {iso_ms(live.started)})"]
     lines.append(
-        f"  link: {'connected' if link.connected else 'DISCONNECTED'}, "
-        f"{link.reconnects} reconnect(s)"
+        f"  link: {'connected' if link.connected else 'DISCONNECTED'}"
+        + (f" to {link.broker} (MQTT {link.protocol})" if link.broker else "")
+        + f", {link.reconnects} reconnect(s)"
         + (f", last error: {link.last_error}" if link.last_error else "")
     )
     lines.append(f"  last PUBACK: {iso_ms(link.last_puback) if link.last_puback else '-'}")

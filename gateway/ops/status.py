@@ -36,6 +36,12 @@ class LinkStatus:
     rejected_pubacks: int = 0
     delivered_seq: int = 0
     """Events PUBACKed so far, including those whose cursor write is still queued."""
+    broker: str | None = None
+    """The broker URL of the session (while reconnecting: of the last one)."""
+    protocol: str | None = None
+    """The MQTT version spoken there: "5" or "3.1.1" (on "auto", what the broker took)."""
+    failovers: int = 0
+    """Moves from one broker URL to the next."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +152,9 @@ class GatewayStatus:
                 "events_acked": link.events_acked,
                 "rejected_pubacks": link.rejected_pubacks,
                 "delivered_seq": link.delivered_seq,
+                "broker": link.broker,
+                "protocol": link.protocol,
+                "failovers": link.failovers,
             },
             "store": _fields(self.store),
             "readers": {name: _fields(reader) for name, reader in self.readers.items()},

@@ -57,24 +57,26 @@ Spawn = Callable[[Coroutine[Any, Any, Any], str], None]
 """Start a named background task owned by the running gateway."""
 
 
-def broker_settings(config: Config) -> BrokerSettings:
+def broker_settings(config: Config) -> list[BrokerSettings]:
+    """One `BrokerSettings` per configured broker URL, in order; every node gets the same
+    `[mqtt]` TLS files, credentials and protocol (a cluster's nodes share them)."""
     mqtt = config.mqtt
-    tls = None
-    if mqtt.url.startswith("mqtts://"):
-        tls = TlsSettings(mqtt.ca, mqtt.cert, mqtt.key)
     password = None
     if mqtt.password_file is not None:
         password = mqtt.password_file.read_text(encoding="utf-8").strip()
-    return BrokerSettings.from_url(
-        mqtt.url,
-        mqtt.client_id or config.gateway.id,
-        tls=tls,
-        protocol=mqtt.protocol,
-        keepalive_s=mqtt.keepalive_s,
-        username=mqtt.username,
-        password=password,
-        reconnect_max_s=mqtt.reconnect_max_s,
-    )
+    return [
+        BrokerSettings.from_url(
+            url,
+            mqtt.client_id or config.gateway.id,
+            tls=TlsSettings(mqtt.ca, mqtt.cert, mqtt.key) if url.startswith("mqtts://") else None,
+            protocol=mqtt.protocol,
+            keepalive_s=mqtt.keepalive_s,
+            username=mqtt.username,
+            password=password,
+            reconnect_max_s=mqtt.reconnect_max_s,
+        )
+        for url in mqtt.brokers
+    ]
 
 
 def open_store(config: Config, trusted: TrustedKeys | None = None) -> KeyRing:
@@ -346,6 +348,7 @@ def _uplink(
             window=mqtt.inflight_window,
             batch_events=mqtt.batch_events,
             ack_timeout_s=mqtt.ack_timeout_s,
+            state_every_s=mqtt.state_every_s,
         ),
         software=f"rentgate/{__version__}",
         health=health,

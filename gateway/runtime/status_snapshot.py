@@ -86,6 +86,9 @@ def _link(parts: GatewayParts) -> LinkStatus:
         events_acked=stats.events_acked,
         rejected_pubacks=stats.rejected_pubacks,
         delivered_seq=stats.delivered_seq,
+        broker=link.broker_url if link else None,
+        protocol=link.protocol if link else None,
+        failovers=link.failovers if link else 0,
     )
 
 

@@ -26,10 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.errors import RentgateError
-from gateway.sync.wire import TOPIC_ROOT
+from gateway.sync.wire import GATEWAY_ID_PATTERN, GATEWAY_ID_RULE, TOPIC_ROOT
 
 PLATFORM_PREFIX = "platform-"
-GATEWAY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+GATEWAY_ID = re.compile(GATEWAY_ID_PATTERN)
 """The config's gateway id pattern: no `/`, `+`, `#`, so it is safe inside ACL patterns."""
 PLATFORM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,54}$")
 DEFAULT_DAYS = 825
@@ -50,7 +50,7 @@ class Issued:
 def gateway_common_name(gateway_id: str) -> str:
     if not GATEWAY_ID.match(gateway_id):
         raise ProvisioningError(
-            f"gateway id {gateway_id!r} must match {GATEWAY_ID.pattern} (as in [gateway] id)"
+            f"gateway id {gateway_id!r}: {GATEWAY_ID_RULE} (as in [gateway] id)"
         )
     if gateway_id.lower().startswith(PLATFORM_PREFIX):
         raise ProvisioningError(f"gateway ids may not start with {PLATFORM_PREFIX!r}")

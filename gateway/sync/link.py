@@ -10,6 +10,14 @@ thread first (see `Subscriptions`).
 
 TLS (`mqtts://`) always verifies the server certificate and host name, and
 there is no fallback to plaintext: a failed handshake is a failed attempt.
+
+A broker cluster is a list of nodes, tried in order. The link stays on a node
+that works; when a connection attempt fails or a session is lost it moves to the
+next node, so a dead node costs one attempt, not a whole backoff of retries.
+With protocol "auto" each node is asked for MQTT 5 first; a node that refuses
+it (CONNACK "unsupported protocol version", or the connection closed at
+CONNECT) is asked again at once in 3.1.1, and if that works the node is known
+to speak 3.1.1 only for the rest of the process.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -37,10 +45,17 @@ log = logging.getLogger(__name__)
 
 MQTT_V5 = "5"
 MQTT_V311 = "3.1.1"
+MQTT_AUTO = "auto"
+_UNSUPPORTED_PROTOCOL = 0x84
+"""CONNACK reason "unsupported protocol version" (paho maps 3.1.1's return code 1 to it)."""
 
 
 class LinkLostError(RentgateError):
     """The session ended before the broker answered."""
+
+
+class ProtocolRefusedError(LinkLostError):
+    """The broker refused an MQTT 5 CONNECT: it may speak 3.1.1 only."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,12 @@ class BrokerSettings:
     password: str | None = None
     reconnect_max_s: float = 30.0
     connect_timeout_s: float = 10.0
+
+    @property
+    def url(self) -> str:
+        """The broker's URL, as status and metrics name it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls is not None else 'mqtt'}://{host}:{self.port}"
 
     @classmethod
     def from_url(cls, url: str, client_id: str, **options: object) -> BrokerSettings:
@@ -199,44 +220,51 @@ def backoff_delay(attempt: int, cap: float) -> float:
 
 
 class MqttLink:
-    """Keeps a session to the broker, handing each new one to the caller."""
+    """Keeps a session to one of the brokers, handing each new one to the caller."""
 
     def __init__(
         self,
-        settings: BrokerSettings,
+        brokers: Sequence[BrokerSettings],
         will: Callable[[], Will],
         *,
         inflight_window: int = 16,
         subscriptions: Subscriptions | None = None,
     ) -> None:
-        self._settings = settings
+        if not brokers:
+            raise ValueError("an MQTT link needs at least one broker")
+        self._brokers = tuple(brokers)
         self._will = will
         self._window = inflight_window
         self._subscriptions = subscriptions
+        self._current = 0
+        self._v311_only: set[int] = set()
+        """Nodes on protocol "auto" that refused MQTT 5 and took 3.1.1 (for this process)."""
         self.connected = False
         self.reconnects = 0
+        self.failovers = 0
+        """Moves from one node to the next (after a failed attempt or a lost session)."""
         self.last_error: str | None = None
+        self.broker_url: str | None = None
+        """The node of the current session (or of the last one, while reconnecting)."""
+        self.protocol: str | None = None
+        """The MQTT version the current (or last) session speaks: "5" or "3.1.1"."""
 
     async def sessions(self) -> AsyncGenerator[Session, None]:
         """Yield each new session; the caller uses it until `closed` is set."""
         attempt = 0
         loop = asyncio.get_running_loop()
         while True:
-            session: Session | None = None
-            client: paho.Client | None = None
+            broker = self._brokers[self._current]
             try:
-                client, session = await self._connect(loop)
+                client, session, protocol = await self._connect_node(loop, self._current)
             except (OSError, ssl.SSLError, LinkLostError, TimeoutError) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "broker %s:%s unreachable: %s",
-                    self._settings.host,
-                    self._settings.port,
-                    self.last_error,
-                )
-            if session is not None and client is not None:
+                self.last_error = f"{broker.url}: {type(exc).__name__}: {exc}"
+                log.warning("broker %s unreachable: %s", broker.url, f"{type(exc).__name__}: {exc}")
+                self._next_node()
+            else:
                 attempt = 0
                 self.connected = True
+                self.broker_url, self.protocol = broker.url, protocol
                 try:
                     yield session
                     await session.closed.wait()
@@ -245,9 +273,37 @@ class MqttLink:
                     session.lost("session ended")
                     await self._stop_surely(client)
                 self.reconnects += 1
-            delay = backoff_delay(attempt, self._settings.reconnect_max_s)
+                self._next_node()
+            delay = backoff_delay(attempt, broker.reconnect_max_s)
             attempt += 1
             await asyncio.sleep(delay)
+
+    def _next_node(self) -> None:
+        if len(self._brokers) > 1:
+            self._current = (self._current + 1) % len(self._brokers)
+            self.failovers += 1
+
+    async def _connect_node(
+        self, loop: asyncio.AbstractEventLoop, index: int
+    ) -> tuple[paho.Client, Session, str]:
+        """Connect to one node in its protocol; on "auto", 5, else 3.1.1 if 5 is refused."""
+        broker = self._brokers[index]
+        if broker.protocol != MQTT_AUTO:
+            return (*await self._connect(loop, broker, broker.protocol), broker.protocol)
+        if index not in self._v311_only:
+            try:
+                return (*await self._connect(loop, broker, MQTT_V5), MQTT_V5)
+            except ProtocolRefusedError as exc:
+                log.info("broker %s refused MQTT 5 (%s); trying 3.1.1", broker.url, exc)
+        connected = await self._connect(loop, broker, MQTT_V311)
+        if index not in self._v311_only:
+            self._v311_only.add(index)
+            log.warning(
+                "broker %s speaks MQTT 3.1.1 only: using 3.1.1 there from now on (no PUBACK"
+                " reason codes, no response topics: replies go to cmd-reply)",
+                broker.url,
+            )
+        return (*connected, MQTT_V311)
 
     async def _stop_surely(self, client: paho.Client) -> None:
         """Stop a client off the loop, and finish doing so even if we are being cancelled.
@@ -277,9 +333,8 @@ class MqttLink:
         if close_wakeup_pair is not None:
             close_wakeup_pair(sockpair_only=True)
 
-    def _new_client(self) -> paho.Client:
-        settings = self._settings
-        v5 = settings.protocol == MQTT_V5
+    def _new_client(self, settings: BrokerSettings, protocol: str) -> paho.Client:
+        v5 = protocol == MQTT_V5
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
@@ -297,8 +352,10 @@ class MqttLink:
         client.will_set(will.topic, will.payload, qos=1, retain=True)
         return client
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop) -> tuple[paho.Client, Session]:
-        client = self._new_client()
+    async def _connect(
+        self, loop: asyncio.AbstractEventLoop, settings: BrokerSettings, protocol: str
+    ) -> tuple[paho.Client, Session]:
+        client = self._new_client(settings, protocol)
         session = Session(client, loop)
         connack: asyncio.Future[tuple[bool, ReasonCode]] = loop.create_future()
 
@@ -340,7 +397,6 @@ class MqttLink:
         client.on_disconnect = on_disconnect
         client.on_publish = on_publish
         client.on_message = on_message
-        settings = self._settings
         try:
             await asyncio.to_thread(
                 client.connect, settings.host, settings.port, settings.keepalive_s
@@ -355,11 +411,17 @@ class MqttLink:
                 answered, code = await asyncio.wait_for(connack, settings.connect_timeout_s)
             except TimeoutError:
                 raise TimeoutError(f"no CONNACK within {settings.connect_timeout_s} s") from None
+            refused_v5 = protocol == MQTT_V5 and (
+                not answered or code.value == _UNSUPPORTED_PROTOCOL
+            )
             if not answered:
-                raise LinkLostError(
+                error = (ProtocolRefusedError if refused_v5 else LinkLostError)(
                     f"connection closed before CONNACK ({code}); a TLS client certificate"
                     " the broker rejects ends the connection this way"
                 )
+                raise error
+            if refused_v5:
+                raise ProtocolRefusedError(f"broker refused the connection: {code}")
             if code.is_failure or session.closed.is_set():
                 raise LinkLostError(f"broker refused the connection: {code}")
         except BaseException:
@@ -367,13 +429,7 @@ class MqttLink:
             # paho thread and its sockets behind.
             await self._stop_surely(client)
             raise
-        log.info(
-            "connected to broker %s:%s (MQTT %s%s)",
-            settings.host,
-            settings.port,
-            settings.protocol,
-            ", TLS" if settings.tls else "",
-        )
+        log.info("connected to broker %s (MQTT %s)", settings.url, protocol)
         return client, session
 
 

@@ -2,7 +2,9 @@
 
 Sends signed commands and waits for their replies; watches a gateway's topics.
 It uses paho's own blocking loop: this is a tool for one person at a terminal
-or one test, not part of the gateway's event loop.
+or one test, not part of the gateway's event loop. It speaks MQTT 5 or 3.1.1;
+on "auto" it asks for 5 and takes 3.1.1 from a broker that refuses 5 (NATS,
+RabbitMQ), where a command has no response topic: replies come on cmd-reply.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.sync.link import BrokerSettings
+from gateway.sync.link import MQTT_AUTO, MQTT_V5, MQTT_V311, BrokerSettings
 from gateway.sync.wire import TOPIC_ROOT
 
 
@@ -34,38 +36,70 @@ class Received:
 
 
 class PlatformClient:
-    """A connected MQTT 5 client that can publish commands and collect what comes back."""
+    """A connected MQTT client that can publish commands and collect what comes back."""
 
     def __init__(self, settings: BrokerSettings, *, client_id: str | None = None) -> None:
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"platform-{uuid.uuid4().hex[:12]}",
-            protocol=paho.MQTTv5,
-        )
-        if settings.tls is not None:
-            self._client.tls_set_context(settings.tls.context())
-        if settings.username is not None:
-            self._client.username_pw_set(settings.username, settings.password)
+        self._settings = settings
+        self._client_id = client_id or f"platform-{uuid.uuid4().hex[:12]}"
         self._inbox: queue.Queue[Received] = queue.Queue()
         self._subscribed = threading.Event()
-        self._client.on_message = self._on_message
-        self._client.on_subscribe = self._on_subscribe
-        self._settings = settings
+        self.protocol = MQTT_V311 if settings.protocol == MQTT_V311 else MQTT_V5
+        """What the connection speaks ("5" or "3.1.1"); on "auto", known once connected."""
+        self._client = self._new_client(self.protocol)
+
+    def _new_client(self, protocol: str) -> paho.Client:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=paho.MQTTv5 if protocol == MQTT_V5 else paho.MQTTv311,
+        )
+        if self._settings.tls is not None:
+            client.tls_set_context(self._settings.tls.context())
+        if self._settings.username is not None:
+            client.username_pw_set(self._settings.username, self._settings.password)
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
 
     def __enter__(self) -> PlatformClient:
-        connected = threading.Event()
-        self._client.on_connect = lambda *_args: connected.set()
+        refused = self._connect()
+        if refused is not None and self._settings.protocol == MQTT_AUTO and _no_v5(refused):
+            self._client = self._new_client(MQTT_V311)
+            self.protocol = MQTT_V311
+            refused = self._connect()
+        if refused is not None:
+            raise ConnectionError(f"broker {self._settings.url} refused the connection: {refused}")
+        return self
+
+    def _connect(self) -> str | None:
+        """Connect and start the loop; None once connected, else why not: the CONNACK's
+        reason, or `CLOSED_AT_CONNECT` if the broker hung up without answering."""
+        answer: list[str | None] = []
+        answered = threading.Event()
+
+        def on_connect(_c: object, _u: object, _f: object, code: Any, _p: object) -> None:
+            if not answered.is_set():
+                answer.append(str(code) if code.is_failure else None)
+                answered.set()
+
+        def on_disconnect(*_args: object) -> None:
+            if not answered.is_set():
+                answer.append(CLOSED_AT_CONNECT)
+                answered.set()
+
+        self._client.on_connect = on_connect
+        self._client.on_disconnect = on_disconnect
         try:
             self._client.connect(self._settings.host, self._settings.port, keepalive=30)
         except (OSError, ssl.SSLError) as exc:
-            raise ConnectionError(
-                f"cannot reach broker {self._settings.host}:{self._settings.port}: {exc}"
-            ) from exc
+            raise ConnectionError(f"cannot reach broker {self._settings.url}: {exc}") from exc
         self._client.loop_start()
-        if not connected.wait(10):
+        if not answered.wait(10):
             self.__exit__()
-            raise ConnectionError("no CONNACK from the broker within 10 s")
-        return self
+            raise ConnectionError(f"no CONNACK from {self._settings.url} within 10 s")
+        if answer[0] is not None:
+            self.__exit__()
+        return answer[0]
 
     def __exit__(self, *_exc: object) -> None:
         self._client.disconnect()
@@ -89,9 +123,13 @@ class PlatformClient:
     def publish(
         self, topic: str, payload: bytes, *, response_topic: str | None = None
     ) -> bytes | None:
-        """Publish at QoS 1 and wait for the PUBACK; return the correlation data used."""
+        """Publish at QoS 1 and wait for the PUBACK; return the correlation data used.
+
+        A response topic needs MQTT 5: asking for one on 3.1.1 is a `ValueError`."""
         properties = None
         correlation = None
+        if response_topic is not None and self.protocol != MQTT_V5:
+            raise ValueError("a response topic needs MQTT 5; this broker speaks 3.1.1")
         if response_topic is not None:
             correlation = uuid.uuid4().bytes
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -136,6 +174,14 @@ class PlatformClient:
                     continue
                 return reply
         return None
+
+
+CLOSED_AT_CONNECT = "connection closed before CONNACK"
+
+
+def _no_v5(reason: str) -> bool:
+    """Whether a refused connection says the broker may not take MQTT 5."""
+    return reason in (CLOSED_AT_CONNECT, "Unsupported protocol version")
 
 
 def watch(

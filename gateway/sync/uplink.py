@@ -57,6 +57,8 @@ class UplinkSettings:
     batch_chars: int = 256 * 1024
     ack_timeout_s: float = 60.0
     """A session whose oldest envelope waits this long for its PUBACK is ended and redone."""
+    state_every_s: float = 60.0
+    """The birth is republished this often: a state older than a few of these is stale."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +182,7 @@ class Uplink:
             head_seq=stats.head_seq,
             software=self._software,
             health=health,
+            state_every_s=self._settings.state_every_s,
         ).encode()
 
     async def run(self) -> None:
@@ -198,7 +201,13 @@ class Uplink:
             # The birth's PUBACK is not waited for: draining must not hang on it.
             birth = session.publish(self._topics.state, await self.birth(), retain=True)
             birth.add_done_callback(_consume_outcome)
-            await self._drain(session)
+            fresh = asyncio.ensure_future(self._keep_state_fresh(session))
+            try:
+                await self._drain(session)
+            finally:
+                fresh.cancel()
+                # wait, not `await fresh`: a cancellation of this task must not be swallowed
+                await asyncio.wait({fresh})
         except LinkLostError as exc:
             log.warning("uplink session lost: %s", exc)
         except StoreError as exc:
@@ -206,6 +215,27 @@ class Uplink:
             session.disconnect()
         finally:
             self._session = None
+
+    async def _keep_state_fresh(self, session: Session) -> None:
+        """Republish the birth every `state_every_s` while the session lasts.
+
+        A Last Will lives on the broker node that holds the session: if that node dies,
+        no one publishes it, and the retained `online: true` on the other nodes would
+        stand for ever. A birth refreshed on a timer lets the platform call a gateway
+        offline once its state's `ts` goes stale, whatever became of the Will.
+        """
+        while not session.closed.is_set():
+            await asyncio.sleep(self._settings.state_every_s)
+            if session.closed.is_set():
+                return
+            try:
+                payload = await self.birth()
+            except StoreError as exc:
+                log.warning("state not refreshed: cannot read the outbox: %s", exc)
+                continue
+            session.publish(self._topics.state, payload, retain=True).add_done_callback(
+                _consume_outcome
+            )
 
     async def _drain(self, session: Session) -> None:
         settings = self._settings

@@ -15,6 +15,15 @@ from gateway.store.outbox import StoredEvent
 
 CONTRACT_VERSION = 1
 TOPIC_ROOT = "rentgate/v1"
+GATEWAY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+"""Gateway (and MQTT client) ids: letters, digits, `-` and `_`, 1 to 64 of them. Every broker
+takes these in a topic level and a client id; a `.` is refused by NATS (its subject separator)
+and silently rewritten to `/` by RabbitMQ, so events would vanish; `/ + #` split or match topics."""
+GATEWAY_ID_RULE = (
+    "only letters, digits, '-' and '_' (1 to 64, starting with a letter or digit):"
+    " every MQTT broker accepts these in a topic level and a client id"
+    " (NATS refuses '.', RabbitMQ rewrites it to '/')"
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,7 @@ class GatewayState:
     head_seq: int | None = None
     software: str | None = None
     health: StateHealth | None = None
+    state_every_s: float | None = None
 
     def encode(self) -> bytes:
         document: dict[str, object] = {
@@ -98,6 +108,7 @@ class GatewayState:
             "oldest_unsent_s": self.oldest_unsent_s,
             "head_seq": self.head_seq,
             "software": self.software,
+            "state_every_s": self.state_every_s,
         }
         if self.health is not None:
             optional.update(

@@ -145,6 +145,8 @@ def test_metrics_count_what_happened_at_the_door_and_on_the_link(
     assert (_value(samples, "rentgate_mqtt_last_puback_timestamp_seconds") or 0) > 0
     assert _value(samples, "rentgate_mqtt_connected") == 1
     assert _value(samples, "rentgate_mqtt_reconnects_total") == 0
+    assert _value(samples, "rentgate_mqtt_broker", url=broker.url, protocol="5") == 1
+    assert _value(samples, "rentgate_mqtt_failovers_total") == 0
 
     assert _by_label(samples, "rentgate_reader_online", "reader") == {FRONT: 1, MISSING: 0}
     assert _value(samples, "rentgate_credentials") == len(KNOWN)
@@ -162,7 +164,7 @@ def test_metrics_count_what_happened_at_the_door_and_on_the_link(
         "problems": [],
         "store": {"failing": False, "last_error": None},
         "credentials": len(KNOWN),
-        "mqtt": {"connected": True, "last_error": None},
+        "mqtt": {"connected": True, "broker": broker.url, "last_error": None},
     }
 
 

@@ -78,7 +78,7 @@ def rentgate(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 def test_design_minimal_config_is_valid() -> None:
     config = parse_config(MINIMAL, environ={})
     assert config.gateway.id == "GW-0001"
-    assert config.mqtt.protocol == "5"
+    assert config.mqtt.protocol == "auto", "MQTT 5, or 3.1.1 where the broker refuses 5"
     assert [door.name for door in config.all_doors()] == ["front"]
     assert config.gateway.database == Path("var/gw-0001/rentgate.db")
 
@@ -88,11 +88,11 @@ def test_every_problem_is_reported_at_once() -> None:
         parse_config(BROKEN, "broken.toml", environ={})
     problems = "\n".join(caught.value.problems)
     for expected in (
-        "gateway.id: String should match pattern",
+        "gateway.id: 'GW 0001/#': only letters, digits, '-' and '_'",
         "gateway.commit_window_ms: Input should be greater than or equal to 0",
         "gateway.colour: unknown key",
-        "mqtt.url: must be mqtt://host[:port] or mqtt",
-        "mqtt.protocol: Input should be '5' or '3.1.1'",
+        "mqtt.url: 'http://broker' must be mqtt://host[:port] or mqtt",
+        "mqtt.protocol: Input should be 'auto', '5' or '3.1.1'",
         "devices.0.kind: must be one of 'line', 'idcard-sam', 'osdp'",
         "devices.1.credential: Input should be 'card_uid', 'id_number' or 'voucher'",
     ):

@@ -50,8 +50,9 @@ def test_a_platform_identity_alone_may_publish_commands(
 @pytest.mark.parametrize(
     ("who", "complaint"),
     [
-        (["--gateway", "GW/1"], "must match"),
-        (["--gateway", "GW-+"], "must match"),
+        (["--gateway", "GW/1"], "only letters, digits, '-' and '_'"),
+        (["--gateway", "GW-+"], "only letters, digits, '-' and '_'"),
+        (["--gateway", "GW.1"], "NATS refuses '.'"),
         (["--gateway", "platform-main"], "may not start with"),
         (["--platform", "a b"], "must match"),
     ],

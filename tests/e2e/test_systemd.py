@@ -549,7 +549,7 @@ class UplinkRig:
         settings = BrokerSettings.from_url(broker.url, f"gw-{uuid.uuid4().hex[:8]}")
         self.uplink = Uplink(
             "GW-T1",
-            link_factory=lambda will: MqttLink(settings, will),
+            link_factory=lambda will: MqttLink([settings], will),
             source=self.source,
             writer=self.writer,
             clock=self.wall,

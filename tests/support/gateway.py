@@ -104,7 +104,7 @@ def write_taps(fifo_path: Path, cards: list[str], timeout: float = 10) -> None:
 
 def write_config(
     directory: Path,
-    broker_url: str,
+    broker_url: str | list[str],
     *,
     gateway_id: str = "GW-TEST",
     extra_mqtt: str = "",
@@ -118,6 +118,7 @@ def write_config(
     With `sealing`, the platform's encryption key pair is made in `directory`
     (`platform_encryption_key` opens what the gateway seals) and configured as
     `[platform] encryption_key`, as every gateway taking captures must have.
+    A list of broker URLs becomes `[mqtt] urls`, a cluster.
     """
     reader = reader_path or directory / "front.reader"
     if reader_path is None and not reader.exists():
@@ -129,6 +130,10 @@ def write_config(
             extra = extra.replace("[platform]\n", "[platform]\n" + line, 1)
         else:
             platform = "[platform]\n" + line
+    if isinstance(broker_url, list):
+        brokers = "urls = [" + ", ".join(f'"{url}"' for url in broker_url) + "]"
+    else:
+        brokers = f'url = "{broker_url}"'
     path = directory / "gateway.toml"
     path.write_text(
         f"""
@@ -138,7 +143,7 @@ data_dir = "{directory / "data"}"
 commit_window_ms = 2
 
 [mqtt]
-url = "{broker_url}"
+{brokers}
 reconnect_max_s = 1
 {extra_mqtt}
 
@@ -221,11 +226,13 @@ class Subscriber:
         tls_ca: Path | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
+        protocol: paho.MQTTProtocolVersion = paho.MQTTv5,
     ) -> None:
+        """`protocol` paho.MQTTv311 for a broker that speaks only 3.1.1 (NATS, RabbitMQ)."""
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
         )
         if tls_ca is not None:
             self._client.tls_set(

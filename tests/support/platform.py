@@ -16,16 +16,27 @@ from gateway.sync.link import BrokerSettings
 from gateway.sync.local_broker import LocalBroker
 from gateway.sync.platform_client import PlatformClient
 from tests.support.gateway import make_id_number
+from tests.support.nats import NatsBroker
 
 
 class Platform:
     """Signs commands for one gateway with the gateway's clock and sends them."""
 
-    def __init__(self, broker: LocalBroker, gateway_id: str, key: SigningKey, clock: Clock) -> None:
+    def __init__(
+        self,
+        broker: LocalBroker | NatsBroker,
+        gateway_id: str,
+        key: SigningKey,
+        clock: Clock,
+        *,
+        protocol: str = "5",
+    ) -> None:
         self.gateway_id = gateway_id
         self.key = key
         self.clock = clock
-        settings = BrokerSettings.from_url(f"mqtt://127.0.0.1:{broker.port}", "platform-test")
+        settings = BrokerSettings.from_url(
+            f"mqtt://127.0.0.1:{broker.port}", "platform-test", protocol=protocol
+        )
         self.client = PlatformClient(settings).__enter__()
 
     def close(self) -> None:

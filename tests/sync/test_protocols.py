@@ -1,4 +1,6 @@
-"""`protocol = "3.1.1"` (and the default "5"): taps reach a real subscriber the same way.
+"""`protocol = "3.1.1"`, "5" and the default "auto": taps reach a real subscriber the same
+way (Mosquitto takes MQTT 5, so "auto" stays on 5 there; tests/sync/test_protocol_auto.py
+shows the fallback against a broker that refuses 5).
 
 The broker logs each new client with its protocol (`p2` is MQTT 3.1.1, `p5` is
 MQTT 5), which shows that the gateway really spoke the configured version.
@@ -27,7 +29,8 @@ from tests.support.gateway import (
 
 KNOWN = ["04A1B2C3D4", "04E5F60718"]
 TAPS = [KNOWN[0], "04DEADBEEF", KNOWN[1]] * 5
-BROKER_PROTOCOL = {"5": "p5", "3.1.1": "p2"}
+BROKER_PROTOCOL = {"5": "p5", "3.1.1": "p2", "auto": "p5"}
+GATEWAY_IDS = {"5": "GW-P5", "3.1.1": "GW-P311", "auto": "GW-PAUTO"}
 
 
 @pytest.fixture
@@ -46,11 +49,11 @@ def connections_of(broker: LocalBroker, client_id: str) -> list[str]:
     return re.findall(pattern, log)
 
 
-@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+@pytest.mark.parametrize("protocol", ["3.1.1", "5", "auto"])
 def test_taps_reach_the_platform_over_each_protocol(
     logging_broker: LocalBroker, tmp_path: Path, protocol: str
 ) -> None:
-    gateway_id = "GW-P311" if protocol == "3.1.1" else "GW-P5"
+    gateway_id = GATEWAY_IDS[protocol]
     config = load(
         write_config(
             tmp_path,

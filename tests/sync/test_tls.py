@@ -437,11 +437,11 @@ def test_mqtts_config_becomes_verified_tls_settings(tmp_path: Path) -> None:
         'url = "mqtts://broker.example"\nca = "/etc/ca.pem"\n'
         'cert = "/etc/gw.pem"\nkey = "/etc/gw.key"',
     )
-    settings = broker_settings(parse_config(text, environ={}))
+    (settings,) = broker_settings(parse_config(text, environ={}))
     assert settings.port == 8883
     assert settings.tls == TlsSettings(
         Path("/etc/ca.pem"), Path("/etc/gw.pem"), Path("/etc/gw.key")
     )
-    plain = broker_settings(parse_config(_config_text(tmp_path, 'url = "mqtt://b"'), environ={}))
+    (plain,) = broker_settings(parse_config(_config_text(tmp_path, 'url = "mqtt://b"'), environ={}))
     assert plain.tls is None
     assert plain.port == 1883
