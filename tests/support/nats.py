@@ -93,3 +93,96 @@ mqtt {{ host: 127.0.0.1, port: {self.port} }}
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class NatsCluster:
+    """Three nats-servers routed into one cluster, JetStream and MQTT on each, as a city runs
+    NATS: MQTT sessions, retained messages and QoS 1 messages are kept in streams with
+    three replicas (`stream_replicas`), so a node may die without losing what it accepted."""
+
+    SIZE = 3
+
+    def __init__(self, workdir: Path, executable: str) -> None:
+        self.workdir = workdir
+        self._executable = executable
+        self.mqtt_ports = [free_port() for _ in range(self.SIZE)]
+        self._client_ports = [free_port() for _ in range(self.SIZE)]
+        self._route_ports = [free_port() for _ in range(self.SIZE)]
+        self._processes: list[subprocess.Popen[bytes] | None] = [None] * self.SIZE
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"mqtt://127.0.0.1:{port}" for port in self.mqtt_ports]
+
+    def start(self, timeout: float = 30.0) -> None:
+        routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in self._route_ports)
+        for node in range(self.SIZE):
+            folder = self.workdir / f"node{node}"
+            folder.mkdir(exist_ok=True)
+            config = folder / "nats.conf"
+            config.write_text(
+                f"""
+server_name: rentgate_node{node}
+listen: 127.0.0.1:{self._client_ports[node]}
+jetstream {{ store_dir: "{folder / "jetstream"}" }}
+cluster {{ name: rentgate, listen: 127.0.0.1:{self._route_ports[node]}, routes: [{routes}] }}
+mqtt {{ host: 127.0.0.1, port: {self.mqtt_ports[node]}, stream_replicas: {self.SIZE} }}
+""",
+                encoding="utf-8",
+            )
+            with (folder / "nats.log").open("ab") as log:
+                self._processes[node] = subprocess.Popen(
+                    [self._executable, "-c", str(config)],
+                    stdout=log,
+                    stderr=log,
+                    stdin=subprocess.DEVNULL,
+                )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._answers_mqtt(port) for port in self.mqtt_ports):
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the NATS cluster did not serve MQTT within {timeout} s")
+
+    @staticmethod
+    def _answers_mqtt(port: int) -> bool:
+        """A CONNECT is accepted (JetStream has elected its leader and made the MQTT streams)."""
+        connect = bytes.fromhex("100f00044d5154540402000a0003") + b"chk"  # MQTT 3.1.1
+        try:
+            with socket.create_connection(("127.0.0.1", port), 1) as sock:
+                sock.sendall(connect)
+                sock.settimeout(2)
+                connack = sock.recv(4)
+                sock.sendall(b"\xe0\x00")  # DISCONNECT
+        except OSError:
+            return False
+        return len(connack) == 4 and connack[0] == 0x20 and connack[3] == 0
+
+    def kill(self, node: int) -> None:
+        """kill -9 of one node."""
+        process, self._processes[node] = self._processes[node], None
+        if process is not None:
+            process.kill()
+            process.wait(10)
+
+    def stop(self) -> None:
+        for node, process in enumerate(self._processes):
+            if process is None:
+                continue
+            self._processes[node] = None
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> NatsCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
