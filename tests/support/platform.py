@@ -17,6 +17,7 @@ from gateway.sync.local_broker import LocalBroker
 from gateway.sync.platform_client import PlatformClient
 from tests.support.gateway import make_id_number
 from tests.support.nats import NatsBroker
+from tests.support.rabbitmq import RabbitBroker
 
 
 class Platform:
@@ -24,7 +25,7 @@ class Platform:
 
     def __init__(
         self,
-        broker: LocalBroker | NatsBroker,
+        broker: LocalBroker | NatsBroker | RabbitBroker,
         gateway_id: str,
         key: SigningKey,
         clock: Clock,
