@@ -43,6 +43,9 @@ class CommandName(StrEnum):
     CONFIG_SET = "config.set"
     RESYNC = "resync"
     KEYS_ROTATE = "keys.rotate"
+    ACK = "ack"
+    """The platform has stored every event through a seq: no reply, not logged (idempotent)."""
+    REPLAY = "replay"
 
 
 MAX_BYTES: Mapping[CommandName, int] = {
@@ -73,6 +76,8 @@ class Rejection(StrEnum):
     """A delta whose base is not the version in force: send a snapshot."""
     INVALID = "invalid"
     """Well-formed and authentic, but cannot be applied (unknown door, bad setting)."""
+    ABOVE_HEAD = "above_head"
+    """An ack of seqs this gateway never recorded: a platform bug or a forgery."""
 
 
 class CommandRejected(RentgateError):
