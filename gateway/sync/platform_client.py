@@ -22,8 +22,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.domain.signed_commands import CommandName
+from gateway.domain.signing import SigningKey
 from gateway.sync.link import BrokerSettings
-from gateway.sync.wire import TOPIC_ROOT
+from gateway.sync.platform_acks import AckTracker, ack_command, envelope_seqs, state_acked_seq
+from gateway.sync.wire import TOPIC_ROOT, Topics
 
 
 @dataclass(frozen=True)
@@ -138,18 +141,56 @@ class PlatformClient:
         return None
 
 
+class Acker:
+    """Acknowledges what `watch` has seen: per gateway, the highest contiguous seq, signed
+    with the platform's key. Seeing is all this tool does with an event, so seen is stored."""
+
+    def __init__(
+        self, client: PlatformClient, key: SigningKey, now: Callable[[], float] = time.time
+    ) -> None:
+        self._client = client
+        self._key = key
+        self._now = now
+        self.tracker = AckTracker()
+        self.sent = 0
+
+    def seen(self, message: Received) -> int | None:
+        """Take note of one message; returns the seq acked for its gateway, if it sent one."""
+        if message.topic.endswith("/state"):
+            state = state_acked_seq(message.payload)
+            if state is not None:
+                self.tracker.floor(*state)
+            return None
+        if not message.topic.endswith("/events"):
+            return None
+        found = envelope_seqs(message.payload)
+        if found is None:
+            return None
+        gateway_id, seqs = found
+        through = self.tracker.add(gateway_id, seqs)
+        if through is not None:
+            signed = ack_command(self._key, gateway_id, through, int(self._now()))
+            self._client.publish(Topics(gateway_id).command(CommandName.ACK.value), signed)
+            self.sent += 1
+        return through
+
+
 def watch(
     client: PlatformClient,
     gateway_id: str,
     emit: Callable[[str], None],
     *,
     seconds: float,
+    acker: Acker | None = None,
 ) -> int:
-    """Print what a gateway (or `+` for all) publishes, for `seconds`; return the count."""
+    """Print what a gateway (or `+` for all) publishes, for `seconds`; return the count.
+    With an `acker`, acknowledge the events seen as they come."""
     root = f"{TOPIC_ROOT}/{gateway_id}"
     client.subscribe(f"{root}/events", f"{root}/state", f"{root}/cmd-reply")
     count = 0
     for message in client.messages(seconds):
         count += 1
         emit(f"{message.topic} {message.payload.decode('utf-8', 'replace')}")
+        if acker is not None:
+            acker.seen(message)
     return count
