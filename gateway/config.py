@@ -105,6 +105,13 @@ class MqttSection(_Section):
     inflight_window: int = Field(16, ge=1, le=1000)
     batch_events: int = Field(500, ge=1, le=10_000)
     ack_timeout_s: float = Field(60.0, ge=1, le=3600)
+    ack_resend_s: float = Field(
+        120.0,
+        ge=1,
+        le=86_400,
+        description="PUBACKed events the platform has not acknowledged (cmd/ack) for this long"
+        " are published again; the wait doubles, up to 8 times, while no ack comes",
+    )
 
     @field_validator("url")
     @classmethod

@@ -36,6 +36,15 @@ class LinkStatus:
     rejected_pubacks: int = 0
     delivered_seq: int = 0
     """Events PUBACKed so far, including those whose cursor write is still queued."""
+    acked_seq: int = 0
+    """Events the platform acknowledged storing (signed `cmd/ack`): retention's cursor."""
+    acks_applied: int = 0
+    acks_stale: int = 0
+    acks_refused: int = 0
+    """Authentic acks refused (beyond the head, store unavailable); forged ones are counted
+    with the other command refusals."""
+    resends: int = 0
+    """Times the uplink went back to `acked_seq` because acks stopped coming."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +155,11 @@ class GatewayStatus:
                 "events_acked": link.events_acked,
                 "rejected_pubacks": link.rejected_pubacks,
                 "delivered_seq": link.delivered_seq,
+                "acked_seq": link.acked_seq,
+                "acks_applied": link.acks_applied,
+                "acks_stale": link.acks_stale,
+                "acks_refused": link.acks_refused,
+                "resends": link.resends,
             },
             "store": _fields(self.store),
             "readers": {name: _fields(reader) for name, reader in self.readers.items()},

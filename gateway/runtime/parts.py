@@ -48,7 +48,8 @@ from gateway.sync.link import (
     TlsSettings,
     Will,
 )
-from gateway.sync.uplink import OutboxSource, Uplink, UplinkSettings
+from gateway.sync.outbox_source import OutboxSource
+from gateway.sync.uplink import Uplink, UplinkSettings
 from gateway.sync.wire import StateHealth
 
 log = logging.getLogger(__name__)
@@ -155,12 +156,20 @@ def build_parts(
         alerts=alerts,
         settings=settings,
         resync=lambda: uplink.rebirth(),  # noqa: PLW0108 (the uplink is built below)
+        replay=lambda from_seq: uplink.replay(from_seq),  # noqa: PLW0108 (built below)
         spawn=spawn,
     )
     commands = _platform_commands(
         keys, trusted=trusted, settings=settings, writer=writer, clock=clock, actions=actions
     )
-    downlink = _downlink(config, clock, trusted, commands, lambda: uplink.session)
+    downlink = _downlink(
+        config,
+        clock,
+        trusted,
+        commands,
+        lambda: uplink.session,
+        on_ack=lambda through_seq: uplink.acks.offer(through_seq),  # noqa: PLW0108
+    )
     source = OutboxSource(config.gateway.database)
     uplink = _uplink(
         config, clock=clock, writer=writer, source=source, health=health, downlink=downlink
@@ -304,8 +313,11 @@ def _downlink(
     trusted: TrustedKeys,
     commands: PlatformCommands,
     session: Callable[[], Session | None],
+    *,
+    on_ack: Callable[[int], None],
 ) -> Downlink:
-    """Signed commands from the platform, received on the uplink's MQTT session."""
+    """Signed commands from the platform, received on the uplink's MQTT session; its acks go
+    to the uplink's cursor."""
     return Downlink(
         config.gateway.id,
         keys=trusted.current,
@@ -313,6 +325,7 @@ def _downlink(
         clock=clock,
         session=session,
         reply_prefix=config.platform.reply_prefix,
+        on_ack=on_ack,
     )
 
 
@@ -346,6 +359,7 @@ def _uplink(
             window=mqtt.inflight_window,
             batch_events=mqtt.batch_events,
             ack_timeout_s=mqtt.ack_timeout_s,
+            ack_resend_s=mqtt.ack_resend_s,
         ),
         software=f"rentgate/{__version__}",
         health=health,
@@ -417,6 +431,7 @@ class GatewayActions:
         alerts: AlertEngine,
         settings: RuntimeSettings,
         resync: Callable[[], None],
+        replay: Callable[[int], None],
         spawn: Spawn,
     ) -> None:
         self._config = config
@@ -425,6 +440,7 @@ class GatewayActions:
         self._alerts = alerts
         self._settings = settings
         self._resync = resync
+        self._replay = replay
         self._spawn = spawn
 
     def hooks(self) -> GatewayHooks:
@@ -432,6 +448,7 @@ class GatewayActions:
             unlock=self.unlock,
             doors=lambda: list(self._devices.locks),
             resync=self._resync,
+            replay=self._replay,
             settings_changed=self.settings_changed,
             person_changed=self.person_changed,
         )

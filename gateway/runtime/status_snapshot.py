@@ -75,7 +75,7 @@ def _readers(parts: GatewayParts) -> dict[str, ReaderStatus]:
 
 def _link(parts: GatewayParts) -> LinkStatus:
     uplink = parts.uplink
-    link, stats = uplink.link, uplink.stats
+    link, stats, acks = uplink.link, uplink.stats, uplink.acks.stats
     return LinkStatus(
         connected=bool(link and link.connected),
         reconnects=link.reconnects if link else 0,
@@ -86,6 +86,11 @@ def _link(parts: GatewayParts) -> LinkStatus:
         events_acked=stats.events_acked,
         rejected_pubacks=stats.rejected_pubacks,
         delivered_seq=stats.delivered_seq,
+        acked_seq=acks.acked_seq,
+        acks_applied=acks.applied,
+        acks_stale=acks.stale,
+        acks_refused=sum(acks.refused.values()),
+        resends=acks.resends,
     )
 
 
