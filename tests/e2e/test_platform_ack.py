@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gateway.cli import main
 from gateway.domain.capture import CapturedRecord
 from gateway.domain.events import EventType, new_event
 from gateway.domain.signed_commands import CommandName, sign
@@ -324,3 +325,20 @@ def test_replay_republishes_from_the_seq_asked_for(keeping_rig: Rig) -> None:
         assert (malformed["ok"], malformed["reason"]) == (False, "malformed")
     finally:
         sender.close()
+
+
+def test_platform_watch_with_ack_acknowledges_what_it_sees(
+    rig: Rig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rig.tap(3)
+    head = rig.pubacked_to_head(3)
+    key_path = str(next((rig.tmp / "platform").glob("*.key")))
+    watch = ["platform", "watch", "--broker", rig.broker.url, "--gateway", GW]
+    assert main([*watch, "--seconds", "1", "--ack"]) == 2
+    assert "--ack needs the platform's signing --key" in capsys.readouterr().err
+    # Nobody acked: the gateway sends again after ack_resend_s, and watch acks what it sees.
+    assert main([*watch, "--seconds", "6", "--ack", "--key", key_path]) == 0
+    out, err = capsys.readouterr()
+    assert f"rentgate/v1/{GW}/events" in out
+    assert "ack(s) sent" in err
+    wait_until(lambda: rig.gateway.status().link.acked_seq >= head, 20, "acked by watch")
