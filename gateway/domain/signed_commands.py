@@ -76,8 +76,6 @@ class Rejection(StrEnum):
     """A delta whose base is not the version in force: send a snapshot."""
     INVALID = "invalid"
     """Well-formed and authentic, but cannot be applied (unknown door, bad setting)."""
-    ABOVE_HEAD = "above_head"
-    """An ack of seqs this gateway never recorded: a platform bug or a forgery."""
 
 
 class CommandRejected(RentgateError):
