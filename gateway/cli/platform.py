@@ -159,6 +159,11 @@ def _send(args: argparse.Namespace, key: Any) -> int:
         bodies = snapshot_pages(body["version"], body["people"])  # one command per page
     reply = None
     with PlatformClient(_settings(args)) as client:
+        if name is CommandName.ACK:  # never answered: publish it and be done
+            signed = sign(key, gateway_id=args.gateway, name=name, body=body, now=int(time.time()))
+            client.publish(f"rentgate/v1/{args.gateway}/cmd/ack", signed)
+            print(f"ack sent to {args.gateway} (acks get no reply)", file=sys.stderr)
+            return 0
         for page in bodies:
             signed = sign(
                 key,

@@ -153,25 +153,34 @@ class Acker:
         self._now = now
         self.tracker = AckTracker()
         self.sent = 0
+        self._known: dict[str, int] = {}
+        """What each gateway's state says it has had acknowledged."""
+        self._sent: dict[str, int] = {}
 
     def seen(self, message: Received) -> int | None:
         """Take note of one message; returns the seq acked for its gateway, if it sent one."""
         if message.topic.endswith("/state"):
             state = state_acked_seq(message.payload)
-            if state is not None:
-                self.tracker.floor(*state)
+            if state is None:
+                return None
+            gateway_id, acked = state
+            self._known[gateway_id] = max(self._known.get(gateway_id, 0), acked)
+            self.tracker.floor(gateway_id, acked)  # may join a run held above a gap
+        elif message.topic.endswith("/events"):
+            found = envelope_seqs(message.payload)
+            if found is None:
+                return None
+            gateway_id, seqs = found
+            self.tracker.add(gateway_id, seqs)
+        else:
             return None
-        if not message.topic.endswith("/events"):
+        through = self.tracker.through(gateway_id)
+        if through <= max(self._known.get(gateway_id, 0), self._sent.get(gateway_id, 0)):
             return None
-        found = envelope_seqs(message.payload)
-        if found is None:
-            return None
-        gateway_id, seqs = found
-        through = self.tracker.add(gateway_id, seqs)
-        if through is not None:
-            signed = ack_command(self._key, gateway_id, through, int(self._now()))
-            self._client.publish(Topics(gateway_id).command(CommandName.ACK.value), signed)
-            self.sent += 1
+        signed = ack_command(self._key, gateway_id, through, int(self._now()))
+        self._client.publish(Topics(gateway_id).command(CommandName.ACK.value), signed)
+        self._sent[gateway_id] = through
+        self.sent += 1
         return through
 
 

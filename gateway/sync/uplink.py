@@ -280,6 +280,9 @@ class Uplink:
                 acked + 1,
             )
             target = acked if target is None else min(target, acked)
+            # The state says where the cursor is: a platform that lost track (a new consumer,
+            # a restored database) starts its contiguous run there, not at seq 1.
+            self.rebirth()
         return sent_through if target is None else min(sent_through, target)
 
     async def _next_batch(self, after_seq: int) -> list[StoredEvent]:

@@ -336,9 +336,15 @@ def test_platform_watch_with_ack_acknowledges_what_it_sees(
     watch = ["platform", "watch", "--broker", rig.broker.url, "--gateway", GW]
     assert main([*watch, "--seconds", "1", "--ack"]) == 2
     assert "--ack needs the platform's signing --key" in capsys.readouterr().err
-    # Nobody acked: the gateway sends again after ack_resend_s, and watch acks what it sees.
+    send = ["platform", "send", "--broker", rig.broker.url, "--gateway", GW, "--key", key_path]
+    assert main([*send, "ack", '{"through_seq": 1}']) == 0  # no reply is waited for
+    assert "acks get no reply" in capsys.readouterr().err
+    wait_until(lambda: rig.gateway.status().link.acked_seq == 1, 20, "acked by send")
+    # Not the rest: the gateway sends again after ack_resend_s, and watch acks what it sees.
     assert main([*watch, "--seconds", "6", "--ack", "--key", key_path]) == 0
     out, err = capsys.readouterr()
     assert f"rentgate/v1/{GW}/events" in out
     assert "ack(s) sent" in err
-    wait_until(lambda: rig.gateway.status().link.acked_seq >= head, 20, "acked by watch")
+    wait_until(
+        lambda: rig.gateway.status().link.acked_seq >= head, 20, f"acked by watch: {out} {err}"
+    )

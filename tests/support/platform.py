@@ -203,21 +203,25 @@ class AckingPlatform:
     def _on_message(self, client: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
         if message.topic.endswith("/state"):
             state = state_acked_seq(bytes(message.payload))
-            if state is not None and self.acking:
-                self.tracker.floor(*state)
-            return
-        found = envelope_seqs(bytes(message.payload))
-        if found is None:
-            return
-        with self._lock:
-            self._envelopes.append(json.loads(message.payload))
-        gateway_id, seqs = found
-        through = self.tracker.add(gateway_id, seqs)
-        if through is not None and self.acking and self.key is not None:
-            signed = ack_command(self.key, gateway_id, through, int(time.time()))
-            client.publish(f"rentgate/v1/{gateway_id}/cmd/ack", signed, qos=1)
+            if state is None or not self.acking:
+                return
+            gateway_id = state[0]
+            self.tracker.floor(*state)  # may join a run held above a gap
+        else:
+            found = envelope_seqs(bytes(message.payload))
+            if found is None:
+                return
             with self._lock:
-                self.acks_sent.append(through)
+                self._envelopes.append(json.loads(message.payload))
+            gateway_id, seqs = found
+            self.tracker.add(gateway_id, seqs)
+        through = self.tracker.through(gateway_id)
+        with self._lock:
+            if not self.acking or self.key is None or through <= max(self.acks_sent, default=0):
+                return
+            self.acks_sent.append(through)
+        signed = ack_command(self.key, gateway_id, through, int(time.time()))
+        client.publish(f"rentgate/v1/{gateway_id}/cmd/ack", signed, qos=1)
 
     def envelopes(self) -> list[dict[str, Any]]:
         with self._lock:
