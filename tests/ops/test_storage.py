@@ -108,6 +108,16 @@ def test_undelivered_records_over_budget_raise_an_alarm_and_are_all_delivered(
             )
             head = stats_of(cfg.gateway.database).head_seq
             wait_until(lambda: subscriber.unique_seqs() >= set(range(1, head + 1)), 30, "all")
+            # The alarm's "cleared" event is recorded just after the alarm clears: it may
+            # be past the head read above.
+            wait_until(
+                lambda: (
+                    ("gateway.alarm", "cleared")
+                    in {(e["type"], e.get("state")) for e in subscriber.events()}
+                ),
+                30,
+                "the cleared alarm at the platform",
+            )
         finally:
             subscriber.close()
     alarms = [e for e in subscriber.events() if e["type"] == "gateway.alarm"]
