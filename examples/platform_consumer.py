@@ -13,9 +13,16 @@ What it shows (docs/asyncapi.yaml is the contract):
   the seqs missing below the highest seen; with shared subscriptions an
   envelope can be processed by another instance a moment later, so report a
   gap only once it has stayed open for a while.
-- **Acknowledge after storing.** paho acknowledges a QoS 1 message when
+- **Acknowledge after storing, twice.** paho PUBACKs a QoS 1 message when
   `on_message` returns, so the event is committed before the PUBACK; a crash
-  before that means the broker delivers it again.
+  before that means the broker delivers it again. But a broker's PUBACK is not
+  what the gateway waits for: after each commit the consumer signs an `ack`
+  (`--ack-key`, the platform's signing key the gateway trusts) of the highest
+  seq through which it has stored every event of that gateway, and publishes
+  it on `rentgate/v1/{gw}/cmd/ack`. Until then the gateway keeps the events
+  and sends them again (docs/asyncapi.yaml, delivery semantics). The run
+  starts at the `acked_seq` of the gateway's retained state: below it the
+  gateway may have pruned already.
 - **Open sealed personal data here, and only here.** A capture's ID number,
   name and phone arrive in a `sealed` box (docs/asyncapi.yaml, SealedBox) that
   only the platform's encryption private key opens (`--decrypt-key`, made by
@@ -29,7 +36,7 @@ example); a real platform would use its own database the same way.
 
     python examples/platform_consumer.py --broker mqtt://127.0.0.1:1883 \\
         --group platform --db events.sqlite --seconds 60 \\
-        --decrypt-key keys/x-93f3ea7180ac4ed6.key
+        --decrypt-key keys/x-93f3ea7180ac4ed6.key --ack-key keys/k-3f2a9c4be01d7f5a.key
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.domain.personal import open_event
 from gateway.domain.sealed_box import OpeningKey, SealError
+from gateway.domain.signing import SigningKey
+from gateway.sync.platform_acks import ack_command, state_acked_seq
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -72,6 +81,26 @@ class EventStore:
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.execute(SCHEMA)
         self._lock = threading.Lock()
+        self._through: dict[str, int] = {}
+
+    def contiguous(self, gw: str, floor: int = 0) -> int:
+        """The highest seq through which every event of `gw` is stored (from `floor` up)."""
+        with self._lock:
+            through = max(self._through.get(gw, 0), floor)
+            while True:
+                rows = self._conn.execute(
+                    "SELECT seq FROM events WHERE gw = ? AND seq > ? ORDER BY seq LIMIT 1000",
+                    (gw, through),
+                ).fetchall()
+                advanced = 0
+                for (seq,) in rows:
+                    if seq != through + 1:
+                        break
+                    through, advanced = seq, advanced + 1
+                if advanced < 1000:  # a gap, or the end
+                    break
+            self._through[gw] = through
+            return through
 
     def add(self, gw: str, events: list[dict[str, Any]], instance: str) -> int:
         """Store a batch; return how many events were new (the rest were repeats)."""
@@ -121,7 +150,12 @@ class Consumer:
     """One instance of a consumer group."""
 
     def __init__(
-        self, broker: str, group: str, store: EventStore, keys: list[OpeningKey] | None = None
+        self,
+        broker: str,
+        group: str,
+        store: EventStore,
+        keys: list[OpeningKey] | None = None,
+        ack_key: SigningKey | None = None,
     ) -> None:
         parts = urlsplit(broker)
         self.name = f"{group}-{uuid.uuid4().hex[:8]}"
@@ -131,6 +165,10 @@ class Consumer:
         self.repeats = 0
         self.malformed = 0
         self.unopened = 0
+        self.acks = 0
+        self.ack_key = ack_key
+        self._floors: dict[str, int] = {}
+        self._acked: dict[str, int] = {}
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=self.name, protocol=paho.MQTTv5
         )
@@ -139,11 +177,18 @@ class Consumer:
         self._client.on_subscribe = lambda *_args: self._ready.set()
         self._client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
         self._client.loop_start()
-        self._client.subscribe(f"$share/{group}/rentgate/v1/+/events", qos=1)
+        self._client.subscribe(
+            [(f"$share/{group}/rentgate/v1/+/events", 1), ("rentgate/v1/+/state", 1)]
+        )
         if not self._ready.wait(10):
             raise ConnectionError("no SUBACK from the broker")
 
     def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+        if message.topic.endswith("/state"):
+            state = state_acked_seq(bytes(message.payload))
+            if state is not None:
+                self._floors[state[0]] = max(self._floors.get(state[0], 0), state[1])
+            return
         try:
             envelope = json.loads(message.payload)
             gw, events = envelope["gw"], envelope["events"]
@@ -155,6 +200,19 @@ class Consumer:
             events = [self._opened(gw, event) for event in events]
         added = self.store.add(gw, events, self.name)
         self.repeats += len(events) - added
+        self._ack(gw)
+
+    def _ack(self, gw: str) -> None:
+        """After the commit: ack what is stored without a gap (a repeat acks again: harmless)."""
+        if self.ack_key is None:
+            return
+        through = self.store.contiguous(gw, self._floors.get(gw, 0))
+        if through <= 0:
+            return
+        signed = ack_command(self.ack_key, gw, through, int(time.time()))
+        self._client.publish(f"rentgate/v1/{gw}/cmd/ack", signed, qos=1)
+        self._acked[gw] = through
+        self.acks += 1
 
     def _opened(self, gw: str, event: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(event, dict):
@@ -179,17 +237,22 @@ def main() -> None:
     parser.add_argument(
         "--decrypt-key", type=Path, action="append", default=[], help="encryption private key"
     )
+    parser.add_argument(
+        "--ack-key", type=Path, help="platform signing private key: acknowledge what is stored"
+    )
     args = parser.parse_args()
     store = EventStore(args.db)
     keys = [OpeningKey.load(path) for path in args.decrypt_key]
-    consumer = Consumer(args.broker, args.group, store, keys)
+    ack_key = SigningKey.load(args.ack_key) if args.ack_key else None
+    consumer = Consumer(args.broker, args.group, store, keys, ack_key)
     try:
         time.sleep(args.seconds)
     finally:
         consumer.close()
     print(
         f"{consumer.name}: {consumer.envelopes} envelopes, {consumer.repeats} repeated events,"
-        f" {consumer.malformed} malformed, {consumer.unopened} sealed boxes unopened;"
+        f" {consumer.malformed} malformed, {consumer.unopened} sealed boxes unopened,"
+        f" {consumer.acks} acks sent;"
         f" {store.count()} events stored"
     )
     store.close()

@@ -147,6 +147,14 @@ class MqttSection(_Section):
         " the platform can call a gateway offline when its state goes stale",
     )
 
+    ack_resend_s: float = Field(
+        120.0,
+        ge=1,
+        le=86_400,
+        description="PUBACKed events the platform has not acknowledged (cmd/ack) for this long"
+        " are published again; the wait doubles, up to 8 times, while no ack comes",
+    )
+
     @field_validator("url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

@@ -75,6 +75,16 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("rentgate_outbox_depth", "gauge", "Recorded events not yet PUBACKed.", ()),
     ("rentgate_outbox_oldest_unsent_age_seconds", "gauge", "Age of the oldest (0: none).", ()),
     ("rentgate_outbox_head_seq", "gauge", "Seq of the newest recorded event.", ()),
+    ("rentgate_outbox_acked_seq", "gauge", "Seq the platform acknowledged storing through.", ()),
+    ("rentgate_outbox_unacked", "gauge", "Recorded events the platform has not acknowledged.", ()),
+    (
+        "rentgate_outbox_oldest_unacked_age_seconds",
+        "gauge",
+        "Age of the oldest event the platform has not acknowledged (0: none).",
+        (),
+    ),
+    ("rentgate_platform_acks", "counter", "Platform acks by what they did.", ("outcome",)),
+    ("rentgate_uplink_resends", "counter", "Times unacknowledged events were sent again.", ()),
     ("rentgate_disk_free_bytes", "gauge", "Free space on the data dir's filesystem.", ()),
     ("rentgate_disk_size_bytes", "gauge", "Size of the data dir's filesystem.", ()),
     ("rentgate_store_failing", "gauge", "Store writes failing (1) or not.", ()),
@@ -178,6 +188,12 @@ def _samples(status: GatewayStatus, storage: StorageReading) -> dict[str, Sample
         "rentgate_mqtt_pubacks": {(): link.envelopes_acked},
         "rentgate_mqtt_events_acked": {(): link.events_acked},
         "rentgate_mqtt_pubacks_rejected": {(): link.rejected_pubacks},
+        "rentgate_platform_acks": {
+            ("applied",): link.acks_applied,
+            ("stale",): link.acks_stale,
+            ("refused",): link.acks_refused,
+        },
+        "rentgate_uplink_resends": {(): link.resends},
         "rentgate_commands": {
             ("received",): commands.received,
             ("accepted",): commands.accepted,
@@ -202,6 +218,11 @@ def _samples(status: GatewayStatus, storage: StorageReading) -> dict[str, Sample
         values["rentgate_outbox_depth"] = {(): outbox.depth}
         values["rentgate_outbox_oldest_unsent_age_seconds"] = {(): max(0.0, age)}
         values["rentgate_outbox_head_seq"] = {(): outbox.head_seq}
+        values["rentgate_outbox_acked_seq"] = {(): outbox.acked_seq}
+        values["rentgate_outbox_unacked"] = {(): outbox.unacked}
+        unacked = outbox.oldest_unacked_ts
+        unacked_age = (status.updated - unacked).total_seconds() if unacked is not None else 0.0
+        values["rentgate_outbox_oldest_unacked_age_seconds"] = {(): max(0.0, unacked_age)}
     if storage.disk_free_bytes is not None and storage.disk_total_bytes is not None:
         values["rentgate_disk_free_bytes"] = {(): storage.disk_free_bytes}
         values["rentgate_disk_size_bytes"] = {(): storage.disk_total_bytes}

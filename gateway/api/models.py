@@ -197,6 +197,9 @@ class SyncOut(BaseModel):
     last_puback: str | None
     head_seq: int
     delivered_seq: int
+    """PUBACKed by the broker through this seq."""
+    acked_seq: int
+    """Acknowledged by the platform (stored) through this seq: kept until then."""
     outbox_depth: int
     oldest_unsent: str | None
 

@@ -113,6 +113,7 @@ class Monitor:
             last_puback=iso_ms(link.last_puback) if link.last_puback else None,
             head_seq=stats.head_seq,
             delivered_seq=stats.delivered_seq,
+            acked_seq=stats.acked_seq,
             outbox_depth=stats.depth,
             oldest_unsent=stats.oldest_unsent_ts.isoformat() if stats.oldest_unsent_ts else None,
         )

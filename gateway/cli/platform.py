@@ -60,6 +60,12 @@ def add_parsers(commands: Any) -> None:
         default=[],
         help="platform encryption private key (PEM) that opens sealed fields; repeat per key id",
     )
+    watch.add_argument(
+        "--ack",
+        action="store_true",
+        help="acknowledge what is seen (each gateway's highest contiguous seq), signed by --key",
+    )
+    watch.add_argument("--key", type=Path, help="platform signing private key (PEM), for --ack")
 
     alerts = commands.add_parser("alerts", help="open residence alerts at this gateway")
     alerts.add_argument("--config", type=Path, required=True)
@@ -193,6 +199,11 @@ def _send(args: argparse.Namespace, key: Any) -> int:
                 f"--response-topic needs MQTT 5; {args.broker} speaks {client.protocol}"
                 " (replies come on cmd-reply)"
             )
+        if name is CommandName.ACK:  # never answered: publish it and be done
+            signed = sign(key, gateway_id=args.gateway, name=name, body=body, now=int(time.time()))
+            client.publish(f"rentgate/v1/{args.gateway}/cmd/ack", signed)
+            print(f"ack sent to {args.gateway} (acks get no reply)", file=sys.stderr)
+            return 0
         for page in bodies:
             signed = sign(
                 key,
@@ -226,12 +237,20 @@ def _send(args: argparse.Namespace, key: Any) -> int:
 
 def _watch(args: argparse.Namespace) -> int:
     from gateway.domain.sealed_box import OpeningKey
-    from gateway.sync.platform_client import PlatformClient, watch
+    from gateway.domain.signing import SigningKey
+    from gateway.sync.platform_client import Acker, PlatformClient, watch
 
+    if args.ack and args.key is None:
+        print("rentgate platform: --ack needs the platform's signing --key", file=sys.stderr)
+        return EXIT_USAGE
+    key = SigningKey.load(args.key) if args.ack else None
     opener = _Opener([OpeningKey.load(path) for path in args.decrypt_key])
     with PlatformClient(_settings(args)) as client:
-        count = watch(client, args.gateway, opener.emit, seconds=args.seconds)
+        acker = Acker(client, key) if key is not None else None
+        count = watch(client, args.gateway, opener.emit, seconds=args.seconds, acker=acker)
     print(f"{count} message(s) in {args.seconds:.0f} s", file=sys.stderr)
+    if acker is not None:
+        print(f"{acker.sent} ack(s) sent", file=sys.stderr)
     if opener.failed:
         print(f"{opener.failed} sealed box(es) did not open (left sealed)", file=sys.stderr)
     return 0

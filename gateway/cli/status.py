@@ -32,6 +32,8 @@ def run_status(config: Config, *, as_json: bool) -> int:
                 "head_seq": stats.head_seq,
                 "delivered_seq": stats.delivered_seq,
                 "depth": stats.depth,
+                "acked_seq": stats.acked_seq,
+                "unacked": stats.unacked,
                 "oldest_unsent": stats.oldest_unsent_ts.isoformat()
                 if stats.oldest_unsent_ts
                 else None,
@@ -61,6 +63,10 @@ def _render_status(report: dict[str, Any], live: GatewayStatus | None) -> str:
             f"delivered through {box['delivered_seq']})"
         )
         lines.append(f"  oldest unsent: {box['oldest_unsent'] or '-'}")
+        lines.append(
+            f"  platform: stored through {box['acked_seq']}"
+            f" ({box['unacked']} kept until it acknowledges them)"
+        )
         enrolled = report["enrolled"]
         lines.append(
             f"  enrolled: {enrolled['people']} people, {enrolled['credentials']} "

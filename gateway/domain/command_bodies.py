@@ -198,3 +198,15 @@ class KeysRotate(_Body):
     """Public keys in PEM."""
     retire: list[str] = Field(default_factory=list, max_length=4)
     """Key ids no longer trusted."""
+
+
+class Ack(_Body):
+    """The platform has stored every event of this gateway through `through_seq`."""
+
+    through_seq: int = Field(ge=0, strict=True)
+
+
+class Replay(_Body):
+    """Publish the outbox again from `from_seq` (as far back as the gateway still keeps)."""
+
+    from_seq: int = Field(ge=1, strict=True)

@@ -43,6 +43,9 @@ class CommandName(StrEnum):
     CONFIG_SET = "config.set"
     RESYNC = "resync"
     KEYS_ROTATE = "keys.rotate"
+    ACK = "ack"
+    """The platform has stored every event through a seq: no reply, not logged (idempotent)."""
+    REPLAY = "replay"
 
 
 MAX_BYTES: Mapping[CommandName, int] = {

@@ -10,6 +10,10 @@ freed pages are given back to the filesystem a chunk at a time. Undelivered
 records are never touched: when they alone reach the budget the gateway raises
 a `gateway.alarm` (locally and uplink) and goes on deciding doors. A store
 whose writes fail (a really full disk) raises its own alarm.
+
+"Delivered" here means acknowledged by the platform (a signed `cmd/ack`, the
+outbox's `acked_seq`), never merely PUBACKed by a broker: brokers acknowledge
+and then drop, and a pruned event could not be sent again.
 """
 
 from __future__ import annotations

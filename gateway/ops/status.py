@@ -42,6 +42,15 @@ class LinkStatus:
     """The MQTT version spoken there: "5" or "3.1.1" (on "auto", what the broker took)."""
     failovers: int = 0
     """Moves from one broker URL to the next."""
+    acked_seq: int = 0
+    """Events the platform acknowledged storing (signed `cmd/ack`): retention's cursor."""
+    acks_applied: int = 0
+    acks_stale: int = 0
+    acks_refused: int = 0
+    """Authentic acks refused (beyond the head, store unavailable); forged ones are counted
+    with the other command refusals."""
+    resends: int = 0
+    """Times the uplink went back to `acked_seq` because acks stopped coming."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +164,11 @@ class GatewayStatus:
                 "broker": link.broker,
                 "protocol": link.protocol,
                 "failovers": link.failovers,
+                "acked_seq": link.acked_seq,
+                "acks_applied": link.acks_applied,
+                "acks_stale": link.acks_stale,
+                "acks_refused": link.acks_refused,
+                "resends": link.resends,
             },
             "store": _fields(self.store),
             "readers": {name: _fields(reader) for name, reader in self.readers.items()},

@@ -24,7 +24,7 @@ from gateway.domain.events import EventType, OutboxEvent, new_event
 from gateway.domain.signed_commands import Command, CommandName, CommandRejected, Rejection
 from gateway.domain.signing import SigningKeyError, VerifyKey
 from gateway.residence.runtime_settings import RuntimeSettings, SettingError, validate
-from gateway.store import allowlist, residents
+from gateway.store import allowlist, outbox, residents
 from gateway.store import command_log as seen
 from gateway.store.crypto import KeyRing
 from gateway.store.errors import StoreError
@@ -42,6 +42,7 @@ _BODIES: Mapping[CommandName, type[BaseModel]] = {
     CommandName.CONFIG_SET: bodies.ConfigSet,
     CommandName.RESYNC: bodies.Resync,
     CommandName.KEYS_ROTATE: bodies.KeysRotate,
+    CommandName.REPLAY: bodies.Replay,
 }
 
 T = TypeVar("T")
@@ -55,6 +56,8 @@ class GatewayHooks:
     """Release a door for some seconds; False if there is no such door."""
     doors: Callable[[], Sequence[str]]
     resync: Callable[[], None]
+    replay: Callable[[int], None]
+    """Publish the outbox again from a seq."""
     settings_changed: Callable[[], None]
     person_changed: Callable[[str], None]
 
@@ -269,6 +272,23 @@ class PlatformCommands:
     async def _resync(self, command: Command, _body: bodies.Resync) -> None:
         await self._op(lambda conn: self._applied(conn, command))
         self._hooks.resync()
+
+    async def _replay(self, command: Command, body: bodies.Replay) -> dict[str, Any]:
+        """Rewind the uplink; the reply says where it really starts (what is still kept)."""
+
+        def apply(conn: sqlite3.Connection) -> tuple[int, int | None]:
+            head = outbox.head_seq(conn)
+            if body.from_seq > head + 1:
+                detail = f"from_seq {body.from_seq} is beyond the newest event {head}"
+                raise CommandRejected(Rejection.INVALID, detail, command.id)
+            oldest = outbox.oldest_kept(conn)
+            self._applied(conn, command)
+            return head, oldest
+
+        head, oldest = await self._op(apply)
+        self._hooks.replay(body.from_seq)
+        start = body.from_seq if oldest is None else max(body.from_seq, oldest)
+        return {"from_seq": min(start, head + 1), "head_seq": head}
 
     async def _keys_rotate(self, command: Command, body: bodies.KeysRotate) -> dict[str, Any]:
         try:

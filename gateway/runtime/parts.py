@@ -48,7 +48,8 @@ from gateway.sync.link import (
     TlsSettings,
     Will,
 )
-from gateway.sync.uplink import OutboxSource, Uplink, UplinkSettings
+from gateway.sync.outbox_source import OutboxSource
+from gateway.sync.uplink import Uplink, UplinkSettings
 from gateway.sync.wire import StateHealth
 
 log = logging.getLogger(__name__)
@@ -157,12 +158,20 @@ def build_parts(
         alerts=alerts,
         settings=settings,
         resync=lambda: uplink.rebirth(),  # noqa: PLW0108 (the uplink is built below)
+        replay=lambda from_seq: uplink.replay(from_seq),  # noqa: PLW0108 (built below)
         spawn=spawn,
     )
     commands = _platform_commands(
         keys, trusted=trusted, settings=settings, writer=writer, clock=clock, actions=actions
     )
-    downlink = _downlink(config, clock, trusted, commands, lambda: uplink.session)
+    downlink = _downlink(
+        config,
+        clock,
+        trusted,
+        commands,
+        lambda: uplink.session,
+        on_ack=lambda through_seq: uplink.acks.offer(through_seq),  # noqa: PLW0108
+    )
     source = OutboxSource(config.gateway.database)
     uplink = _uplink(
         config, clock=clock, writer=writer, source=source, health=health, downlink=downlink
@@ -306,8 +315,11 @@ def _downlink(
     trusted: TrustedKeys,
     commands: PlatformCommands,
     session: Callable[[], Session | None],
+    *,
+    on_ack: Callable[[int], None],
 ) -> Downlink:
-    """Signed commands from the platform, received on the uplink's MQTT session."""
+    """Signed commands from the platform, received on the uplink's MQTT session; its acks go
+    to the uplink's cursor."""
     return Downlink(
         config.gateway.id,
         keys=trusted.current,
@@ -315,6 +327,7 @@ def _downlink(
         clock=clock,
         session=session,
         reply_prefix=config.platform.reply_prefix,
+        on_ack=on_ack,
     )
 
 
@@ -349,6 +362,7 @@ def _uplink(
             batch_events=mqtt.batch_events,
             ack_timeout_s=mqtt.ack_timeout_s,
             state_every_s=mqtt.state_every_s,
+            ack_resend_s=mqtt.ack_resend_s,
         ),
         software=f"rentgate/{__version__}",
         health=health,
@@ -420,6 +434,7 @@ class GatewayActions:
         alerts: AlertEngine,
         settings: RuntimeSettings,
         resync: Callable[[], None],
+        replay: Callable[[int], None],
         spawn: Spawn,
     ) -> None:
         self._config = config
@@ -428,6 +443,7 @@ class GatewayActions:
         self._alerts = alerts
         self._settings = settings
         self._resync = resync
+        self._replay = replay
         self._spawn = spawn
 
     def hooks(self) -> GatewayHooks:
@@ -435,6 +451,7 @@ class GatewayActions:
             unlock=self.unlock,
             doors=lambda: list(self._devices.locks),
             resync=self._resync,
+            replay=self._replay,
             settings_changed=self.settings_changed,
             person_changed=self.person_changed,
         )

@@ -75,7 +75,7 @@ def _readers(parts: GatewayParts) -> dict[str, ReaderStatus]:
 
 def _link(parts: GatewayParts) -> LinkStatus:
     uplink = parts.uplink
-    link, stats = uplink.link, uplink.stats
+    link, stats, acks = uplink.link, uplink.stats, uplink.acks.stats
     return LinkStatus(
         connected=bool(link and link.connected),
         reconnects=link.reconnects if link else 0,
@@ -89,6 +89,11 @@ def _link(parts: GatewayParts) -> LinkStatus:
         broker=link.broker_url if link else None,
         protocol=link.protocol if link else None,
         failovers=link.failovers if link else 0,
+        acked_seq=acks.acked_seq,
+        acks_applied=acks.applied,
+        acks_stale=acks.stale,
+        acks_refused=sum(acks.refused.values()),
+        resends=acks.resends,
     )
 
 

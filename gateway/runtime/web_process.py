@@ -40,7 +40,7 @@ from gateway.store.errors import StoreError
 from gateway.store.migrations import LATEST_VERSION, schema_version
 from gateway.store.outbox import OutboxStats
 from gateway.store.writer import Writer
-from gateway.sync.uplink import OutboxSource
+from gateway.sync.outbox_source import OutboxSource
 
 log = logging.getLogger(__name__)
 

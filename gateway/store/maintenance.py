@@ -148,7 +148,8 @@ def _restart_seq(fresh: sqlite3.Connection, report: Recovery) -> None:
         report.head_seq = max(int(top), int(head)) + SEQ_GAP
         fresh.execute("UPDATE meta SET value = ? WHERE key = 'head_seq'", (report.head_seq,))
         fresh.execute(
-            "UPDATE meta SET value = min(value, ?) WHERE key = 'delivered_seq'", (int(top),)
+            "UPDATE meta SET value = min(value, ?) WHERE key IN ('delivered_seq', 'acked_seq')",
+            (int(top),),
         )
 
 

@@ -268,6 +268,17 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE t.person_id = credentials.person_id AND t.generation = 0) = 1""",
         ),
     ),
+    Migration(
+        9,
+        "the platform's acknowledgement cursor, apart from the broker's PUBACK cursor",
+        (
+            # What a gateway of the previous release had PUBACKed counted as delivered then;
+            # starting the new cursor there keeps an upgrade from resending its whole history
+            # (the platform asks for anything it misses with `replay`).
+            "INSERT INTO meta (key, value)"
+            " SELECT 'acked_seq', value FROM meta WHERE key = 'delivered_seq'",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,6 +1,8 @@
 """SQL for keeping the data dir within its budget: delivered history pruned, space reclaimed.
 
-Only events at or below the delivery cursor are ever deleted: an undelivered
+Only events at or below the platform's acknowledgement cursor (`acked_seq`) are
+ever deleted: an event the broker PUBACKed but the platform has not said it
+stored is undelivered (brokers acknowledge and then drop), and an undelivered
 record is never dropped, whatever the budget says. The file is in
 `auto_vacuum = INCREMENTAL` mode, so freed pages go back to the filesystem a
 chunk at a time instead of in one long VACUUM.
@@ -20,6 +22,8 @@ PRUNE_CHUNK = 1_000
 """Rows deleted per writer transaction: with the event-history indexes (migration 7) a
 1,000-row chunk holds the events queued behind it back ~20 ms, 5,000 rows ~85 ms."""
 RECLAIM_PAGES = 2_000
+_CURSOR = "(SELECT value FROM meta WHERE key = 'acked_seq')"
+"""The cursor retention obeys: the platform's acknowledgement, never the broker's PUBACK."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,9 @@ class Usage:
     undelivered_bytes: int
     """Payload bytes of events not yet acknowledged by the platform."""
     undelivered: int
+    """Events above the platform's acknowledgement cursor."""
     delivered_kept: int
+    """Acknowledged events still kept (history): what retention may prune."""
 
     @property
     def used_bytes(self) -> int:
@@ -52,9 +58,7 @@ def usage(conn: sqlite3.Connection, path: Path) -> Usage:
     with translated():
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         free_pages = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-        delivered = int(
-            conn.execute("SELECT value FROM meta WHERE key = 'delivered_seq'").fetchone()[0]
-        )
+        delivered = int(conn.execute(f"SELECT {_CURSOR}").fetchone()[0])
         undelivered, pending_bytes = conn.execute(
             "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox WHERE seq > ?",
             (delivered,),
@@ -72,9 +76,9 @@ def usage(conn: sqlite3.Connection, path: Path) -> Usage:
 def prune_delivered(
     conn: sqlite3.Connection, *, before: datetime | None, limit: int = PRUNE_CHUNK
 ) -> int:
-    """Delete up to `limit` of the oldest delivered events (only those stamped before
-    `before`, if given). Call in a transaction; returns how many went."""
-    cursor = "(SELECT value FROM meta WHERE key = 'delivered_seq')"
+    """Delete up to `limit` of the oldest events the platform acknowledged (only those
+    stamped before `before`, if given). Call in a transaction; returns how many went."""
+    cursor = _CURSOR
     if before is None:
         query = (
             f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE seq <= {cursor}"  # noqa: S608
@@ -94,9 +98,9 @@ once the platform has them, as a second line behind the seal."""
 
 
 def prune_personal(conn: sqlite3.Connection, *, before: datetime, limit: int = PRUNE_CHUNK) -> int:
-    """Delete delivered events carrying full ID numbers, stamped before `before` (the grace
-    period after acknowledgement), whatever the history period says. Call in a transaction."""
-    cursor = "(SELECT value FROM meta WHERE key = 'delivered_seq')"
+    """Delete events carrying full ID numbers that the platform acknowledged, stamped before
+    `before` (the grace period), whatever the history period says. Call in a transaction."""
+    cursor = _CURSOR
     marks = ", ".join("?" * len(PERSONAL_EVENT_TYPES))
     query = (
         f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE seq <= {cursor}"  # noqa: S608

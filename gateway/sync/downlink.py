@@ -15,6 +15,12 @@ the gateway never publishes where an unauthenticated sender tells it to.
 Refusals of unauthenticated messages are answered on `cmd-reply` at a bounded
 rate (a refusal reply is a courtesy to a buggy platform, not to a flood).
 
+An `ack` (the platform has stored events through a seq) takes another path:
+verified like any command, then handed straight to `on_ack` on the event loop,
+never queued behind commands, never logged, never answered (not even when
+refused: it would double the traffic, and a forger learns nothing). Refused
+acks are counted with the other refusals.
+
 Delivery: the subscription is QoS 1 in a clean session, so a command sent
 while the gateway is offline is not kept by the broker. The platform re-sends
 any command it has no reply for (the retained `state` says when the gateway
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.clock import Clock, iso_ms
-from gateway.domain.signed_commands import Command, CommandRejected, Rejection
+from gateway.domain.signed_commands import Command, CommandName, CommandRejected, Rejection
 from gateway.domain.signing import VerifyKey
 from gateway.store.command_log import CommandOutcome
 from gateway.sync.admission import CommandAdmission, TokenBucket
@@ -95,8 +101,10 @@ class Downlink:
         clock: Clock,
         session: Callable[[], Session | None],
         reply_prefix: str | None = None,
+        on_ack: Callable[[int], None] | None = None,
     ) -> None:
         self._gw = gateway_id
+        self._on_ack = on_ack
         self._topics = Topics(gateway_id)
         self._handler = handler
         self._clock = clock
@@ -114,6 +122,7 @@ class Downlink:
         self._queue: asyncio.Queue[tuple[Incoming, Command]] = asyncio.Queue(QUEUE_LIMIT)
         self._applied = self._duplicates = self._dropped = self._suppressed = 0
         self._handler_rejected: Counter[str] = Counter()
+        self._acks_refused: Counter[str] = Counter()
 
     @property
     def topic_filter(self) -> str:
@@ -124,6 +133,7 @@ class Downlink:
         admitted = self._admission.counts()
         with self._lock:
             dropped, suppressed = self._dropped, self._suppressed
+            acks_refused = Counter(self._acks_refused)
         return DownlinkStats(
             received=admitted.received,
             accepted=admitted.accepted,
@@ -132,7 +142,7 @@ class Downlink:
             rate_limited=admitted.rate_limited,
             dropped=dropped,
             replies_suppressed=suppressed,
-            rejected=dict(admitted.rejected + self._handler_rejected),
+            rejected=dict(admitted.rejected + self._handler_rejected + acks_refused),
         )
 
     def received(self, message: Incoming) -> None:
@@ -141,6 +151,9 @@ class Downlink:
         name = self._topics.command_name(message.topic) or ""
         verdict = self._admission.judge(name, message.payload)
         if verdict.command is not None:
+            if verdict.command.name is CommandName.ACK:
+                self._ack(verdict.command)
+                return
             if not self._cross(self._enqueue, message, verdict.command):
                 with self._lock:
                     self._dropped += 1
@@ -150,6 +163,8 @@ class Downlink:
             self._refusals.note("rate_limited", name, "the topic's failure budget is spent")
             return
         self._refusals.note(refused.reason.value, name, refused.detail)
+        if name == CommandName.ACK.value:
+            return  # an ack is never answered
         with self._lock:
             answer = self._reply_budget.available(time.monotonic()) >= 1
             if answer:
@@ -159,6 +174,17 @@ class Downlink:
         if answer:
             command_id = refused.command_id or _best_effort_id(message.payload)
             self._cross(self._reply_refusal, name, command_id, refused)
+
+    def _ack(self, command: Command) -> None:
+        """An authentic ack, in paho's thread: check its one member, pass the seq on."""
+        through = command.body.get("through_seq")
+        if set(command.body) != {"through_seq"} or type(through) is not int or through < 0:
+            with self._lock:
+                self._acks_refused[Rejection.MALFORMED.value] += 1
+            self._refusals.note("malformed", "ack", "body must be {'through_seq': N >= 0}")
+            return
+        if self._on_ack is not None:
+            self._cross(self._on_ack, through)
 
     def _cross(self, callback: Callable[..., None], *args: Any) -> bool:
         """Hand work to the event loop; False if it is not running (not yet, or stopping)."""

@@ -24,8 +24,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.domain.signed_commands import CommandName
+from gateway.domain.signing import SigningKey
 from gateway.sync.link import MQTT_AUTO, MQTT_V5, MQTT_V311, BrokerSettings
-from gateway.sync.wire import TOPIC_ROOT
+from gateway.sync.platform_acks import AckTracker, ack_command, envelope_seqs, state_acked_seq
+from gateway.sync.wire import TOPIC_ROOT, Topics
 
 
 @dataclass(frozen=True)
@@ -184,18 +187,65 @@ def _no_v5(reason: str) -> bool:
     return reason in (CLOSED_AT_CONNECT, "Unsupported protocol version")
 
 
+class Acker:
+    """Acknowledges what `watch` has seen: per gateway, the highest contiguous seq, signed
+    with the platform's key. Seeing is all this tool does with an event, so seen is stored."""
+
+    def __init__(
+        self, client: PlatformClient, key: SigningKey, now: Callable[[], float] = time.time
+    ) -> None:
+        self._client = client
+        self._key = key
+        self._now = now
+        self.tracker = AckTracker()
+        self.sent = 0
+        self._known: dict[str, int] = {}
+        """What each gateway's state says it has had acknowledged."""
+        self._sent: dict[str, int] = {}
+
+    def seen(self, message: Received) -> int | None:
+        """Take note of one message; returns the seq acked for its gateway, if it sent one."""
+        if message.topic.endswith("/state"):
+            state = state_acked_seq(message.payload)
+            if state is None:
+                return None
+            gateway_id, acked = state
+            self._known[gateway_id] = max(self._known.get(gateway_id, 0), acked)
+            self.tracker.floor(gateway_id, acked)  # may join a run held above a gap
+        elif message.topic.endswith("/events"):
+            found = envelope_seqs(message.payload)
+            if found is None:
+                return None
+            gateway_id, seqs = found
+            self.tracker.add(gateway_id, seqs)
+        else:
+            return None
+        through = self.tracker.through(gateway_id)
+        if through <= max(self._known.get(gateway_id, 0), self._sent.get(gateway_id, 0)):
+            return None
+        signed = ack_command(self._key, gateway_id, through, int(self._now()))
+        self._client.publish(Topics(gateway_id).command(CommandName.ACK.value), signed)
+        self._sent[gateway_id] = through
+        self.sent += 1
+        return through
+
+
 def watch(
     client: PlatformClient,
     gateway_id: str,
     emit: Callable[[str], None],
     *,
     seconds: float,
+    acker: Acker | None = None,
 ) -> int:
-    """Print what a gateway (or `+` for all) publishes, for `seconds`; return the count."""
+    """Print what a gateway (or `+` for all) publishes, for `seconds`; return the count.
+    With an `acker`, acknowledge the events seen as they come."""
     root = f"{TOPIC_ROOT}/{gateway_id}"
     client.subscribe(f"{root}/events", f"{root}/state", f"{root}/cmd-reply")
     count = 0
     for message in client.messages(seconds):
         count += 1
         emit(f"{message.topic} {message.payload.decode('utf-8', 'replace')}")
+        if acker is not None:
+            acker.seen(message)
     return count

@@ -1,11 +1,15 @@
-"""The uplink: drain the outbox to the broker in seq order, mark delivered only on PUBACK.
+"""The uplink: drain the outbox to the broker in seq order; PUBACKs move the send window.
 
-Per session it starts from the delivery cursor (the first event not PUBACKed),
+Per session it starts from the PUBACK cursor (the first event not PUBACKed),
 publishes batch envelopes at QoS 1 with at most `window` of them unacknowledged,
 and advances the cursor as PUBACKs arrive, in order. A session that ends with
 envelopes in flight changes nothing: the next session sends them again, and the
 platform deduplicates by (gateway, seq). A PUBACK with a failure reason code
 (MQTT 5) is not an acknowledgement: the session is ended and the batch retried.
+
+A PUBACK is not delivery: the platform's signed ack is (`gateway.sync.acks`).
+When PUBACKed events wait unacknowledged for `ack_resend_s`, or the platform
+asks with `replay`, the send position goes back and the events go out again.
 """
 
 from __future__ import annotations
@@ -13,26 +17,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.clock import Clock, iso_ms
 from gateway.store import outbox
-from gateway.store.db import connect
 from gateway.store.errors import StoreError
-from gateway.store.outbox import OutboxStats, StoredEvent
+from gateway.store.outbox import StoredEvent
 from gateway.store.writer import Writer
+from gateway.sync.acks import PlatformAcks
 from gateway.sync.link import LinkLostError, MqttLink, Session, Will
+from gateway.sync.outbox_source import OutboxSource
 from gateway.sync.wire import GatewayState, StateHealth, Topics, envelope
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class UplinkSettings:
     """A session whose oldest envelope waits this long for its PUBACK is ended and redone."""
     state_every_s: float = 60.0
     """The birth is republished this often: a state older than a few of these is stale."""
+    ack_resend_s: float = 120.0
+    """PUBACKed events the platform has not acknowledged for this long are published again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,44 +70,6 @@ class _InFlight:
     last: int
     future: asyncio.Future[ReasonCode | int]
     sent_at: float
-
-
-class OutboxSource:
-    """Read side of the outbox on a connection and thread of its own."""
-
-    def __init__(self, path: Path) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-read")
-        self._path = path
-        self._local = threading.local()
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self._path)
-            self._local.conn = conn
-        return conn
-
-    async def read_after(self, seq: int, limit: int) -> list[StoredEvent]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool, lambda: outbox.read_after(self._conn(), seq, limit)
-        )
-
-    async def stats(self, delivered_at_least: int = 0) -> OutboxStats:
-        """Outbox stats; `delivered_at_least` counts PUBACKs whose cursor write is queued."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool, lambda: outbox.stats(self._conn(), delivered_at_least)
-        )
-
-    def close(self) -> None:
-        def close_conn() -> None:
-            conn = getattr(self._local, "conn", None)
-            if conn is not None:
-                conn.close()
-
-        self._pool.submit(close_conn).result()
-        self._pool.shutdown()
 
 
 class Uplink:
@@ -136,6 +101,10 @@ class Uplink:
         self.link = link_factory(self._will)
         self.stats = UplinkStats()
         self._background: set[asyncio.Future[None]] = set()
+        self._rewind_to: int | None = None
+        self.acks = PlatformAcks(
+            writer, resend_after_s=self._settings.ack_resend_s, on_advance=self._wake.set
+        )
 
     @property
     def session(self) -> Session | None:
@@ -157,6 +126,13 @@ class Uplink:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def replay(self, from_seq: int) -> None:
+        """Publish again from `from_seq` (the platform's `replay`), in this session or the next;
+        what was pruned is gone, so it starts at the oldest event still kept."""
+        after = from_seq - 1
+        self._rewind_to = after if self._rewind_to is None else min(self._rewind_to, after)
+        self._wake.set()
+
     def notify_threadsafe(self, _head_seq: int) -> None:
         """Called by the writer thread after a commit with new events."""
         if self._loop is not None:
@@ -170,20 +146,25 @@ class Uplink:
         """The retained state message announcing this gateway, its backlog and its health."""
         stats = await self._source.stats(self.stats.delivered_seq)
         health = await self._health() if self._health is not None else None
-        age = None
-        if stats.oldest_unsent_ts is not None:
-            age = round(max(0.0, (self._clock.now() - stats.oldest_unsent_ts).total_seconds()), 3)
+        self.acks.seed(stats.acked_seq)
         return GatewayState(
             self._gw,
             online=True,
             ts=iso_ms(self._clock.now()),
             backlog=stats.depth,
-            oldest_unsent_s=age,
+            oldest_unsent_s=self._age(stats.oldest_unsent_ts),
             head_seq=stats.head_seq,
+            acked_seq=stats.acked_seq,
+            oldest_unacked_s=self._age(stats.oldest_unacked_ts),
             software=self._software,
             health=health,
             state_every_s=self._settings.state_every_s,
         ).encode()
+
+    def _age(self, ts: datetime | None) -> float | None:
+        if ts is None:
+            return None
+        return round(max(0.0, (self._clock.now() - ts).total_seconds()), 3)
 
     async def run(self) -> None:
         """Run until cancelled: connect, announce, drain, repeat after any loss."""
@@ -241,12 +222,14 @@ class Uplink:
         settings = self._settings
         delivered = outbox_delivered = await self._delivered_cursor()
         self.stats.delivered_seq = delivered
+        self.acks.published(delivered)
         sent_through = delivered
         inflight: deque[_InFlight] = deque()
         closed: asyncio.Future[Any] = asyncio.ensure_future(session.closed.wait())
         try:
             while not session.closed.is_set():
                 self._wake.clear()  # before reading: a commit after this point wakes us
+                sent_through = self._rewound(sent_through, delivered)
                 while len(inflight) < settings.window:
                     batch = await self._next_batch(sent_through)
                     if not batch:
@@ -261,12 +244,13 @@ class Uplink:
                 while inflight and inflight[0].future.done():
                     done = inflight.popleft()
                     self._check_ack(session, done.future.result(), done.first, done.last)
-                    delivered = done.last
+                    delivered = max(delivered, done.last)  # a resend PUBACKs seqs again
                     self.stats.envelopes_acked += 1
                     self.stats.events_acked += done.last - done.first + 1
                 if delivered != outbox_delivered:
                     self._persist_cursor(delivered)
                     outbox_delivered = delivered
+                self.acks.published(delivered)
         finally:
             closed.cancel()
             for item in inflight:  # their outcome no longer matters: the next session resends
@@ -281,10 +265,11 @@ class Uplink:
         stopped acknowledging, and only a new session will make progress.
         """
         waits: set[asyncio.Future[Any]] = {closed}
-        timeout = None
+        timeout = self.acks.resend_in(self.stats.delivered_seq)
         if inflight:
             waits.add(inflight[0].future)
-            timeout = self._settings.ack_timeout_s - (time.monotonic() - inflight[0].sent_at)
+            puback_in = self._settings.ack_timeout_s - (time.monotonic() - inflight[0].sent_at)
+            timeout = puback_in if timeout is None else min(timeout, puback_in)
         wake = None
         if len(inflight) < self._settings.window:
             wake = asyncio.ensure_future(self._wake.wait())
@@ -311,6 +296,25 @@ class Uplink:
                 f"{self._settings.ack_timeout_s:g} s; starting a new session"
             )
 
+    def _rewound(self, sent_through: int, delivered: int) -> int:
+        """Where to send from next: back to a `replay`'s seq, or to the platform's cursor when
+        PUBACKed events have waited too long for its ack; else on from `sent_through`."""
+        target, self._rewind_to = self._rewind_to, None
+        if self.acks.resend_in(delivered) == 0:
+            acked = self.acks.resending()
+            log.warning(
+                "the platform has acknowledged only through seq %d of %d PUBACKed;"
+                " publishing again from seq %d",
+                acked,
+                delivered,
+                acked + 1,
+            )
+            target = acked if target is None else min(target, acked)
+            # The state says where the cursor is: a platform that lost track (a new consumer,
+            # a restored database) starts its contiguous run there, not at seq 1.
+            self.rebirth()
+        return sent_through if target is None else min(sent_through, target)
+
     async def _next_batch(self, after_seq: int) -> list[StoredEvent]:
         settings = self._settings
         batch = await self._source.read_after(after_seq, settings.batch_events)
@@ -322,8 +326,11 @@ class Uplink:
         return batch
 
     async def _delivered_cursor(self) -> int:
-        """The first unacknowledged seq minus one, counting acks not yet persisted."""
-        return (await self._source.stats(self.stats.delivered_seq)).delivered_seq
+        """The first seq not PUBACKed minus one, counting PUBACKs not yet persisted (and
+        learning the platform's cursor as the store has it)."""
+        stats = await self._source.stats(self.stats.delivered_seq)
+        self.acks.seed(stats.acked_seq)
+        return stats.delivered_seq
 
     def _check_ack(self, session: Session, code: ReasonCode | int, first: int, last: int) -> None:
         if isinstance(code, ReasonCode) and code.is_failure:

@@ -48,6 +48,10 @@ class Topics:
         prefix = f"{TOPIC_ROOT}/{self.gateway_id}/cmd/"
         return topic[len(prefix) :] if topic.startswith(prefix) else None
 
+    def command(self, name: str) -> str:
+        """The topic of one command to this gateway (the platform publishes there)."""
+        return f"{TOPIC_ROOT}/{self.gateway_id}/cmd/{name}"
+
     @property
     def command_reply(self) -> str:
         return f"{TOPIC_ROOT}/{self.gateway_id}/cmd-reply"
@@ -92,6 +96,8 @@ class GatewayState:
     backlog: int | None = None
     oldest_unsent_s: float | None = None
     head_seq: int | None = None
+    acked_seq: int | None = None
+    oldest_unacked_s: float | None = None
     software: str | None = None
     health: StateHealth | None = None
     state_every_s: float | None = None
@@ -107,6 +113,8 @@ class GatewayState:
             "backlog": self.backlog,
             "oldest_unsent_s": self.oldest_unsent_s,
             "head_seq": self.head_seq,
+            "acked_seq": self.acked_seq,
+            "oldest_unacked_s": self.oldest_unacked_s,
             "software": self.software,
             "state_every_s": self.state_every_s,
         }

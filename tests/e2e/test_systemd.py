@@ -39,7 +39,8 @@ from gateway.store.outbox import StoredEvent
 from gateway.store.writer import Writer
 from gateway.sync.link import BrokerSettings, MqttLink
 from gateway.sync.local_broker import LocalBroker
-from gateway.sync.uplink import OutboxSource, Uplink
+from gateway.sync.outbox_source import OutboxSource
+from gateway.sync.uplink import Uplink
 from tests.support import REPO
 from tests.support.gateway import write_config as support_write_config
 

@@ -29,6 +29,7 @@ from tests.support.gateway import (
     write_config,
     write_taps,
 )
+from tests.support.platform import AckingPlatform, key_file
 
 GW = "GW-STORAGE"
 
@@ -53,7 +54,10 @@ def test_only_delivered_history_is_pruned_and_space_comes_back(tmp_path: Path) -
         with transaction(conn):
             outbox.append_rows(conn, [_event(old, n) for n in range(3000)])
             outbox.append_rows(conn, [_event(datetime.now().astimezone(), n) for n in range(1000)])
-            outbox.mark_delivered(conn, 3500)  # the platform acknowledged all old, half the new
+            outbox.mark_delivered(conn, 4000)  # the broker PUBACKed everything: not enough
+        with transaction(conn):
+            assert retention.prune_delivered(conn, before=None, limit=10_000) == 0
+            outbox.mark_acked(conn, 3500)  # the platform acknowledged all old, half the new
         before = retention.usage(conn, database)
         assert (before.undelivered, before.delivered_kept) == (500, 3500)
         cutoff = datetime.now().astimezone() - timedelta(days=30)
@@ -78,9 +82,14 @@ def test_only_delivered_history_is_pruned_and_space_comes_back(tmp_path: Path) -
 def test_undelivered_records_over_budget_raise_an_alarm_and_are_all_delivered(
     tmp_path: Path, persistent_broker: LocalBroker
 ) -> None:
-    subscriber = PersistentSubscriber(persistent_broker.port, f"rentgate/v1/{GW}/events")
+    # The platform acknowledges what it stores: only then are records delivered, and
+    # only delivered history yields to the budget.
+    key, public = key_file(tmp_path / "platform")
+    subscriber = AckingPlatform(persistent_broker.port, GW, key, persistent=True)
     persistent_broker.stop()
-    path = write_config(tmp_path, persistent_broker.url, gateway_id=GW)
+    path = write_config(
+        tmp_path, persistent_broker.url, gateway_id=GW, extra=f'[platform]\nkeys = ["{public}"]\n'
+    )
     with path.open("a", encoding="utf-8") as config:
         config.write("\n[storage]\nbudget_mb = 0.02\ncheck_every_s = 0.2\n")
     cfg = load(path)
@@ -99,6 +108,16 @@ def test_undelivered_records_over_budget_raise_an_alarm_and_are_all_delivered(
             )
             head = stats_of(cfg.gateway.database).head_seq
             wait_until(lambda: subscriber.unique_seqs() >= set(range(1, head + 1)), 30, "all")
+            # The alarm's "cleared" event is recorded just after the alarm clears: it may
+            # be past the head read above.
+            wait_until(
+                lambda: (
+                    ("gateway.alarm", "cleared")
+                    in {(e["type"], e.get("state")) for e in subscriber.events()}
+                ),
+                30,
+                "the cleared alarm at the platform",
+            )
         finally:
             subscriber.close()
     alarms = [e for e in subscriber.events() if e["type"] == "gateway.alarm"]
@@ -193,7 +212,10 @@ def test_full_id_numbers_leave_soon_after_the_platform_has_them(tmp_path: Path) 
         )
         with transaction(conn):
             outbox.append_rows(conn, [captured, _event(two_days_ago, 1), captured, captured])
-            outbox.mark_delivered(conn, 3)  # the last capture is not acknowledged yet
+            outbox.mark_delivered(conn, 4)  # PUBACKed, all of them
+        with transaction(conn):
+            assert retention.prune_personal(conn, before=datetime.now().astimezone()) == 0
+            outbox.mark_acked(conn, 3)  # the last capture is not acknowledged yet
         grace = datetime.now().astimezone() - timedelta(days=1)
         with transaction(conn):
             assert retention.prune_personal(conn, before=grace) == 2

@@ -805,7 +805,7 @@ def test_a_v6_store_with_rows_upgrades_and_its_rows_read_right(tmp_path: Path) -
             "SELECT seq, id, type, ts, payload FROM outbox ORDER BY seq"
         ).fetchall()
         assert migrate(conn) == 6
-        assert schema_version(conn) == LATEST_VERSION == 8
+        assert schema_version(conn) == LATEST_VERSION == 9
         assert (
             conn.execute("SELECT seq, id, type, ts, payload FROM outbox ORDER BY seq").fetchall()
             == before

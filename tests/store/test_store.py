@@ -129,6 +129,8 @@ _FIXTURE_SQL: dict[int, tuple[str, ...]] = {
         "UPDATE tenancies SET name_sealed = x'06' WHERE id = 't1'",
         "UPDATE credentials SET unit = '3' WHERE id = 'c1'",
     ),
+    # 9 adds the platform's ack cursor (a meta row): the platform acknowledged seq 1.
+    9: ("UPDATE meta SET value = 1 WHERE key = 'acked_seq'",),
 }
 
 
@@ -159,6 +161,7 @@ def test_migrates_from_every_earlier_schema(tmp_path: Path, start: int) -> None:
         expected_head = 2 if start >= 2 else 0
         assert outbox.head_seq(conn) == expected_head
         assert outbox.delivered_seq(conn) == (1 if start >= 2 else 0)
+        assert outbox.acked_seq(conn) == outbox.delivered_seq(conn)  # what was PUBACKed before
         with transaction(conn):
             head = outbox.append_rows(conn, [event(3)])  # type: ignore[list-item]
             result = registry.enrol(
@@ -284,6 +287,31 @@ def test_delivery_cursor_never_moves_back_or_past_head(database: Path) -> None:
             outbox.mark_delivered(conn, 99)
         stats = outbox.stats(conn)
         assert (stats.delivered_seq, stats.depth, stats.oldest_unsent_ts) == (5, 0, None)
+    finally:
+        conn.close()
+
+
+def test_the_platforms_ack_cursor_only_moves_forward_and_never_past_head(database: Path) -> None:
+    conn = connect(database)
+    try:
+        with transaction(conn):
+            outbox.append_rows(conn, [event(n) for n in range(5)])  # type: ignore[misc]
+            outbox.mark_delivered(conn, 2)
+        stats = outbox.stats(conn)
+        assert (stats.acked_seq, stats.unacked, stats.oldest_unacked_ts is not None) == (0, 5, True)
+        with transaction(conn):
+            assert outbox.mark_acked(conn, 4) is outbox.AckOutcome.ADVANCED
+            assert outbox.mark_acked(conn, 3) is outbox.AckOutcome.STALE
+            assert outbox.mark_acked(conn, 4) is outbox.AckOutcome.STALE
+            assert outbox.mark_acked(conn, 6) is outbox.AckOutcome.ABOVE_HEAD
+        stats = outbox.stats(conn)
+        # The platform stored through 4: the broker must have taken it (PUBACK lost with a
+        # session), so the send window moves too.
+        assert (stats.acked_seq, stats.delivered_seq, stats.unacked) == (4, 4, 1)
+        with transaction(conn):
+            assert outbox.mark_acked(conn, 5) is outbox.AckOutcome.ADVANCED
+        stats = outbox.stats(conn)
+        assert (stats.acked_seq, stats.unacked, stats.oldest_unacked_ts) == (5, 0, None)
     finally:
         conn.close()
 

@@ -11,11 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import paho.mqtt.client as paho
@@ -36,6 +36,9 @@ from gateway.store.db import connect, transaction
 from gateway.store.outbox import OutboxStats
 
 SH = datetime.now().astimezone().tzinfo
+
+
+T = TypeVar("T")
 
 
 def make_id_number(serial: int, region: str = "341002", birth: str = "19900101") -> IdNumber:
@@ -346,6 +349,10 @@ class InProcessGateway:
     def call_soon(self, callback: Callable[[], object]) -> None:
         """Run `callback` on the gateway's event loop thread, where its parts live."""
         self._loop.call_soon_threadsafe(callback)
+
+    def run(self, work: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run a coroutine on the gateway's event loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout)
 
     def wait_connected(self, timeout: float = 15) -> None:
         """Until the uplink has a session with the broker."""

@@ -1,12 +1,20 @@
-"""The platform side in tests: a key, signed commands, and a client that waits for replies."""
+"""The platform side in tests: a key, signed commands, a client that waits for replies, and a
+consumer that acknowledges what it stores (`AckingPlatform`)."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.clock import Clock
 from gateway.domain.command_bodies import snapshot_pages
@@ -14,6 +22,7 @@ from gateway.domain.signed_commands import CommandName, sign
 from gateway.domain.signing import SigningKey
 from gateway.sync.link import BrokerSettings
 from gateway.sync.local_broker import LocalBroker
+from gateway.sync.platform_acks import AckTracker, ack_command, envelope_seqs, state_acked_seq
 from gateway.sync.platform_client import PlatformClient
 from tests.support.gateway import make_id_number
 from tests.support.nats import NatsBroker
@@ -135,3 +144,113 @@ def key_file(directory: Path) -> tuple[SigningKey, Path]:
     key = SigningKey.generate()
     _private, public = key.save(directory)
     return key, public
+
+
+class AckingPlatform:
+    """A platform consumer that stores what a gateway sends and acknowledges it, like a real
+    one: per gateway the highest contiguous seq stored, signed with the platform's key, after
+    each envelope is "committed" (kept here). `stop()` takes it down (its store survives,
+    as a platform's database would) and `start()` brings it back. With `persistent`, the
+    broker keeps its session (and queues for it) while it is down; by default it is gone.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        gateway_id: str,
+        key: SigningKey | None,
+        *,
+        client_id: str | None = None,
+        persistent: bool = False,
+        ack: bool = True,
+    ) -> None:
+        self.port = port
+        self.gateway_id = gateway_id
+        self.key = key
+        self.acking = ack and key is not None
+        self.tracker = AckTracker()
+        self._envelopes: list[dict[str, Any]] = []
+        self.acks_sent: list[int] = []
+        self._client_id = client_id or f"acking-platform-{gateway_id}"
+        self._persistent = persistent
+        self._lock = threading.Lock()
+        self._client: paho.Client | None = None
+        self.start()
+
+    def start(self) -> AckingPlatform:
+        """Connect and subscribe (again after every reconnect); returns once subscribed."""
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=paho.MQTTv5
+        )
+        subscribed = threading.Event()
+        root = f"rentgate/v1/{self.gateway_id}"
+        client.on_connect = lambda c, *_a: c.subscribe(
+            [(f"{root}/events", 1), (f"{root}/state", 1)]
+        )
+        client.on_subscribe = lambda *_a: subscribed.set()
+        client.on_message = self._on_message
+        client.reconnect_delay_set(0.1, 0.5)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = 3600 if self._persistent else 0
+        client.connect(
+            "127.0.0.1", self.port, clean_start=not self._persistent, properties=properties
+        )
+        client.loop_start()
+        self._client = client
+        if not subscribed.wait(10):
+            raise AssertionError("the acking platform's subscription was not acknowledged")
+        return self
+
+    def stop(self) -> None:
+        """The platform goes down (its consumer process stops); what it stored stays."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        client.disconnect()
+        client.loop_stop()
+        client.on_message = client.on_connect = client.on_subscribe = None
+
+    close = stop
+
+    def _on_message(self, client: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+        if message.topic.endswith("/state"):
+            state = state_acked_seq(bytes(message.payload))
+            if state is None or not self.acking:
+                return
+            gateway_id = state[0]
+            self.tracker.floor(*state)  # may join a run held above a gap
+        else:
+            found = envelope_seqs(bytes(message.payload))
+            if found is None:
+                return
+            with self._lock:
+                self._envelopes.append(json.loads(message.payload))
+            gateway_id, seqs = found
+            self.tracker.add(gateway_id, seqs)
+        through = self.tracker.through(gateway_id)
+        with self._lock:
+            if not self.acking or self.key is None or through <= max(self.acks_sent, default=0):
+                return
+            self.acks_sent.append(through)
+        signed = ack_command(self.key, gateway_id, through, int(time.time()))
+        client.publish(f"rentgate/v1/{gateway_id}/cmd/ack", signed, qos=1)
+
+    def envelopes(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._envelopes)
+
+    def events(self) -> list[dict[str, Any]]:
+        return [event for envelope in self.envelopes() for event in envelope["events"]]
+
+    def decisions(self) -> list[dict[str, Any]]:
+        return [event for event in self.events() if event["type"] == "access.decision"]
+
+    def unique_seqs(self) -> set[int]:
+        return {event["seq"] for event in self.events()}
+
+    def received(self, seq: int) -> int:
+        """How many times `seq` arrived."""
+        return sum(1 for event in self.events() if event["seq"] == seq)
+
+    def acked_through(self) -> int:
+        return self.tracker.through(self.gateway_id)

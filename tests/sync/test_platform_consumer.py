@@ -20,6 +20,7 @@ from tests.support.gateway import (
     write_config,
     write_taps,
 )
+from tests.support.platform import key_file
 
 EXAMPLE = REPO / "examples" / "platform_consumer.py"
 GW = "GW-CONSUMED"
@@ -39,9 +40,12 @@ def test_a_consumer_group_shares_the_stream_and_stores_each_event_once(
     tmp_path: Path, broker: LocalBroker
 ) -> None:
     example = _example()
+    key, public = key_file(tmp_path / "platform")
     store = example.EventStore(tmp_path / "events.sqlite")
-    group = [example.Consumer(broker.url, "platform", store) for _ in range(2)]
-    path = write_config(tmp_path, broker.url, gateway_id=GW)
+    group = [example.Consumer(broker.url, "platform", store, ack_key=key) for _ in range(2)]
+    path = write_config(
+        tmp_path, broker.url, gateway_id=GW, extra=f'[platform]\nkeys = ["{public}"]\n'
+    )
     config = load(path)
     try:
         with InProcessGateway(config):
@@ -51,8 +55,15 @@ def test_a_consumer_group_shares_the_stream_and_stores_each_event_once(
                 wait_until(lambda h=head: store.count(GW) >= h, 20, "the burst stored")
             head = stats_of(config.gateway.database).head_seq
             wait_until(lambda: store.count(GW) == head, 20, "every event stored")
+            # Acked after each commit: the gateway's platform cursor reaches what was stored.
+            wait_until(
+                lambda: stats_of(config.gateway.database).acked_seq == head == store.contiguous(GW),
+                20,
+                "the gateway's acked cursor at the head, as the platform stored it",
+            )
         assert store.gaps(GW) == []
         assert all(consumer.envelopes > 0 for consumer in group), "both instances got work"
+        assert sum(consumer.acks for consumer in group) > 0
 
         settings = BrokerSettings.from_url(broker.url, "replayer")
         first = {"v": 1, "gw": GW, "events": [_event(1), _event(2)]}

@@ -14,18 +14,21 @@ from uuid import uuid4
 
 import pytest
 from jsonschema import Draft202012Validator
+from pydantic import ValidationError
 
 from gateway.clock import ManualClock, SystemClock
 from gateway.devices.protocols import CardRead
 from gateway.domain.capture import CapturedRecord
+from gateway.domain.command_bodies import Ack, Replay
 from gateway.domain.credentials import Credential, CredentialKind
 from gateway.domain.events import EventType, OutboxEvent, new_event
 from gateway.domain.personal import SEALED_FIELDS
 from gateway.domain.sealed_box import OpeningKey, SealError, SealProblem
-from gateway.domain.signed_commands import CommandName
+from gateway.domain.signed_commands import CommandName, sign
+from gateway.domain.signing import SigningKey
 from gateway.doors.enrol_by_tap import CardCaptures
 from gateway.residence.intake import captured_body
-from gateway.sync.wire import CONTRACT_VERSION, Topics
+from gateway.sync.wire import CONTRACT_VERSION, GatewayState, Topics
 from tests.support.contract import (
     DOCUMENT,
     SCHEMAS,
@@ -198,6 +201,9 @@ STATE_TAMPERING: dict[str, Tamper] = {
     "fractional head_seq": lambda state: state.update(head_seq=1.5),
     "online as number": lambda state: state.update(online=1),
     "missing ts": lambda state: state.pop("ts"),
+    "negative acked_seq": lambda state: state.update(acked_seq=-1),
+    "acked_seq as text": lambda state: state.update(acked_seq="12"),
+    "negative oldest_unacked_s": lambda state: state.update(oldest_unacked_s=-0.5),
 }
 
 
@@ -340,3 +346,66 @@ def test_a_tampered_enrol_capture_event_fails(
     armed, captured = _capture_events()
     tamper(armed, captured)
     assert not (check.is_valid(armed) and check.is_valid(captured))
+
+
+# --- the platform's acknowledgement and replay ------------------------------------------------
+
+
+def _signed(name: CommandName, body: dict[str, Any]) -> dict[str, Any]:
+    key = SigningKey.generate()
+    document: dict[str, Any] = json.loads(
+        sign(key, gateway_id="GW-0001", name=name, body=body, now=1_795_832_400)
+    )
+    return document
+
+
+def test_signed_ack_and_replay_commands_match_the_contract_and_the_gateways_models() -> None:
+    check = validator(payload_ref("commands"))
+    ack = _signed(CommandName.ACK, {"through_seq": 1042})
+    replay = _signed(CommandName.REPLAY, {"from_seq": 33})
+    assert_valid(check, ack, "a signed ack")
+    assert_valid(check, replay, "a signed replay")
+    assert Ack.model_validate(ack["body"]).through_seq == 1042
+    assert Replay.model_validate(replay["body"]).from_seq == 33
+
+
+ACK_TAMPERING: dict[str, dict[str, Any]] = {
+    "negative seq": {"through_seq": -1},
+    "seq as text": {"through_seq": "12"},
+    "fractional seq": {"through_seq": 1.5},
+    "no seq": {},
+    "an extra member": {"through_seq": 3, "gaps": []},
+}
+
+
+@pytest.mark.parametrize("body", ACK_TAMPERING.values(), ids=list(ACK_TAMPERING))
+def test_a_malformed_ack_body_fails_the_contract_and_the_gateway(body: dict[str, Any]) -> None:
+    document = _example("command", "ack")
+    document["body"] = body
+    assert not validator(payload_ref("commands")).is_valid(document), json.dumps(body)
+    with pytest.raises(ValidationError):
+        Ack.model_validate(body)
+
+
+@pytest.mark.parametrize("body", [{"from_seq": 0}, {"from_seq": "1"}, {}, {"from_seq": 1, "x": 1}])
+def test_a_malformed_replay_body_fails_the_contract_and_the_gateway(body: dict[str, Any]) -> None:
+    document = _signed(CommandName.REPLAY, {"from_seq": 1})
+    document["body"] = body
+    assert not validator(payload_ref("commands")).is_valid(document), json.dumps(body)
+    with pytest.raises(ValidationError):
+        Replay.model_validate(body)
+
+
+def test_the_state_the_gateway_publishes_carries_the_ack_cursor_per_the_contract() -> None:
+    state = GatewayState(
+        "GW-0001",
+        online=True,
+        ts="2026-11-28T09:10:00.250+08:00",
+        backlog=0,
+        head_seq=40,
+        acked_seq=12,
+        oldest_unacked_s=3.25,
+    )
+    document = json.loads(state.encode())
+    assert_valid(validator(payload_ref("state")), document, "the birth with its ack cursor")
+    assert (document["acked_seq"], document["oldest_unacked_s"]) == (12, 3.25)
