@@ -8,7 +8,6 @@ folder. The server runs as the current user and listens on 127.0.0.1 only.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import socket
 import subprocess
@@ -17,6 +16,8 @@ from pathlib import Path
 from types import TracebackType
 
 from gateway.sync.local_broker import free_port
+from tests.support.processes import stop as stop_process
+from tests.support.processes import wait_listening
 
 
 def find_nats_server() -> str | None:
@@ -61,29 +62,15 @@ mqtt {{ host: 127.0.0.1, port: {self.port} }}
                 stderr=log,
                 stdin=subprocess.DEVNULL,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"nats-server exited: {self.log[-2000:]}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"nats-server did not listen for MQTT within {timeout} s")
+        try:
+            wait_listening(self._process, self.port, timeout, "nats-server (MQTT)")
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}: {self.log[-2000:]}") from exc
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
     def __enter__(self) -> NatsBroker:
         self.start()
@@ -167,16 +154,9 @@ mqtt {{ host: 127.0.0.1, port: {self.mqtt_ports[node]}, stream_replicas: {self.S
             process.wait(10)
 
     def stop(self) -> None:
-        for node, process in enumerate(self._processes):
-            if process is None:
-                continue
-            self._processes[node] = None
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        processes, self._processes = self._processes, [None] * self.SIZE
+        for process in processes:
+            stop_process(process)
 
     def __enter__(self) -> NatsCluster:
         self.start()

@@ -11,16 +11,15 @@ wrapper, which would switch to the `rabbitmq` user.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 
 from gateway.sync.local_broker import free_port
+from tests.support.processes import stop as stop_process
+from tests.support.processes import wait_listening
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 
@@ -89,32 +88,17 @@ loopback_users = none
             self._server = subprocess.Popen(
                 [str(SERVER)], stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=environment
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._server.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"rabbitmq-server exited; see {folder / 'rabbit.out'}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"RabbitMQ did not listen for MQTT within {timeout} s")
+        try:
+            wait_listening(self._server, self.port, timeout, "RabbitMQ (MQTT)")
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}; see {folder / 'rabbit.out'}") from exc
 
     def stop(self) -> None:
-        for name in ("_server", "_epmd"):
-            process = getattr(self, name)
-            setattr(self, name, None)
-            if process is None:
-                continue
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        server, epmd = self._server, self._epmd
+        self._server = self._epmd = None
+        stop_process(server, grace_s=30)
+        stop_process(epmd)
 
     def __enter__(self) -> RabbitBroker:
         self.start()
