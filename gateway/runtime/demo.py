@@ -29,6 +29,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -47,11 +48,13 @@ from gateway.domain.ids import IdNumber, check_character
 from gateway.domain.people import CredentialGrant, Enrolment, Tenancy
 from gateway.domain.personal import open_event
 from gateway.domain.sealed_box import OpeningKey, SealError
+from gateway.domain.signing import SigningKey
 from gateway.runtime.gateway import run_gateway
 from gateway.runtime.parts import open_store
 from gateway.store import registry, users
 from gateway.store.db import connect, transaction
 from gateway.sync.local_broker import LocalBroker
+from gateway.sync.platform_acks import AckTracker, ack_command, envelope_seqs, state_acked_seq
 
 GATEWAY_ID = "GW-DEMO"
 
@@ -77,6 +80,17 @@ def platform_key(workdir: Path) -> tuple[OpeningKey, Path]:
     if existing:
         return OpeningKey.load(existing[0]), existing[0].with_suffix(".pub")
     key = OpeningKey.generate()
+    return key, key.save(folder)[1]
+
+
+def platform_signer(workdir: Path) -> tuple[SigningKey, Path]:
+    """The demo platform's signing key pair: it signs the acks of what it has shown, so the
+    gateway counts those events delivered (kept in the work dir, reused on a re-run)."""
+    folder = workdir / "platform-keys"
+    existing = sorted(folder.glob("k-*.key")) if folder.exists() else []
+    if existing:
+        return SigningKey.load(existing[0]), existing[0].with_suffix(".pub")
+    key = SigningKey.generate()
     return key, key.save(folder)[1]
 
 
@@ -106,6 +120,7 @@ listen = "127.0.0.1:{web_port}"
 
 [platform]
 encryption_key = "{encryption_key or platform_key(workdir)[1]}"
+keys = ["{platform_signer(workdir)[1]}"]
 
 [[doors]]
 name = "front"
@@ -285,14 +300,31 @@ def describe(event: dict[str, object]) -> str:
     return json.dumps(event, ensure_ascii=False)
 
 
-def platform_subscriber(broker: LocalBroker, keys: list[OpeningKey]) -> paho.Client:
+def platform_subscriber(
+    broker: LocalBroker, keys: list[OpeningKey], signer: SigningKey
+) -> paho.Client:
     """The platform's view: print every envelope and state message as it arrives, sealed
-    personal fields opened with the platform's `keys`."""
+    personal fields opened with the platform's `keys`, and acknowledge (signed by `signer`)
+    each run of events it has shown, as the real platform does once it has stored them."""
     client = paho.Client(
         CallbackAPIVersion.VERSION2, client_id="demo-platform", protocol=paho.MQTTv5
     )
+    shown = AckTracker()
+
+    def acknowledge(through: int | None) -> None:
+        if through is None:
+            return
+        ack = ack_command(signer, GATEWAY_ID, through, int(time.time()))
+        client.publish(f"rentgate/v1/{GATEWAY_ID}/cmd/ack", ack, qos=1)
 
     def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+        if not message.topic.endswith(("/events", "/state")):
+            return  # its own acks, and replies to commands
+        payload = bytes(message.payload)
+        if (seen := envelope_seqs(payload)) is not None:
+            acknowledge(shown.add(*seen))
+        elif (state := state_acked_seq(payload)) is not None:
+            shown.floor(*state)
         document = json.loads(message.payload)
         if message.topic.endswith("/state"):
             print(
@@ -326,7 +358,7 @@ def run_demo(
     broker = LocalBroker(workdir=root)
     broker.start()
     opening_key, public_key = platform_key(root)
-    subscriber = platform_subscriber(broker, [opening_key])
+    subscriber = platform_subscriber(broker, [opening_key], platform_signer(root)[0])
     sam = SamSimulator().start()
     osdp_line = OsdpSimBus()
     key = secrets.token_bytes(16)
