@@ -55,6 +55,7 @@ from gateway.domain.signing import SigningKey
 from gateway.runtime.parts import open_store
 from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import InProcessGateway
+from tests.support.junk import junk_command
 
 GW = "GW-FLOOD"
 MS = 1000.0
@@ -89,33 +90,6 @@ credential = "card_uid"
         encoding="utf-8",
     )
     return path
-
-
-def junk(serial: int, root: str) -> tuple[str, bytes]:
-    """One junk message of six kinds, on a command topic under `root`."""
-    kind = serial % 6
-    if kind == 0:
-        return f"{root}/door.unlock", b"\x00" + random.randbytes(64)
-    if kind == 1:
-        return f"{root}/allowlist.delta", b"allowlist, please"
-    if kind == 2:
-        return f"{root}/self.destruct", b"{}"
-    if kind == 3:
-        return f"{root}/door.unlock", b"{" + b"x" * 70_000 + b"}"
-    if kind == 4:
-        return f"{root}/door.unlock", json.dumps({"gw": "GW-OTHER", "sig": "x"}).encode()
-    forged = {
-        "v": 1,
-        "id": f"00000000-0000-4000-8000-{serial:012d}",
-        "cmd": "resync",
-        "gw": GW,
-        "iat": 1,
-        "exp": 2,
-        "kid": "k-forged",
-        "body": {},
-        "sig": "AAAA",
-    }
-    return f"{root}/resync", json.dumps(forged).encode()
 
 
 @dataclass
@@ -158,7 +132,7 @@ def flood_main(args: argparse.Namespace) -> int:
             if serial == args.junk // 2 and signed is not None:
                 flood.signed_at = time.perf_counter()
                 client.publish(f"rentgate/v1/{GW}/cmd/door.unlock", signed, qos=1)
-            topic, payload = junk(serial, root)
+            topic, payload = junk_command(serial, root, GW)
             info = client.publish(topic, payload, qos=0)
             flood.sent += 1
             while len(client._out_packet) > 2000:  # bounded memory: let paho's thread send

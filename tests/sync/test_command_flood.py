@@ -8,9 +8,7 @@ dropped message logged a warning (26 MB in 10 s).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,40 +20,12 @@ from gateway.api.metrics import render
 from gateway.ops.readings import StorageReading
 from gateway.sync.local_broker import LocalBroker
 from tests.support.gateway import InProcessGateway, load, wait_until, write_config
+from tests.support.junk import junk_command
 from tests.support.platform import Platform, key_file
 
 GW = "GW-FLOOD"
 JUNK = 3000
 MAX_LOG_LINES = 6
-
-
-def junk(serial: int) -> tuple[str, bytes]:
-    """A varied flood: garbage, wrong shapes, oversized, unknown commands, and well-formed
-    envelopes with a signature that does not verify (these cost a verification each)."""
-    root = f"rentgate/v1/{GW}/cmd"
-    kind = serial % 6
-    if kind == 0:
-        return f"{root}/door.unlock", b"\x00" + os.urandom(64)
-    if kind == 1:
-        return f"{root}/allowlist.delta", b"allowlist, please"
-    if kind == 2:
-        return f"{root}/self.destruct", b"{}"
-    if kind == 3:
-        return f"{root}/door.unlock", b"{" + b"x" * 70_000 + b"}"
-    if kind == 4:
-        return f"{root}/door.unlock", json.dumps({"gw": "GW-OTHER", "sig": "x"}).encode()
-    forged = {
-        "v": 1,
-        "id": f"00000000-0000-4000-8000-{serial:012d}",
-        "cmd": "resync",
-        "gw": GW,
-        "iat": 1,
-        "exp": 2,
-        "kid": "k-forged",
-        "body": {},
-        "sig": "AAAA",
-    }
-    return f"{root}/resync", json.dumps(forged).encode()
 
 
 @pytest.fixture
@@ -93,7 +63,7 @@ def test_a_signed_unlock_sent_mid_flood_is_applied_and_the_junk_only_counted(
         for serial in range(JUNK):
             if serial == JUNK // 2:
                 flooder.publish(f"rentgate/v1/{GW}/cmd/door.unlock", signed, qos=1)
-            topic, payload = junk(serial)
+            topic, payload = junk_command(serial, f"rentgate/v1/{GW}/cmd", GW)
             last = flooder.publish(topic, payload, qos=1)
         assert last is not None
         last.wait_for_publish(60)
