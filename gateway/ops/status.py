@@ -20,6 +20,7 @@ from typing import Any
 
 from gateway.clock import iso_ms
 from gateway.store.files import write_private
+from gateway.sync.downlink import DownlinkStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,21 +80,6 @@ class DoorStatus:
 
 
 @dataclass(frozen=True, slots=True)
-class CommandStatus:
-    """Messages on the command topics: how many came, were authentic, applied, refused
-    (by reason), rate-limited unread in a flood, or dropped for want of room."""
-
-    received: int = 0
-    accepted: int = 0
-    applied: int = 0
-    duplicates: int = 0
-    rate_limited: int = 0
-    dropped: int = 0
-    replies_suppressed: int = 0
-    rejected: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
 class ApiStatus:
     url: str | None = None
     error: str | None = None
@@ -124,7 +110,8 @@ class GatewayStatus:
     """Gateway alarms in force (storage, clock, recovery) with their detail."""
     api: ApiStatus = ApiStatus()
     osdp_lines: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    commands: CommandStatus = CommandStatus()
+    commands: DownlinkStats = field(default_factory=DownlinkStats)
+    """Messages on the command topics: the downlink's own counts, as it gave them."""
     alerts_raised: int = 0
     alerts_cleared: int = 0
     decisions: Mapping[str, int] = field(default_factory=dict)
@@ -230,7 +217,7 @@ class GatewayStatus:
             alarms=dict(data.get("alarms", {})),
             api=ApiStatus(**data.get("api", {})),
             osdp_lines={path: dict(c) for path, c in data.get("osdp_lines", {}).items()},
-            commands=CommandStatus(**data.get("commands", {})),
+            commands=DownlinkStats(**data.get("commands", {})),
             alerts_raised=int(alerts.get("raised", 0)),
             alerts_cleared=int(alerts.get("cleared", 0)),
             decisions=dict(data.get("decisions", {})),

@@ -8,7 +8,6 @@ from datetime import datetime
 
 from gateway.ops.status import (
     ApiStatus,
-    CommandStatus,
     DoorStatus,
     GatewayStatus,
     LatencyStatus,
@@ -44,16 +43,7 @@ def snapshot(
         api=api,
         loop_failures=dict(loop_failures),
         osdp_lines={str(line.path): dict(line.counters) for line in parts.devices.osdp_lines},
-        commands=CommandStatus(
-            received=downlink.received,
-            accepted=downlink.accepted,
-            applied=downlink.applied,
-            duplicates=downlink.duplicates,
-            rate_limited=downlink.rate_limited,
-            dropped=downlink.dropped,
-            replies_suppressed=downlink.replies_suppressed,
-            rejected=dict(downlink.rejected),
-        ),
+        commands=downlink,
         alerts_raised=parts.alerts.raised,
         alerts_cleared=parts.alerts.cleared,
         decisions=dict(counters.decisions),

@@ -73,7 +73,7 @@ class CommandHandler(Protocol):
         """Apply an authentic command (validating its body) and record its outcome with it."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DownlinkStats:
     """What became of the messages on the command topics since the gateway started."""
 
