@@ -10,6 +10,7 @@ import pytest
 
 from gateway.sync.local_broker import LocalBroker
 from tests.support.nats import NatsBroker, find_nats_server
+from tests.support.postgres import PostgresCluster, find_postgres_bin
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +47,19 @@ def nats_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsBroker
         pytest.skip("nats-server is missing: install Debian's `nats-server` (scripts/setup does)")
     with NatsBroker(tmp_path_factory.mktemp("nats"), executable) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster (Debian's `postgresql`), started once for the whole session."""
+    bindir = find_postgres_bin()
+    if bindir is None:
+        pytest.fail("PostgreSQL is missing: install Debian's `postgresql` (scripts/setup does)")
+    with PostgresCluster(bindir) as running:
+        yield running
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresCluster) -> str:
+    """A database of this test's own in the session's PostgreSQL."""
+    return postgres.create_database()

@@ -1,0 +1,1 @@
+"""The platform's side: the ingest that stores every gateway's stream in PostgreSQL."""
