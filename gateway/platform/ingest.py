@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import psycopg
 
@@ -28,10 +29,30 @@ from gateway.domain.sealed_box import OpeningKey
 from gateway.platform.gateway_commands import GatewayCommands
 from gateway.platform.ingest_metrics import IngestMetrics
 from gateway.platform.intake import Intake, take
-from gateway.platform.pg_store import IngestStore, Stored
+from gateway.platform.pg_store import Stored
 from gateway.platform.source import Delivery, Source
 
 log = logging.getLogger(__name__)
+
+
+class BatchStore(Protocol):
+    """Where batches are committed: `pg_store.IngestStore` (PostgreSQL), or a platform's own database
+    (examples/platform_consumer.py). Errors it raises are psycopg's, or end the loop."""
+
+    def store(self, intake: Intake) -> Stored:
+        """Commit the batch; return what to acknowledge to whom."""
+        ...
+
+    def due_replays(self, gap_after_s: float) -> list[tuple[str, int]]:
+        """Gateways to ask for a replay now, and from which seq."""
+        ...
+
+    def rollback(self) -> None: ...
+
+    @property
+    def broken(self) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -52,7 +73,7 @@ class Ingest:
     def __init__(
         self,
         source: Source,
-        open_store: Callable[[], IngestStore],
+        open_store: Callable[[], BatchStore],
         commands: GatewayCommands,
         *,
         keys: Sequence[OpeningKey] = (),
@@ -61,7 +82,7 @@ class Ingest:
     ) -> None:
         self._source = source
         self._open_store = open_store
-        self._store: IngestStore | None = None
+        self._store: BatchStore | None = None
         self._commands = commands
         self._keys = list(keys)
         self._settings = settings or IngestSettings()
@@ -130,7 +151,7 @@ class Ingest:
             self._commands.replay(gateway_id, from_seq)
         self.metrics.replays.inc(len(due))
 
-    def _store_now(self) -> IngestStore:
+    def _store_now(self) -> BatchStore:
         if self._store is None or self._store.broken:
             self._drop_store()
             self._store = self._open_store()
