@@ -79,7 +79,7 @@ class SqliteStore:
         self._through[gw] = through
         return through
 
-    def due_replays(self, gap_after_s: float) -> list[tuple[str, int]]:
+    def due_replays(self, gap_after_s: float) -> list[tuple[str, int]]:  # noqa: ARG002
         return []  # gaps are left to the gateway's own resend (`[mqtt] ack_resend_s`)
 
     def count(self, gw: str) -> int:

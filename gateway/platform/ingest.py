@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 
 class BatchStore(Protocol):
-    """Where batches are committed: `pg_store.IngestStore` (PostgreSQL), or a platform's own database
-    (examples/platform_consumer.py). Errors it raises are psycopg's, or end the loop."""
+    """Where batches are committed: `pg_store.IngestStore` (PostgreSQL), or a platform's own
+    database (examples/platform_consumer.py). A psycopg error is retried; others end the loop."""
 
     def store(self, intake: Intake) -> Stored:
         """Commit the batch; return what to acknowledge to whom."""

@@ -135,7 +135,8 @@ def test_presence_online_offline_and_stale(store: IngestStore, pg_dsn: str) -> N
     report = fleet_report(pg_dsn)
     assert (report.counts["online"], report.counts["offline"], report.counts["stale"]) == (1, 1, 1)
     quiet = gateway_status(pg_dsn, "GW-QUIET")
-    assert quiet is not None and quiet.status == "stale"
+    assert quiet is not None
+    assert quiet.status == "stale"
 
 
 def test_a_late_will_from_the_current_session_counts_an_older_one_does_not(
