@@ -22,6 +22,7 @@ in the gateway's state (below it the gateway may have pruned).
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -54,7 +55,11 @@ class SqliteStore:
         self._through: dict[str, int] = {}
 
     def store(self, intake: Intake) -> Stored:
-        rows = [(e.gw, e.seq, e.ts.isoformat(), e.type, e.body) for e in intake.events]
+        rows = [
+            (envelope.gw, e["seq"], e["ts"], e["type"], json.dumps(e, ensure_ascii=False))
+            for envelope in intake.envelope_rows  # checked already: each event has these
+            for e in json.loads(envelope.payload)["events"]
+        ]
         self._conn.execute("BEGIN IMMEDIATE")
         before = self._conn.total_changes
         self._conn.executemany("INSERT INTO events VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING", rows)

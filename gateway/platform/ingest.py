@@ -28,11 +28,13 @@ import psycopg
 from gateway.domain.sealed_box import OpeningKey
 from gateway.platform.gateway_commands import GatewayCommands
 from gateway.platform.ingest_metrics import IngestMetrics
-from gateway.platform.intake import Intake, take
+from gateway.platform.intake import Intake, Rejection, take
 from gateway.platform.pg_store import Stored
 from gateway.platform.source import Delivery, Source
 
 log = logging.getLogger(__name__)
+
+DEADLOCK_RETRIES = 5
 
 
 class BatchStore(Protocol):
@@ -110,27 +112,32 @@ class Ingest:
 
     def _take(self, batch: list[Delivery], stop: threading.Event) -> bool:
         started = time.perf_counter()
-        intake = take(batch, self._keys)
-        stored = self._commit(intake, stop)
-        if stored is None:
+        results = self._commit(batch, stop)
+        if results is None:
             return False
         self._source.settle(batch)
-        for gateway_id, through in sorted(stored.acks.items()):
+        acks: dict[str, int] = {}
+        for intake, stored in results:
+            for gateway_id, through in stored.acks.items():
+                acks[gateway_id] = max(through, acks.get(gateway_id, 0))
+            self.metrics.batch_done(intake, stored, time.perf_counter() - started)
+            for rejection in intake.rejections:
+                log.warning("rejected a message on %s: %s", rejection.topic, rejection.reason)
+        for gateway_id, through in sorted(acks.items()):
             self._commands.ack(gateway_id, through)
-        self.metrics.batch_done(intake, stored, time.perf_counter() - started)
-        for rejection in intake.rejections:
-            log.warning("rejected a message on %s: %s", rejection.topic, rejection.reason)
         return True
 
-    def _commit(self, intake: Intake, stop: threading.Event) -> Stored | None:
-        """Store the batch, trying again (same batch) until it commits or we are stopping."""
+    def _commit(
+        self, batch: list[Delivery], stop: threading.Event
+    ) -> list[tuple[Intake, Stored]] | None:
+        """Store the batch, trying again (same batch) until it commits or we are stopping.
+
+        What the database refuses as data (an error of class 22) is found by halving the
+        batch and stored as a rejection: one bad message never blocks the stream."""
         backoff = 0.5
         while not stop.is_set():
             try:
-                return self._store_now().store(intake)
-            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
-                self.metrics.store_retries.inc()
-                self._rollback()
+                return self._commit_or_split(batch)
             except psycopg.Error as exc:
                 self.metrics.store_failures.inc()
                 log.warning("database: %s; trying again in %.1f s", str(exc).strip(), backoff)
@@ -138,6 +145,24 @@ class Ingest:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self._settings.retry_max_s)
         return None
+
+    def _commit_or_split(self, batch: list[Delivery]) -> list[tuple[Intake, Stored]]:
+        intake = take(batch, self._keys)
+        for _attempt in range(DEADLOCK_RETRIES):
+            try:
+                return [(intake, self._store_now().store(intake))]
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                self.metrics.store_retries.inc()
+                self._rollback()
+            except psycopg.errors.DataError as exc:
+                self._rollback()
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    return self._commit_or_split(batch[:half]) + self._commit_or_split(batch[half:])
+                reason = f"refused by the database: {str(exc).strip().splitlines()[0]}"
+                refused = Intake(rejections=[Rejection(batch[0].topic, reason, batch[0].payload)])
+                return [(refused, self._store_now().store(refused))]
+        raise psycopg.errors.DeadlockDetected("deadlocked again and again")
 
     def _repair_gaps(self) -> None:
         self._next_replay_check = time.monotonic() + self._settings.replay_every_s

@@ -31,7 +31,8 @@ def test_a_good_envelope_becomes_one_row_per_event_as_received() -> None:
         (GW, 1, "access.decision"),
         (GW, 2, "access.decision"),
     ]
-    assert json.loads(intake.events[1].body)["door"] == "front"
+    (row,) = intake.envelope_rows
+    assert json.loads(row.payload)["events"][1]["door"] == "front", "sent on as received"
     assert intake.events[0].ts.utcoffset() is not None
     assert not intake.rejections
 
@@ -52,6 +53,7 @@ def test_a_good_envelope_becomes_one_row_per_event_as_received() -> None:
         (envelope(event(1, ts="1970-01-01T00:00:00+00:00")), "outside 2000-2100"),
         (envelope(event(1, type="")), "has no type"),
         (envelope(event(1, note="a\u0000b")), "NUL"),
+        (envelope(event(1, note="\ud800")), "lone surrogate"),
         (Delivery("rentgate/v1/GW.1/x", b"{}"), "not a gateway's events or state topic"),
         (Delivery("elsewhere/events", b"{}"), "not a gateway's events or state topic"),
     ],
@@ -121,7 +123,7 @@ def test_a_registration_is_opened_with_the_platform_key_and_its_event_stays_seal
     assert row.personal["id_number"] == "11010519491231002X"
     assert row.personal["name"] == "张三"
     assert row.sealed is None
-    assert "11010519491231002X" not in intake.events[0].body, "the event keeps its box sealed"
+    assert "11010519491231002X" not in intake.envelope_rows[0].payload, "the event stays sealed"
     assert intake.unopened == 0
 
 
