@@ -28,8 +28,9 @@ Settling acks each message and flushes, so the acks reached the server before `s
 returns; a message not acked within `ack_wait` (its instance died or hung) is given to
 another instance, and `close` naks what it fetched and did not settle, so that goes at
 once. Several server URLs make one client that fails over and reconnects for ever;
-`fetch` raises ConnectionError while it is away. A message on any other subject cannot reach the stream, but would be
-returned like the rest (mapped `.`→`/`) for the ingest to count, reject and settle.
+`fetch` raises ConnectionError while it is away. A message on any other subject cannot
+reach the stream, but would be returned like the rest (mapped `.`→`/`) for the ingest to
+count, reject and settle.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -60,6 +62,8 @@ from gateway.platform.source import Delivery
 SUBJECTS = ["rentgate.v1.*.events", "rentgate.v1.*.state"]
 DAY_S = 86_400.0
 ALREADY_IN_USE = 10058  # JetStream: stream name already in use with a different configuration
+CHECK_IDLE_EVERY_S = 10.0  # while idle, whether the consumer still exists (a pull on a deleted
+# one just times out, and gateways' messages would go unstored until a restart)
 
 T = TypeVar("T")
 
@@ -111,6 +115,8 @@ class NatsStreamSource:
         self._client: Client | None = None
         self._unsettled: dict[str, Msg] = {}  # by reply subject, unique to each delivery
         self._subscription: JetStreamContext.PullSubscription | None = None
+        self._jetstream: JetStreamContext | None = None
+        self._checked_at = time.monotonic()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="nats-source", daemon=True
@@ -167,6 +173,7 @@ class NatsStreamSource:
                 self.connect_timeout_s,
             )
             jetstream = client.jetstream(timeout=self.connect_timeout_s)
+            self._jetstream = jetstream
             await self._ensure_stream(jetstream)
             await jetstream.add_consumer(self.stream, self.consumer_config())
             self._subscription = await jetstream.pull_subscribe_bind(
@@ -203,7 +210,18 @@ class NatsStreamSource:
         try:
             return await self._subscription.fetch(max_items, timeout=timeout_s)
         except nats.errors.TimeoutError:
+            await self._check_consumer()
             return []
+
+    async def _check_consumer(self) -> None:
+        """Make the stream and consumer again if someone deleted them."""
+        if self._jetstream is None or time.monotonic() - self._checked_at < CHECK_IDLE_EVERY_S:
+            return
+        self._checked_at = time.monotonic()
+        try:
+            await self._jetstream.consumer_info(self.stream, self.durable)
+        except nats.js.errors.NotFoundError:
+            await self._close()  # the next fetch connects again and makes them
 
     def fetch(self, max_items: int, timeout_s: float) -> list[Delivery]:
         """Up to `max_items` messages, waiting at most `timeout_s` for them."""
@@ -229,6 +247,7 @@ class NatsStreamSource:
 
     async def _close(self) -> None:
         client, self._client, self._subscription = self._client, None, None
+        self._jetstream = None
         unsettled, self._unsettled = list(self._unsettled.values()), {}
         if client is None:
             return

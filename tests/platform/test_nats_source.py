@@ -10,6 +10,7 @@ deletes it afterwards (its subjects would overlap any other on `rentgate.v1.*`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 import nats
 import pytest
 
+from gateway.platform import nats_source
 from gateway.platform.nats_source import NatsStreamSource
 from gateway.sync.local_broker import free_port
 from tests.support.nats import NatsBroker
@@ -122,6 +124,7 @@ def test_what_a_closed_instance_did_not_settle_goes_to_the_other_at_once(
 
 _DYING_INSTANCE = """
 import sys, time
+from gateway.platform import nats_source
 from gateway.platform.nats_source import NatsStreamSource
 from tests.support.sources import collect
 source = NatsStreamSource([sys.argv[1]], ack_wait_s=2)
@@ -190,6 +193,26 @@ def test_an_existing_consumer_is_updated_to_the_new_ack_wait(
             await client.close()
 
     assert asyncio.run(ack_wait()) == 3
+
+
+def test_a_deleted_stream_is_made_again_by_an_idle_instance(
+    nats_broker: NatsBroker,
+    nats_url: str,
+    sources: list[NatsStreamSource],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(nats_source, "CHECK_IDLE_EVERY_S", 0.0)
+    source = _source(sources, nats_url)
+    asyncio.run(_delete_stream(nats_url))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        assert source.fetch(10, 0.1) == []
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            asyncio.run(_stream_messages(nats_url))
+            break
+    with GatewayPublisher(nats_broker.port, "GW-NATS-SRC-7") as gateway:
+        published = gateway.events(range(1, 4))
+    assert payloads(collect(source, 3, 10)) == published
 
 
 def test_fetch_raises_connection_error_when_nats_is_unreachable() -> None:
