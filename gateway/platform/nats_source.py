@@ -208,7 +208,7 @@ class NatsStreamSource:
         if not self._client.is_connected:
             raise nats.errors.ConnectionReconnectingError
         try:
-            return await self._subscription.fetch(max_items, timeout=timeout_s)
+            return await self._subscription.fetch(max_items, timeout=max(timeout_s, 0.01))
         except nats.errors.TimeoutError:
             await self._check_consumer()
             return []
@@ -233,7 +233,8 @@ class NatsStreamSource:
 
     async def _settle(self, messages: list[Msg]) -> None:
         for message in messages:
-            await message.ack()
+            with contextlib.suppress(nats.errors.MsgAlreadyAckdError):  # settled twice
+                await message.ack()
         if self._client is not None:
             await self._client.flush(timeout=max(1, int(self.connect_timeout_s)))
 

@@ -17,7 +17,10 @@ restart as well (a classic queue drops the non-persistent), and its type cannot 
 after it is declared, so choosing it from the first day lets a cluster grow
 (`rabbitmq-queues grow`) without moving the backlog. `queue_type="classic"` is for a
 broker older than 3.8. No length limit is set: RabbitMQ's disk alarm blocks publishers
-(gateways keep their events) rather than dropping a stored one.
+(gateways keep their events) rather than dropping a stored one. No delivery limit either
+(3.10 has none by default; RabbitMQ 4 drops a message after 20 redeliveries unless a
+policy sets `delivery-limit` to -1). Tune a declared queue by policy: declaring it again
+with other arguments is refused (RuntimeError here).
 
 pika's BlockingConnection is not thread-safe: every call (`fetch`, `settle`, `close`)
 must come from one thread, and often enough to answer heartbeats (`heartbeat_s`; a
@@ -43,6 +46,7 @@ from gateway.platform.source import Delivery
 
 EXCHANGE = "amq.topic"
 ROUTING_KEYS = ("rentgate.v1.*.events", "rentgate.v1.*.state")
+REFUSED = (403, 406)  # ACCESS_REFUSED, PRECONDITION_FAILED: no retry mends these
 
 
 def topic_of(routing_key: str) -> str:
@@ -101,7 +105,7 @@ class RabbitQueueSource:
 
         fetch does it too; a deployment step calls it so the queue is there before gateways
         publish. ConnectionError when no URL answers; RuntimeError when the queue exists with
-        other arguments (another type), which no retry will mend."""
+        other arguments (another type) or the user may not use it, which no retry mends."""
         if self._connection is not None:
             return
         try:
@@ -120,7 +124,9 @@ class RabbitQueueSource:
             channel.basic_consume(self.queue, self._on_message, auto_ack=False)
         except pika.exceptions.ChannelClosedByBroker as exc:
             _close_quietly(connection)
-            raise RuntimeError(f"RabbitMQ refused queue {self.queue!r}: {exc}") from exc
+            if exc.reply_code in REFUSED:
+                raise RuntimeError(f"RabbitMQ refused queue {self.queue!r}: {exc}") from exc
+            raise ConnectionError(f"RabbitMQ could not set up {self.queue!r}: {exc}") from exc
         except pika.exceptions.AMQPError as exc:
             _close_quietly(connection)
             raise ConnectionError(f"RabbitMQ went away while setting up: {exc!r}") from exc

@@ -85,6 +85,7 @@ def test_events_and_the_retained_state_arrive_with_their_mqtt_topic_and_payload(
     ]
     assert [d.gateway_id for d in got] == ["GW-NATS-SRC-1"] * 4
     assert got[-1].is_state
+    source.settle(got)  # again: harmless
     assert source.fetch(10, 0.2) == []
     assert asyncio.run(_stream_messages(nats_url)) == 0, "work queue: settled ones are gone"
 

@@ -81,6 +81,7 @@ def test_events_and_the_retained_state_arrive_with_their_mqtt_topic_and_payload(
     ]
     assert [d.gateway_id for d in got] == ["GW-RABBIT-SRC-1"] * 4
     assert got[-1].is_state
+    source.settle(got)  # again: harmless (an unknown tag would close the channel)
     assert source.fetch(10, 0.2) == []
     source.close()
     assert _queued(amqp_url) == 0, "settled: acked, not requeued by the close"
