@@ -1,5 +1,6 @@
 """Fixtures: a real Mosquitto per test session, and one of its own for a test that stops it;
-a real nats-server (an MQTT 3.1.1-only broker) once per session for the tests that need one."""
+a real nats-server and a real RabbitMQ (MQTT 3.1.1-only brokers) once per session for the
+tests that need one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from gateway.sync.local_broker import LocalBroker
 from tests.support.nats import NatsBroker, find_nats_server
 from tests.support.postgres import PostgresCluster, find_postgres_bin
+from tests.support.rabbitmq import RabbitBroker, find_rabbitmq
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +48,16 @@ def nats_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsBroker
     if executable is None:
         pytest.skip("nats-server is missing: install Debian's `nats-server` (scripts/setup does)")
     with NatsBroker(tmp_path_factory.mktemp("nats"), executable) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def rabbit_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitBroker]:
+    """A RabbitMQ with MQTT (3.1.1 only) and AMQP, started once for the whole session (it takes
+    several seconds); tests that stop it need one of their own."""
+    if find_rabbitmq() is None:
+        pytest.skip("RabbitMQ is missing: install Debian's `rabbitmq-server` (scripts/setup does)")
+    with RabbitBroker(tmp_path_factory.mktemp("rabbitmq")) as running:
         yield running
 
 

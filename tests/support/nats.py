@@ -101,6 +101,11 @@ class NatsCluster:
     def urls(self) -> list[str]:
         return [f"mqtt://127.0.0.1:{port}" for port in self.mqtt_ports]
 
+    @property
+    def client_urls(self) -> list[str]:
+        """The NATS client ports, as the platform's ingest connects."""
+        return [f"nats://127.0.0.1:{port}" for port in self._client_ports]
+
     def start(self, timeout: float = 30.0) -> None:
         routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in self._route_ports)
         for node in range(self.SIZE):
