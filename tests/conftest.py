@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.sync.local_broker import LocalBroker
-from tests.support.nats import NatsBroker, find_nats_server
+from tests.support.nats import NatsBroker, NatsCluster, find_nats_server
 from tests.support.postgres import PostgresCluster, find_postgres_bin
 from tests.support.rabbitmq import RabbitBroker, find_rabbitmq
 
@@ -75,3 +75,20 @@ def postgres() -> Iterator[PostgresCluster]:
 def pg_dsn(postgres: PostgresCluster) -> str:
     """A database of this test's own in the session's PostgreSQL."""
     return postgres.create_database()
+
+
+@pytest.fixture(scope="session")
+def _nats_cluster_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    executable = find_nats_server()
+    if executable is None:
+        pytest.skip("nats-server is missing: install Debian's `nats-server` (scripts/setup does)")
+    with NatsCluster(tmp_path_factory.mktemp("nats-cluster"), executable) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def nats_cluster(_nats_cluster_once: NatsCluster) -> NatsCluster:
+    """A three-node NATS cluster started once per session; a test may kill nodes, and the
+    next test finds them started again (with their data: they rejoin)."""
+    _nats_cluster_once.heal()
+    return _nats_cluster_once

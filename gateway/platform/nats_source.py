@@ -225,9 +225,15 @@ class NatsStreamSource:
 
     def fetch(self, max_items: int, timeout_s: float) -> list[Delivery]:
         """Up to `max_items` messages, waiting at most `timeout_s` for them."""
-        messages = self._run(
-            self._fetch(max_items, timeout_s), timeout_s + 2 * self.connect_timeout_s
-        )
+        try:
+            messages = self._run(
+                self._fetch(max_items, timeout_s), timeout_s + 2 * self.connect_timeout_s
+            )
+        except ConnectionError:
+            # After a node dies, nats-py's pull subscription can stay stuck on the old
+            # route (fetches time out while the cluster is healthy): start over.
+            self._reset()
+            raise
         self._unsettled.update((m.reply, m) for m in messages)
         return [Delivery(topic_of(m.subject), m.data, m) for m in messages]
 
@@ -259,6 +265,11 @@ class NatsStreamSource:
                 await client.flush(timeout=1)
         finally:
             await client.close()
+
+    def _reset(self) -> None:
+        """Drop the connection; the next fetch connects, binds the consumer again."""
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            self._run(self._close(), self.connect_timeout_s)
 
     def close(self) -> None:
         """Disconnect, handing back (nak) what was fetched and not settled, so another

@@ -2,7 +2,8 @@
 consumer have three replicas, so killing a node (SIGKILL) loses nothing the stream
 stored, and the source carries on through another node's client port.
 
-The cluster is this module's own (it kills a node) and starts once; its MQTT
+The cluster starts once per session (a killed node is started again for the next
+test); its MQTT
 sessions are replicated too (`stream_replicas: 3`).
 """
 
@@ -10,25 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import nats
-import pytest
 
 from gateway.platform.nats_source import NatsStreamSource
 from gateway.platform.source import Delivery
-from tests.support.nats import NatsCluster, find_nats_server
+from tests.support.nats import NatsCluster
 from tests.support.publisher import GatewayPublisher
 from tests.support.sources import collect, payloads
-
-
-@pytest.fixture(scope="module")
-def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    executable = find_nats_server()
-    if executable is None:
-        pytest.skip("nats-server is missing: install Debian's `nats-server` (scripts/setup does)")
-    with NatsCluster(tmp_path_factory.mktemp("nats-cluster"), executable) as cluster:
-        yield cluster
 
 
 async def _stream_leader(urls: list[str]) -> tuple[int, int]:
