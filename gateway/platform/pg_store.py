@@ -24,9 +24,8 @@ import psycopg
 from gateway.platform.intake import Intake, RegistrationRow, StateRow
 from gateway.platform.schema import REJECTED_PAYLOAD_MAX, ensure_month, migrate, month_of
 
-STALE_GRACE_S = 5.0
-"""A gateway is stale when no state came for twice its `state_every_s` plus this."""
 DEFAULT_STATE_EVERY_S = 60.0
+"""A gateway's birth interval when its state does not say (the gateway's default)."""
 WILL_SLACK_S = 30
 """A Will carries the time its session connected, a little before that session's birth: an
 offline message that much older than the current online streak's first state still counts."""

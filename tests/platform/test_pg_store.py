@@ -121,19 +121,20 @@ def test_a_backlog_still_being_sent_is_not_a_gap(store: IngestStore) -> None:
     assert store.due_replays(gap_after_s=0.2) == []
 
 
-def test_presence_online_offline_and_stale(store: IngestStore, pg_dsn: str) -> None:
+def test_presence_online_offline_and_stale_as_the_contract_says(store: IngestStore, pg_dsn: str) -> None:
     store.store(
         take(
             [
                 state("GW-ON", state_every_s=60),
                 state("GW-OFF", online=False),
-                state("GW-QUIET", state_every_s=0.1),
+                state("GW-QUIET", state_every_s=1),
+                state("GW-SILENT", state_every_s=0.5),
             ]
         )
     )
-    time.sleep(5.5)  # twice 0.1 s plus the 5 s grace: GW-QUIET said nothing since
+    time.sleep(2.2)  # past twice GW-QUIET's interval, past three times GW-SILENT's
     report = fleet_report(pg_dsn)
-    assert (report.counts["online"], report.counts["offline"], report.counts["stale"]) == (1, 1, 1)
+    assert (report.counts["online"], report.counts["offline"], report.counts["stale"]) == (1, 2, 1)
     quiet = gateway_status(pg_dsn, "GW-QUIET")
     assert quiet is not None
     assert quiet.status == "stale"
