@@ -50,6 +50,12 @@ def add_parsers(actions: Any, broker_options: Callable[..., None]) -> None:
     ingest.add_argument("--gap-after", type=float, default=30.0, help="seconds before a replay")
     ingest.add_argument("--batch", type=int, default=5000, help="deliveries per transaction")
     ingest.add_argument(
+        "--session-expiry",
+        type=int,
+        default=300,
+        help="MQTT only: seconds the broker keeps this instance's session while it is away",
+    )
+    ingest.add_argument(
         "--stream-replicas",
         type=int,
         default=1,
@@ -135,7 +141,9 @@ def _source(args: argparse.Namespace, brokers: Sequence[Any]) -> Any:
         raise ValueError(f"--stream {stream!r}: mqtt, nats://… or amqp://…")
     from gateway.platform.mqtt_source import MqttShareSource
 
-    return MqttShareSource(brokers, group=args.group, instance=args.instance)
+    return MqttShareSource(
+        brokers, group=args.group, instance=args.instance, session_expiry_s=args.session_expiry
+    )
 
 
 def _urls(stream: str, scheme: str) -> list[str]:
