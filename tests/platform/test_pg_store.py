@@ -121,7 +121,9 @@ def test_a_backlog_still_being_sent_is_not_a_gap(store: IngestStore) -> None:
     assert store.due_replays(gap_after_s=0.2) == []
 
 
-def test_presence_online_offline_and_stale_as_the_contract_says(store: IngestStore, pg_dsn: str) -> None:
+def test_presence_online_offline_and_stale_as_the_contract_says(
+    store: IngestStore, pg_dsn: str
+) -> None:
     store.store(
         take(
             [
