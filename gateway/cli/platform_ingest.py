@@ -50,6 +50,13 @@ def add_parsers(actions: Any, broker_options: Callable[..., None]) -> None:
     ingest.add_argument("--gap-after", type=float, default=30.0, help="seconds before a replay")
     ingest.add_argument("--batch", type=int, default=5000, help="deliveries per transaction")
     ingest.add_argument(
+        "--ack-every",
+        type=float,
+        default=30.0,
+        help="seconds between two acks to one gateway (the first goes at once); keep the"
+        " gateways' ack_resend_s a few times longer",
+    )
+    ingest.add_argument(
         "--session-expiry",
         type=int,
         default=300,
@@ -107,7 +114,9 @@ def run_ingest(args: argparse.Namespace, brokers: Sequence[Any]) -> int:
         lambda: IngestStore(args.dsn),
         GatewayCommands(brokers, key),
         keys=keys,
-        settings=IngestSettings(batch_max=args.batch, gap_after_s=args.gap_after),
+        settings=IngestSettings(
+            batch_max=args.batch, gap_after_s=args.gap_after, ack_every_s=args.ack_every
+        ),
     )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

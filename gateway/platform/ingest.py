@@ -26,6 +26,7 @@ from typing import Protocol
 import psycopg
 
 from gateway.domain.sealed_box import OpeningKey
+from gateway.platform.ack_pacing import AckPacer
 from gateway.platform.gateway_commands import GatewayCommands
 from gateway.platform.ingest_metrics import IngestMetrics
 from gateway.platform.intake import Intake, Rejection, take
@@ -65,6 +66,9 @@ class IngestSettings:
     gap_after_s: float = 30.0
     """A gap with no progress for this long gets a `replay` (then with backoff)."""
     replay_every_s: float = 5.0
+    ack_every_s: float = 30.0
+    """At most one ack per gateway this often (ack_pacing.py); keep gateways'
+    `ack_resend_s` (120 s) a few times longer."""
     retry_max_s: float = 30.0
     """Longest wait between attempts while the database or the broker is away."""
 
@@ -90,6 +94,7 @@ class Ingest:
         self._settings = settings or IngestSettings()
         self.metrics = metrics or IngestMetrics()
         self._next_replay_check = 0.0
+        self._acks = AckPacer(self._settings.ack_every_s)
 
     def run(self, stop: threading.Event) -> None:
         log.info("ingest running")
@@ -106,8 +111,10 @@ class Ingest:
             backoff = 0.5
             if batch and not self._take(batch, stop):
                 break  # stopping before the commit: the broker keeps the batch
+            self._send_acks(self._acks.due())
             if time.monotonic() >= self._next_replay_check:
                 self._repair_gaps()
+        self._send_acks(self._acks.drain())
         log.info("ingest stopped")
 
     def _take(self, batch: list[Delivery], stop: threading.Event) -> bool:
@@ -123,9 +130,13 @@ class Ingest:
             self.metrics.batch_done(intake, stored, time.perf_counter() - started)
             for rejection in intake.rejections:
                 log.warning("rejected a message on %s: %s", rejection.topic, rejection.reason)
+        self._send_acks(self._acks.stored(acks))
+        return True
+
+    def _send_acks(self, acks: dict[str, int]) -> None:
         for gateway_id, through in sorted(acks.items()):
             self._commands.ack(gateway_id, through)
-        return True
+        self.metrics.acks.inc(len(acks))
 
     def _commit(
         self, batch: list[Delivery], stop: threading.Event

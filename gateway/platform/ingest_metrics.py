@@ -52,7 +52,7 @@ class IngestMetrics:
         self.source_errors = Counter(
             "rentgate_ingest_source_errors", "Broker unreachable when fetching", registry=r
         )
-        self.acks = Counter("rentgate_ingest_acks", "Acks made for gateways", registry=r)
+        self.acks = Counter("rentgate_ingest_acks", "Acks sent to gateways", registry=r)
         self.replays = Counter(
             "rentgate_ingest_replays", "Replays asked of gateways to repair a gap", registry=r
         )
@@ -79,7 +79,6 @@ class IngestMetrics:
         self.registrations.inc(stored.registrations)
         self.unopened.inc(intake.unopened)
         self.rejected.inc(stored.rejected)
-        self.acks.inc(len(stored.acks))
         self.batches.inc()
         self.batch_seconds.observe(seconds)
 

@@ -42,22 +42,45 @@ WITH added AS (
     ON CONFLICT DO NOTHING
     RETURNING gw, seq
 )
-SELECT gw, count(*), max(seq) FROM added GROUP BY gw
+SELECT gw, count(*), min(seq), max(seq) FROM added GROUP BY gw
 """
-_TOUCH_GATEWAYS = """
-INSERT INTO gateways AS g (gw, max_seq, events_stored, last_event_at)
-SELECT gw, top, added, clock_timestamp()
-FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS u(gw, top, added) ORDER BY gw
-ON CONFLICT (gw) DO UPDATE SET
-    max_seq = greatest(g.max_seq, excluded.max_seq),
-    events_stored = g.events_stored + excluded.events_stored,
-    last_event_at = excluded.last_event_at
+_ENSURE_GATEWAYS = """
+INSERT INTO gateways (gw) SELECT gw FROM unnest(%s::text[]) AS u(gw) ORDER BY gw
+ON CONFLICT (gw) DO NOTHING
 """
+_LOCK_GATEWAYS = """
+SELECT gw, stored_seq, greatest(stored_seq, acked_floor), max_seq
+FROM gateways WHERE gw = ANY(%s) ORDER BY gw FOR UPDATE
+"""
+_SEQS_ABOVE = """
+SELECT DISTINCT seq FROM events WHERE gw = %s AND seq > %s ORDER BY seq LIMIT %s
+"""
+_UPDATE_GATEWAYS = """
+UPDATE gateways g SET
+    stored_seq = greatest(g.stored_seq, u.through),
+    max_seq = greatest(g.max_seq, u.top),
+    events_stored = g.events_stored + u.added,
+    last_event_at = CASE WHEN u.received THEN clock_timestamp() ELSE g.last_event_at END,
+    progressed_at = CASE WHEN u.through > g.stored_seq THEN clock_timestamp()
+                         ELSE g.progressed_at END,
+    replays = CASE WHEN u.through > g.stored_seq THEN 0 ELSE g.replays END,
+    replay_at = CASE WHEN u.through > g.stored_seq THEN NULL ELSE g.replay_at END
+FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::boolean[])
+     AS u(gw, through, top, added, received)
+WHERE g.gw = u.gw
+"""
+SCAN_LIMIT = 100_000
+"""Seqs read at once above a gap (the rest on a later batch)."""
 _UPSERT_STATE = """
 INSERT INTO gateways AS g (gw, online, state_ts, streak_ts, state_seen_at, state_every_s,
                            head_seq, acked_floor, backlog, oldest_unacked_s, software)
-VALUES (%(gw)s, %(online)s, %(ts)s, CASE WHEN %(online)s THEN %(ts)s END, clock_timestamp(),
-        %(every)s, %(head)s, coalesce(%(acked)s, 0), %(backlog)s, %(oldest)s, %(software)s)
+SELECT gw, online, ts, CASE WHEN online THEN ts END, clock_timestamp(),
+       every, head, coalesce(acked, 0), backlog, oldest, software
+FROM unnest(%(gw)s::text[], %(online)s::boolean[], %(ts)s::timestamptz[], %(every)s::real[],
+            %(head)s::bigint[], %(acked)s::bigint[], %(backlog)s::bigint[], %(oldest)s::real[],
+            %(software)s::text[])
+     AS u(gw, online, ts, every, head, acked, backlog, oldest, software)
+ORDER BY gw
 ON CONFLICT (gw) DO UPDATE SET
     online = excluded.online,
     streak_ts = CASE WHEN excluded.online AND g.online IS NOT TRUE THEN excluded.state_ts
@@ -74,25 +97,6 @@ ON CONFLICT (gw) DO UPDATE SET
 WHERE g.state_ts IS NULL OR excluded.state_ts > g.state_ts
    OR (NOT excluded.online AND g.online
        AND excluded.state_ts >= g.streak_ts - make_interval(secs => %(will_slack)s))
-"""
-_ADVANCE = """
-WITH t AS (
-    SELECT gw, greatest(stored_seq, acked_floor) AS floor
-    FROM gateways WHERE gw = ANY(%s) ORDER BY gw FOR UPDATE
-), runs AS (
-    SELECT t.gw, t.floor, e.seq, e.seq - row_number() OVER (PARTITION BY t.gw ORDER BY e.seq) AS k
-    FROM t JOIN LATERAL (
-        SELECT DISTINCT seq FROM events WHERE events.gw = t.gw AND events.seq > t.floor
-    ) e ON true
-), through AS (
-    SELECT t.gw, coalesce(max(runs.seq), t.floor) AS seq
-    FROM t LEFT JOIN runs ON runs.gw = t.gw AND runs.k = t.floor
-    GROUP BY t.gw, t.floor
-)
-UPDATE gateways g
-SET stored_seq = through.seq, progressed_at = clock_timestamp(), replays = 0, replay_at = NULL
-FROM through WHERE g.gw = through.gw AND through.seq > g.stored_seq
-RETURNING g.gw, g.stored_seq
 """
 _INSERT_REGISTRATION = """
 INSERT INTO registrations (gw, seq, record, kind, terminal, captured_at, building, unit, room,
@@ -151,19 +155,20 @@ class IngestStore:
         stored = Stored(registrations=len(intake.registrations), states=len(intake.states))
         with self._conn.transaction(), self._conn.cursor() as cursor:
             added = self._insert_events(cursor, intake)
-            stored.events_new = sum(count for count, _ in added.values())
+            stored.events_new = sum(count for count, _, _ in added.values())
             stored.events_repeated = len(intake.events) - stored.events_new
             cursor.executemany(
                 _INSERT_REGISTRATION, [_registration(r) for r in intake.registrations]
             )
-            cursor.executemany(_UPSERT_STATE, [_state(s) for s in _in_order(intake.states)])
+            for states in _rounds(intake.states):
+                cursor.execute(_UPSERT_STATE, _states(states))
             stored.rejected = self._keep_rejections(cursor, intake)
             received = Counter(event.gw for event in intake.events)
             touched = sorted(set(received) | {state.gw for state in intake.states})
-            advanced = self._advance(cursor, touched)
+            advanced = self._advance(cursor, touched, set(received), added)
             # A gateway that sent what is already stored, or whose state shows an older ack,
             # did not get its ack: send it again even though nothing moved.
-            lagging = {gw for gw, count in received.items() if added.get(gw, (0, 0))[0] < count}
+            lagging = {gw for gw, count in received.items() if added.get(gw, (0, 0, 0))[0] < count}
             lagging |= {
                 state.gw for state in intake.states if state.online and state.acked_seq is not None
             }
@@ -172,29 +177,70 @@ class IngestStore:
 
     def _insert_events(
         self, cursor: psycopg.Cursor[tuple[Any, ...]], intake: Intake
-    ) -> dict[str, tuple[int, int]]:
-        """COPY the checked envelopes in; the database splits them into event rows."""
+    ) -> dict[str, tuple[int, int, int]]:
+        """COPY the checked envelopes in; the database splits them into event rows. Per
+        gateway, the rows that were new: (count, lowest seq, highest seq)."""
         if not intake.envelope_rows:
             return {}
         with cursor.copy("COPY incoming (gw, envelope) FROM STDIN") as copy:
             for row in intake.envelope_rows:
                 copy.write_row((row.gw, row.payload))
-        added = {gw: (int(count), int(top)) for gw, count, top in cursor.execute(_INSERT_EVENTS)}
-        received = sorted({row.gw for row in intake.envelope_rows})
-        cursor.execute(
-            _TOUCH_GATEWAYS,
-            (
-                received,
-                [added.get(gw, (0, 0))[1] for gw in received],
-                [added.get(gw, (0, 0))[0] for gw in received],
-            ),
-        )
-        return added
+        return {
+            gw: (int(count), int(low), int(high))
+            for gw, count, low, high in cursor.execute(_INSERT_EVENTS)
+        }
 
-    def _advance(self, cursor: psycopg.Cursor[tuple[Any, ...]], gws: list[str]) -> dict[str, int]:
+    def _advance(
+        self,
+        cursor: psycopg.Cursor[tuple[Any, ...]],
+        gws: list[str],
+        received: set[str],
+        added: dict[str, tuple[int, int, int]],
+    ) -> dict[str, int]:
+        """Move each gateway's `stored_seq` to the end of its gap-free run; the ones that moved.
+
+        Usually the new rows simply continue the run (nothing stored above it before): then
+        the run's end is the highest new seq, with no need to read the events. Only around a
+        gap are the stored seqs above the run read. The rows are locked first (in gw order,
+        as every instance does), so a run sees every event committed before."""
         if not gws:
             return {}
-        return {gw: int(seq) for gw, seq in cursor.execute(_ADVANCE, (gws,))}
+        cursor.execute(_ENSURE_GATEWAYS, (sorted(received),))
+        locked = cursor.execute(_LOCK_GATEWAYS, (gws,)).fetchall()
+        through_of: dict[str, int] = {}
+        for gw, stored_seq, floor, prior_max in locked:
+            count, low, high = added.get(gw, (0, 0, 0))
+            continues = count > 0 and low == floor + 1 and count == high - low + 1
+            if continues and prior_max <= floor:
+                through = high
+            elif count > 0 or prior_max > floor:
+                through = self._run_end(cursor, gw, floor)
+            else:
+                through = floor  # nothing new; the gateway's own ack may have lifted it
+            through_of[gw] = max(through, stored_seq)
+        names = [row[0] for row in locked]
+        cursor.execute(
+            _UPDATE_GATEWAYS,
+            (
+                names,
+                [through_of[gw] for gw in names],
+                [added.get(gw, (0, 0, 0))[2] for gw in names],
+                [added.get(gw, (0, 0, 0))[0] for gw in names],
+                [gw in received for gw in names],
+            ),
+        )
+        return {
+            gw: through_of[gw] for gw, stored_seq, _, _ in locked if through_of[gw] > stored_seq
+        }
+
+    def _run_end(self, cursor: psycopg.Cursor[tuple[Any, ...]], gw: str, floor: int) -> int:
+        """Where the gap-free run from `floor` ends, read from the stored seqs."""
+        through = floor
+        for (seq,) in cursor.execute(_SEQS_ABOVE, (gw, floor, SCAN_LIMIT)).fetchall():
+            if seq != through + 1:
+                break
+            through = int(seq)
+        return through
 
     def _lagging_acks(
         self, cursor: psycopg.Cursor[tuple[Any, ...]], gws: set[str], intake: Intake
@@ -247,22 +293,32 @@ class IngestStore:
         self._conn.close()
 
 
-def _in_order(states: Iterable[StateRow]) -> list[StateRow]:
-    """One gateway's states in the order they were made; gateways in a fixed order (locks)."""
-    return sorted(states, key=lambda s: (s.gw, s.ts, s.online))
+def _rounds(states: Iterable[StateRow]) -> list[list[StateRow]]:
+    """States in rounds of one per gateway (one statement each), each gateway's in the order
+    they arrived (a Will arrives after the birth it follows, yet carries an older time):
+    nearly always a single round."""
+    rounds: list[list[StateRow]] = []
+    seen: Counter[str] = Counter()
+    for state in sorted(states, key=lambda s: s.gw):  # stable: arrival order per gateway
+        index = seen[state.gw]
+        seen[state.gw] += 1
+        if index == len(rounds):
+            rounds.append([])
+        rounds[index].append(state)
+    return rounds
 
 
-def _state(state: StateRow) -> dict[str, Any]:
+def _states(states: list[StateRow]) -> dict[str, Any]:
     return {
-        "gw": state.gw,
-        "online": state.online,
-        "ts": state.ts,
-        "every": state.state_every_s,
-        "head": state.head_seq,
-        "acked": state.acked_seq,
-        "backlog": state.backlog,
-        "oldest": state.oldest_unacked_s,
-        "software": state.software,
+        "gw": [s.gw for s in states],
+        "online": [s.online for s in states],
+        "ts": [s.ts for s in states],
+        "every": [s.state_every_s for s in states],
+        "head": [s.head_seq for s in states],
+        "acked": [s.acked_seq for s in states],
+        "backlog": [s.backlog for s in states],
+        "oldest": [s.oldest_unacked_s for s in states],
+        "software": [s.software for s in states],
         "will_slack": WILL_SLACK_S,
     }
 

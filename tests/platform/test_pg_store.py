@@ -190,3 +190,15 @@ def test_two_instances_storing_the_same_streams_at_once_store_each_event_once(
     assert not failures
     assert rows(pg_dsn, "SELECT count(*) FROM events") == [(50 * 60,)]
     assert rows(pg_dsn, "SELECT DISTINCT stored_seq FROM gateways") == [(60,)]
+
+
+def test_several_states_of_one_gateway_in_one_batch_apply_in_the_order_they_arrived(
+    store: IngestStore, pg_dsn: str
+) -> None:
+    birth = state(ts="2026-11-28T10:00:05.000+00:00", head_seq=7)
+    will = state(online=False, ts="2026-11-28T10:00:04.000+00:00")
+    other = state("GW-2", ts="2026-11-28T10:00:00.000+00:00")
+    store.store(take([birth, other, will]))  # the Will comes last, with its older time
+    assert gateway_status(pg_dsn, GW).status == "offline"  # type: ignore[union-attr]
+    assert gateway_status(pg_dsn, "GW-2").status == "online"  # type: ignore[union-attr]
+    assert rows(pg_dsn, "SELECT head_seq FROM gateways WHERE gw = %s", GW) == [(7,)]

@@ -41,6 +41,10 @@ class IngestProcess:
             str(key),
             "--instance",
             instance,
+            # Acks at most once a second per gateway, not every 30 s: the tests wait for the
+            # gateway's acked cursor (pacing has tests of its own, test_ack_pacing.py).
+            "--ack-every",
+            "1",
             *extra,
         ]
         self.log_path = workdir / f"{instance}.log"

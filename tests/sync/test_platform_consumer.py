@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 from gateway.platform.gateway_commands import GatewayCommands
-from gateway.platform.ingest import Ingest
+from gateway.platform.ingest import Ingest, IngestSettings
 from gateway.platform.mqtt_source import MqttShareSource
 from gateway.sync.link import BrokerSettings
 from gateway.sync.local_broker import LocalBroker
@@ -53,6 +53,7 @@ def test_two_example_consumers_share_the_stream_and_store_each_event_once(
             MqttShareSource([settings], group="example", instance=f"i{n}"),
             lambda store=store: store,
             GatewayCommands([settings], key),
+            settings=IngestSettings(ack_every_s=0.5),
         )
         for n, store in enumerate(stores)
     ]
