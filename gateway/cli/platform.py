@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.cli import platform_ingest as ingest_cli
 from gateway.cli import provision
 from gateway.config import Config
 
@@ -67,14 +68,25 @@ def add_parsers(commands: Any) -> None:
     )
     watch.add_argument("--key", type=Path, help="platform signing private key (PEM), for --ack")
 
+    ingest_cli.add_parsers(actions, _broker_options)
+
     alerts = commands.add_parser("alerts", help="open residence alerts at this gateway")
     alerts.add_argument("--config", type=Path, required=True)
     alerts.add_argument("--json", action="store_true")
 
 
-def _broker_options(parser: argparse.ArgumentParser) -> None:
-    """The same broker options for `send` and `watch`, named as the gateway's [mqtt] keys."""
-    parser.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
+def _broker_options(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
+    """The same broker options for `send`, `watch` and `ingest`, named as the gateway's [mqtt]
+    keys; `several` takes a cluster's nodes."""
+    if several:
+        parser.add_argument(
+            "--broker",
+            required=True,
+            nargs="+",
+            help="mqtt://host:port or mqtts://host:port, one per node of a cluster",
+        )
+    else:
+        parser.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
     parser.add_argument(
         "--protocol",
         choices=("auto", "5", "3.1.1"),
@@ -93,6 +105,14 @@ def _broker_options(parser: argparse.ArgumentParser) -> None:
 def run_platform(args: argparse.Namespace) -> int:
     if args.platform_command == "provision":
         return provision.run_provision(args)
+    if args.platform_command == "fleet":
+        return ingest_cli.run_fleet(args)
+    if args.platform_command == "ingest":
+        try:
+            return ingest_cli.run_ingest(args, [_settings(args, url) for url in args.broker])
+        except UsageError as exc:
+            print(f"rentgate platform: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     return _with_keys(args)
 
 
@@ -133,11 +153,12 @@ class UsageError(Exception):
     """Broker options that do not go together; the message says why."""
 
 
-def _settings(args: argparse.Namespace) -> Any:
+def _settings(args: argparse.Namespace, url: str | None = None) -> Any:
     """Broker settings from the options, refused as the gateway's config would refuse them."""
     from gateway.sync.link import BrokerSettings, TlsSettings
 
-    secure = args.broker.startswith("mqtts://")
+    url = url or args.broker
+    secure = url.startswith("mqtts://")
     if not secure and any((args.ca, args.cert, args.client_key)):
         raise UsageError("--ca/--cert/--client-key need an mqtts:// broker")
     if (args.cert is None) != (args.client_key is None):
@@ -153,7 +174,7 @@ def _settings(args: argparse.Namespace) -> Any:
     tls = TlsSettings(args.ca, args.cert, args.client_key) if secure else None
     try:
         return BrokerSettings.from_url(
-            args.broker,
+            url,
             "platform-tool",
             tls=tls,
             protocol=args.protocol,

@@ -142,6 +142,14 @@ class PlatformClient:
         info.wait_for_publish(10)
         return correlation
 
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
+
+    def send(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1 without waiting: for what is sent again anyway if lost (acks)."""
+        self._client.publish(topic, payload, qos=1)
+
     def messages(self, timeout: float) -> Iterator[Received]:
         """What arrives within `timeout` seconds from now."""
         deadline = time.monotonic() + timeout

@@ -1,0 +1,147 @@
+"""`rentgate platform ingest` (the platform's ingest service) and `rentgate platform fleet`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+FLEET_GAUGES_EVERY_S = 15.0
+
+
+def add_parsers(actions: Any, broker_options: Callable[..., None]) -> None:
+    ingest = actions.add_parser(
+        "ingest",
+        help="store every gateway's events and state in PostgreSQL, then acknowledge them",
+    )
+    broker_options(ingest, several=True)
+    ingest.add_argument("--dsn", required=True, help="postgresql://user@host:port/database")
+    ingest.add_argument(
+        "--key", type=Path, required=True, help="platform signing private key (PEM): signs acks"
+    )
+    ingest.add_argument(
+        "--decrypt-key",
+        type=Path,
+        action="append",
+        default=[],
+        help="platform encryption private key (PEM) that opens registrations; repeat per key id",
+    )
+    ingest.add_argument(
+        "--stream",
+        default="mqtt",
+        help="where to read: mqtt (a $share group on --broker, MQTT 5), nats://host:port[,…]"
+        " (a JetStream durable consumer) or amqp://user:pass@host:port[,…] (a durable queue)",
+    )
+    ingest.add_argument("--group", default="rentgate-ingest", help="consumer group / queue name")
+    ingest.add_argument(
+        "--instance",
+        default=socket.gethostname(),
+        help="this instance's stable name (its MQTT session); unique per instance",
+    )
+    ingest.add_argument("--metrics", help="serve Prometheus metrics at host:port")
+    ingest.add_argument("--gap-after", type=float, default=30.0, help="seconds before a replay")
+    ingest.add_argument("--batch", type=int, default=5000, help="deliveries per transaction")
+    ingest.add_argument(
+        "--stream-replicas",
+        type=int,
+        default=1,
+        help="NATS only: replicas of the JetStream stream (3 in a 3-node cluster)",
+    )
+
+    fleet = actions.add_parser(
+        "fleet", help="gateways online/stale/offline, lag, gaps, oldest unacknowledged"
+    )
+    fleet.add_argument("--dsn", required=True, help="the ingest's database")
+    fleet.add_argument("--json", action="store_true")
+    fleet.add_argument("--worst", type=int, default=10, help="list this many furthest behind")
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from gateway.platform.fleet import fleet_report, render
+
+    try:
+        report = fleet_report(args.dsn, worst=args.worst)
+    except psycopg.Error as exc:
+        print(f"rentgate platform fleet: {str(exc).strip()}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.as_json(), indent=2) if args.json else render(report))
+    return 0
+
+
+def run_ingest(args: argparse.Namespace, brokers: Sequence[Any]) -> int:
+    import psycopg
+
+    from gateway.domain.sealed_box import OpeningKey
+    from gateway.domain.signing import SigningKey
+    from gateway.platform.gateway_commands import GatewayCommands
+    from gateway.platform.ingest import Ingest, IngestSettings
+    from gateway.platform.pg_store import IngestStore
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    key = SigningKey.load(args.key)
+    keys = [OpeningKey.load(path) for path in args.decrypt_key]
+    try:
+        IngestStore(args.dsn).close()  # the schema, and a clear error now rather than later
+    except psycopg.Error as exc:
+        print(f"rentgate platform ingest: database: {str(exc).strip()}", file=sys.stderr)
+        return 1
+    source = _source(args, brokers)
+    ingest = Ingest(
+        source,
+        lambda: IngestStore(args.dsn),
+        GatewayCommands(brokers, key),
+        keys=keys,
+        settings=IngestSettings(batch_max=args.batch, gap_after_s=args.gap_after),
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    if args.metrics:
+        host, _, port = args.metrics.rpartition(":")
+        ingest.metrics.serve(host or "127.0.0.1", int(port))
+        threading.Thread(
+            target=_fleet_gauges, args=(ingest, args.dsn, stop), daemon=True, name="fleet-gauges"
+        ).start()
+    try:
+        ingest.run(stop)
+    finally:
+        ingest.close()
+    return 0
+
+
+def _source(args: argparse.Namespace, brokers: Sequence[Any]) -> Any:
+    stream: str = args.stream
+    if stream != "mqtt":
+        raise ValueError(f"--stream {stream!r}: mqtt, nats://… or amqp://…")
+    from gateway.platform.mqtt_source import MqttShareSource
+
+    return MqttShareSource(brokers, group=args.group, instance=args.instance)
+
+
+def _fleet_gauges(ingest: Any, dsn: str, stop: threading.Event) -> None:
+    """Keep the fleet gauges of /metrics fresh (one quick scan of the gateways table)."""
+    import psycopg
+
+    from gateway.platform.fleet import STATUSES, fleet_report
+
+    while not stop.wait(FLEET_GAUGES_EVERY_S):
+        try:
+            report = fleet_report(dsn, worst=0)
+        except psycopg.Error:
+            continue
+        metrics = ingest.metrics
+        for status in STATUSES:
+            metrics.fleet.labels(status).set(report.counts.get(status, 0))
+        metrics.fleet_lag.set(report.lag)
+        metrics.fleet_gaps.set(report.with_gap)
+        metrics.fleet_oldest_unacked.set(report.oldest_unacked_s or 0)

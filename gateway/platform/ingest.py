@@ -1,0 +1,155 @@
+"""`rentgate platform ingest`: take, store, settle, acknowledge, in that order, forever.
+
+One loop per instance, one thread: take what the broker has (up to a batch), check
+it (intake.py), commit it in one transaction (pg_store.py), tell the broker it may
+forget those deliveries, then sign and send each touched gateway its new `ack`.
+Nothing is settled or acknowledged before its commit, so whatever stops the ingest
+(a crash, SIGKILL, the database going away) leaves the broker and the gateways
+holding everything not yet stored. Batches grow by themselves under load: while one
+commits, the next one queues up.
+
+Every few seconds an instance also claims the gateways whose gap has stayed open
+and asks each for a `replay` from its first missing seq (pg_store.py: one instance
+claims each, with backoff per gateway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from gateway.domain.sealed_box import OpeningKey
+from gateway.platform.gateway_commands import GatewayCommands
+from gateway.platform.ingest_metrics import IngestMetrics
+from gateway.platform.intake import Intake, take
+from gateway.platform.pg_store import IngestStore, Stored
+from gateway.platform.source import Delivery, Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    batch_max: int = 5_000
+    """Deliveries per transaction at most (an envelope holds up to the gateway's batch)."""
+    fetch_wait_s: float = 0.2
+    gap_after_s: float = 30.0
+    """A gap with no progress for this long gets a `replay` (then with backoff)."""
+    replay_every_s: float = 5.0
+    retry_max_s: float = 30.0
+    """Longest wait between attempts while the database or the broker is away."""
+
+
+class Ingest:
+    """One ingest instance's loop; `run` until `stop` is set."""
+
+    def __init__(
+        self,
+        source: Source,
+        open_store: Callable[[], IngestStore],
+        commands: GatewayCommands,
+        *,
+        keys: Sequence[OpeningKey] = (),
+        settings: IngestSettings | None = None,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        self._source = source
+        self._open_store = open_store
+        self._store: IngestStore | None = None
+        self._commands = commands
+        self._keys = list(keys)
+        self._settings = settings or IngestSettings()
+        self.metrics = metrics or IngestMetrics()
+        self._next_replay_check = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("ingest running")
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                batch = self._source.fetch(self._settings.batch_max, self._settings.fetch_wait_s)
+            except ConnectionError as exc:
+                self.metrics.source_errors.inc()
+                log.warning("broker: %s; trying again in %.1f s", exc, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self._settings.retry_max_s)
+                continue
+            backoff = 0.5
+            if batch and not self._take(batch, stop):
+                break  # stopping before the commit: the broker keeps the batch
+            if time.monotonic() >= self._next_replay_check:
+                self._repair_gaps()
+        log.info("ingest stopped")
+
+    def _take(self, batch: list[Delivery], stop: threading.Event) -> bool:
+        started = time.perf_counter()
+        intake = take(batch, self._keys)
+        stored = self._commit(intake, stop)
+        if stored is None:
+            return False
+        self._source.settle(batch)
+        for gateway_id, through in sorted(stored.acks.items()):
+            self._commands.ack(gateway_id, through)
+        self.metrics.batch_done(intake, stored, time.perf_counter() - started)
+        for rejection in intake.rejections:
+            log.warning("rejected a message on %s: %s", rejection.topic, rejection.reason)
+        return True
+
+    def _commit(self, intake: Intake, stop: threading.Event) -> Stored | None:
+        """Store the batch, trying again (same batch) until it commits or we are stopping."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                return self._store_now().store(intake)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                self.metrics.store_retries.inc()
+                self._rollback()
+            except psycopg.Error as exc:
+                self.metrics.store_failures.inc()
+                log.warning("database: %s; trying again in %.1f s", str(exc).strip(), backoff)
+                self._drop_store()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self._settings.retry_max_s)
+        return None
+
+    def _repair_gaps(self) -> None:
+        self._next_replay_check = time.monotonic() + self._settings.replay_every_s
+        try:
+            due = self._store_now().due_replays(self._settings.gap_after_s)
+        except psycopg.Error as exc:
+            log.warning("database, looking for gaps: %s", str(exc).strip())
+            self._drop_store()
+            return
+        for gateway_id, from_seq in due:
+            self._commands.replay(gateway_id, from_seq)
+        self.metrics.replays.inc(len(due))
+
+    def _store_now(self) -> IngestStore:
+        if self._store is None or self._store.broken:
+            self._drop_store()
+            self._store = self._open_store()
+        return self._store
+
+    def _rollback(self) -> None:
+        try:
+            if self._store is not None:
+                self._store.rollback()
+        except psycopg.Error:
+            self._drop_store()
+
+    def _drop_store(self) -> None:
+        if self._store is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._store.close()
+            self._store = None
+
+    def close(self) -> None:
+        self._drop_store()
+        self._source.close()
+        self._commands.close()
