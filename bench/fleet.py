@@ -63,6 +63,7 @@ import random
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -911,6 +912,9 @@ class Bench:
         self.consumer: ConsumerProcess | None = None
         self.pg: Any = None
         self.dsn: str | None = None
+        self._pg_conn: Any = None
+        self.metrics_port = 0
+        self.started_kinds: set[str] = set()
 
     # ---- set-up
 
@@ -1010,9 +1014,11 @@ class Bench:
 
     def start_consumer(self, kind: str) -> None:
         args = self.args
-        # fresh births, as every state_every_s: a consumer starting afresh learns each
-        # gateway's acked_seq from its retained state
-        self.fleet.ask({"cmd": "births"}, 30)
+        if kind not in self.started_kinds:
+            # fresh births, as every state_every_s: a consumer starting with an empty store
+            # learns each gateway's acked_seq from its retained state
+            self.fleet.ask({"cmd": "births"}, 30)
+            self.started_kinds.add(kind)
         log = self.workdir / f"consumer-{kind}.log"
         if kind == "reference":
             argv = [
@@ -1043,6 +1049,12 @@ class Bench:
                 self.dsn,
                 "--key",
                 str(self.key_file),
+                "--group",
+                "fleet",
+                "--instance",
+                "bench",
+                "--metrics",
+                f"127.0.0.1:{self.metrics_port}",
                 *args.ingest_arg,
             ]
             self.consumer = ConsumerProcess(kind, argv, log, ready_line=False)
@@ -1053,6 +1065,25 @@ class Bench:
             raise RuntimeError(
                 f"the {kind} consumer did not ack the probe within 60 s: {self.consumer.tail()}"
             )
+
+    def rows(self, kind: str) -> int | None:
+        """Events in the consumer's store now (None if it cannot be read at the moment)."""
+        try:
+            if kind == "reference":
+                path = self.workdir / "reference.sqlite"
+                with contextlib.closing(
+                    sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+                ) as conn:
+                    return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+            import psycopg
+
+            if self._pg_conn is None:
+                assert self.dsn is not None
+                self._pg_conn = psycopg.connect(self.dsn, autocommit=True)
+            row = self._pg_conn.execute("SELECT count(*) FROM events").fetchone()
+            return int(row[0]) if row else None
+        except Exception:  # a busy or missing store: no sample this time
+            return None
 
     def stop_consumer(self) -> str:
         consumer, self.consumer = self.consumer, None
@@ -1083,6 +1114,57 @@ class Bench:
         self.pg = PostgresCluster(bindir)
         self.pg.start()
         self.dsn = self.pg.create_database()
+        from gateway.sync.local_broker import free_port
+
+        self.metrics_port = free_port()
+
+    def ingest_metrics(self) -> dict[str, float]:
+        """The ingest's own counters (its Prometheus endpoint); empty for the reference."""
+        if self.consumer is None or self.consumer.kind != "ingest":
+            return {}
+        import urllib.request
+
+        wanted = {
+            "rentgate_ingest_batches_total": "batches",
+            "rentgate_ingest_batch_seconds_sum": "batch_seconds",
+            "rentgate_ingest_envelopes_total": "envelopes",
+            "rentgate_ingest_states_total": "states",
+            "rentgate_ingest_acks_total": "acks",
+            "rentgate_ingest_replays_total": "replays",
+        }
+        found: dict[str, float] = {}
+        try:
+            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in wanted:
+                found[wanted[name]] = float(value)
+            elif name.startswith("rentgate_ingest_events_total"):
+                found["events"] = found.get("events", 0.0) + float(value)
+        return found
+
+    def ingest_line(self, kind: str, before: dict[str, float], seconds: float) -> dict[str, float]:
+        after = self.ingest_metrics()
+        if not after or not before:
+            return {}
+        delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
+        batches = delta.get("batches", 0.0)
+        if batches:
+            say(
+                f"[{kind}] ingest's own counters: {batches:,.0f} transactions,"
+                f" {delta.get('envelopes', 0):,.0f} envelopes + {delta.get('states', 0):,.0f}"
+                f" states, {delta.get('events', 0):,.0f} events taken,"
+                f" {delta.get('acks', 0):,.0f} acks made; mean"
+                f" {(delta.get('envelopes', 0) + delta.get('states', 0)) / batches:,.0f}"
+                f" messages and {1000 * delta.get('batch_seconds', 0) / batches:.1f} ms per"
+                f" transaction; busy storing {100 * delta.get('batch_seconds', 0) / seconds:.0f}%"
+                f" of the {seconds:.0f} s"
+            )
+        return delta
 
     # ---- phase 2
 
@@ -1090,6 +1172,7 @@ class Bench:
         args = self.args
         fleet = self.fleet
         before = fleet.stats(take=True)
+        counters = self.ingest_metrics()
         meter = self.meter()
         started = time.monotonic()
         fleet.ask(
@@ -1134,6 +1217,7 @@ class Bench:
             f" {summary['acks_bad']} bad; {summary['resends']} resends"
         )
         say(f"[steady {kind}] {cpu_line(cpu)}")
+        summary["ingest_counters"] = self.ingest_line(f"steady {kind}", counters, ceiling)
         return summary
 
     # ---- phase 3
@@ -1153,12 +1237,16 @@ class Bench:
         result: dict[str, Any] = {}
         try:
             before = fleet.stats()
+            counters = self.ingest_metrics()
+            rows_before = self.rows(kind)
             meter = self.meter()
             started = time.monotonic()
             pending = sum(answer["pending"] for answer in fleet.ask({"cmd": "release"}, 30))
             deadline = started + args.drain_deadline
             series: list[tuple[float, int]] = []
             last_progress, acked = started, 0
+            rows_series: list[tuple[float, int]] = []
+            next_rows = started
             while time.monotonic() < deadline:
                 time.sleep(0.25)
                 stats = fleet.stats()
@@ -1168,9 +1256,17 @@ class Bench:
                     last_progress = now
                 acked = moved
                 series.append((round(now - started, 2), acked))
+                if now >= next_rows:
+                    next_rows = now + 1.0
+                    count = self.rows(kind)
+                    if count is not None:
+                        rows_series.append((round(time.monotonic() - started, 2), count))
                 if acked >= pending:
                     break
             cpu = meter.report()
+            final_rows = self.rows(kind)
+            if final_rows is not None:
+                rows_series.append((round(time.monotonic() - started, 2), final_rows))
             took = last_progress - started
             rate = acked / took if took > 0 else 0.0
             first = next((t for t, count in series if count > 0), None)
@@ -1188,7 +1284,20 @@ class Bench:
                 "resends": stats["resends"] - before["resends"],
                 "processes": cpu,
                 "series": series[:: max(1, len(series) // 40)],
+                "rows_before": rows_before,
+                "rows_after": final_rows,
+                "rows_series": rows_series,
             }
+            if rows_before is not None and final_rows is not None and rows_series:
+                grew = [t for t, count in rows_series if count < final_rows]
+                rows_took = rows_series[len(grew)][0] if len(grew) < len(rows_series) else None
+                result["rows_added"] = final_rows - rows_before
+                result["rows_seconds"] = rows_took
+                if rows_took:
+                    result["rows_per_s"] = round((final_rows - rows_before) / rows_took, 1)
+            result["ingest_counters"] = self.ingest_line(
+                f"drain {kind}", counters, time.monotonic() - started
+            )
         finally:
             result["consumer_said"] = self.stop_consumer()
         say(
@@ -1198,6 +1307,12 @@ class Bench:
             f" {'complete' if result['complete'] else 'DEADLINE'}"
             f"; {result['envelopes']:,} envelopes, {result['acks']:,} acks)"
         )
+        if result.get("rows_per_s"):
+            say(
+                f"[drain {kind}] rows in the store: +{result['rows_added']:,} (repeats of events"
+                f" stored before are not rows) by {result['rows_seconds']:.1f} s"
+                f" (sampled every second) = {fmt_rate(result['rows_per_s'])} rows/s"
+            )
         say(f"[drain {kind}] {cpu_line(result['processes'])}")
         say(f"[drain {kind}] consumer: {result['consumer_said']}")
         return result
@@ -1205,6 +1320,9 @@ class Bench:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.stop_consumer()
+        if self._pg_conn is not None:
+            with contextlib.suppress(Exception):
+                self._pg_conn.close()
         with contextlib.suppress(Exception):
             self.fleet.close()
         with contextlib.suppress(Exception):
@@ -1229,7 +1347,9 @@ def main() -> int:
     parser.add_argument("--connect-rate", type=float, default=1000.0, help="connections/s in all")
     parser.add_argument("--rate", type=float, default=2000.0, help="steady events/s in all")
     parser.add_argument("--seconds", type=float, default=30.0, help="steady load duration")
-    parser.add_argument("--tail", type=float, default=15.0, help="wait for late acks after it")
+    parser.add_argument(
+        "--tail", type=float, default=60.0, help="at most this long for the last acks after it"
+    )
     parser.add_argument("--backlog", type=int, default=200_000, help="events in the drain")
     parser.add_argument("--drain-deadline", type=float, default=150.0)
     parser.add_argument(
@@ -1292,8 +1412,8 @@ def report(summary: dict[str, Any], args: argparse.Namespace) -> None:
         rates[kind] = drain["events_per_s"]
         say(
             f"  {kind}: steady {steady['offered_per_s']:,.0f}/s: tap-to-ack p50"
-            f" {fmt_latency(steady.get('p50_s'), None)},"
-            f" p99 {fmt_latency(steady.get('p99_s'), None)};"
+            f" {fmt_latency(steady.get('p50_s'), steady['acked_within_s'])},"
+            f" p99 {fmt_latency(steady.get('p99_s'), steady['acked_within_s'])};"
             f" drain {fmt_rate(drain['events_per_s'])} events/s"
             f" ({drain['acked']:,} of {drain['backlog']:,})"
         )
