@@ -831,6 +831,7 @@ class ConsumerProcess:
         self._log = log.open("ab")
         self.lines: list[str] = []
         self._ready = threading.Event()
+        self._signalled = False
         self.process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, cwd=ROOT
         )
@@ -862,9 +863,14 @@ class ConsumerProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.process.poll() is None:
+    def terminate(self) -> None:
+        if self.process.poll() is None and not self._signalled:
+            self._signalled = True
             self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        self.terminate()
+        if self.process.poll() is None:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -909,11 +915,11 @@ class Bench:
         self.args = args
         self.workdir = Path(tempfile.mkdtemp(prefix="rentgate-fleet-", dir=args.dir))
         self.summary: dict[str, Any] = {"consumers": {}}
-        self.consumer: ConsumerProcess | None = None
+        self.consumers: list[ConsumerProcess] = []
         self.pg: Any = None
         self.dsn: str | None = None
         self._pg_conn: Any = None
-        self.metrics_port = 0
+        self.metrics_ports: list[int] = []
         self.started_kinds: set[str] = set()
 
     # ---- set-up
@@ -965,8 +971,9 @@ class Bench:
             f"worker {index}": pid for index, pid in enumerate(self.fleet.pids)
         }
         named["mosquitto"] = self.broker.pid
-        if self.consumer is not None:
-            named[f"consumer ({self.consumer.kind})"] = self.consumer.pid
+        for index, consumer in enumerate(self.consumers):
+            number = f" {index}" if len(self.consumers) > 1 else ""
+            named[f"consumer ({consumer.kind}{number})"] = consumer.pid
         if self.pg is not None and self.pg._process is not None:
             named["postgres (all)"] = self.pg._process.pid
         named["bench parent"] = os.getpid()
@@ -1035,35 +1042,39 @@ class Bench:
                 "--ack-key",
                 str(self.key_file),
             ]
-            self.consumer = ConsumerProcess(kind, argv, log, ready_line=True)
+            self.consumers = [ConsumerProcess(kind, argv, log, ready_line=True)]
         else:
             assert self.dsn is not None
             rentgate = Path(sys.executable).with_name("rentgate")
-            argv = [
-                str(rentgate),
-                "platform",
-                "ingest",
-                "--broker",
-                self.broker.url,
-                "--dsn",
-                self.dsn,
-                "--key",
-                str(self.key_file),
-                "--group",
-                "fleet",
-                "--instance",
-                "bench",
-                "--metrics",
-                f"127.0.0.1:{self.metrics_port}",
-                *args.ingest_arg,
-            ]
-            self.consumer = ConsumerProcess(kind, argv, log, ready_line=False)
-        if not self.consumer.wait_ready(30):
-            raise RuntimeError(f"the {kind} consumer did not start: {self.consumer.tail()}")
+            self.consumers = []
+            for index, port in enumerate(self.metrics_ports):
+                argv = [
+                    str(rentgate),
+                    "platform",
+                    "ingest",
+                    "--broker",
+                    self.broker.url,
+                    "--dsn",
+                    self.dsn,
+                    "--key",
+                    str(self.key_file),
+                    "--group",
+                    "fleet",
+                    "--instance",
+                    f"bench-{index}",
+                    "--metrics",
+                    f"127.0.0.1:{port}",
+                    *args.ingest_arg,
+                ]
+                log = self.workdir / f"consumer-{kind}-{index}.log"
+                self.consumers.append(ConsumerProcess(kind, argv, log, ready_line=False))
+        for consumer in self.consumers:
+            if not consumer.wait_ready(30):
+                raise RuntimeError(f"the {kind} consumer did not start: {consumer.tail()}")
         (answer,) = self.fleet.ask({"cmd": "probe", "timeout": 60}, 70, only=0)
         if not answer["ok"]:
             raise RuntimeError(
-                f"the {kind} consumer did not ack the probe within 60 s: {self.consumer.tail()}"
+                f"the {kind} consumer did not ack the probe within 60 s: {self.consumers[0].tail()}"
             )
 
     def rows(self, kind: str) -> int | None:
@@ -1085,12 +1096,35 @@ class Bench:
         except Exception:  # a busy or missing store: no sample this time
             return None
 
+    def tap_to_row(self, since: float, until: float) -> dict[str, Any]:
+        """The ingest's table has `stored_at`: tap-to-row itself, per event created between
+        the two wall-clock times (`ts` is the tap, to the millisecond)."""
+        if self.rows("ingest") is None:
+            return {}
+        query = """
+            SELECT count(*), percentile_disc(0.5) WITHIN GROUP (ORDER BY d),
+                   percentile_disc(0.99) WITHIN GROUP (ORDER BY d), max(d)
+            FROM (SELECT extract(epoch FROM stored_at - ts)::float8 AS d FROM events
+                  WHERE ts >= to_timestamp(%s) AND ts < to_timestamp(%s)
+                    AND gw <> %s) AS x
+        """
+        try:
+            row = self._pg_conn.execute(query, (since, until, PROBE_ID)).fetchone()
+        except Exception:  # the figure is a bonus: no figure rather than no run
+            return {}
+        if not row or not row[0]:
+            return {}
+        return {"rows": int(row[0]), "p50_s": row[1], "p99_s": row[2], "max_s": row[3]}
+
     def stop_consumer(self) -> str:
-        consumer, self.consumer = self.consumer, None
-        if consumer is None:
-            return ""
-        consumer.stop()
-        return consumer.lines[-1] if consumer.lines else consumer.tail(1)
+        consumers, self.consumers = self.consumers, []
+        said = []
+        for consumer in consumers:
+            consumer.terminate()  # all at once, then wait for each
+        for consumer in consumers:
+            consumer.stop()
+            said.append(consumer.lines[-1] if consumer.lines else consumer.tail(1))
+        return " | ".join(said)
 
     def run_consumer(self, kind: str) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -1116,11 +1150,11 @@ class Bench:
         self.dsn = self.pg.create_database()
         from gateway.sync.local_broker import free_port
 
-        self.metrics_port = free_port()
+        self.metrics_ports = [free_port() for _ in range(self.args.ingest_instances)]
 
     def ingest_metrics(self) -> dict[str, float]:
         """The ingest's own counters (its Prometheus endpoint); empty for the reference."""
-        if self.consumer is None or self.consumer.kind != "ingest":
+        if not self.consumers or self.consumers[0].kind != "ingest":
             return {}
         import urllib.request
 
@@ -1133,18 +1167,19 @@ class Bench:
             "rentgate_ingest_replays_total": "replays",
         }
         found: dict[str, float] = {}
-        try:
-            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-            with urllib.request.urlopen(url, timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
-            return {}
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name in wanted:
-                found[wanted[name]] = float(value)
-            elif name.startswith("rentgate_ingest_events_total"):
-                found["events"] = found.get("events", 0.0) + float(value)
+        for port in self.metrics_ports:
+            try:
+                url = f"http://127.0.0.1:{port}/metrics"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    text = response.read().decode()
+            except OSError:
+                return {}
+            for line in text.splitlines():
+                name, _, value = line.partition(" ")
+                if name in wanted:
+                    found[wanted[name]] = found.get(wanted[name], 0.0) + float(value)
+                elif name.startswith("rentgate_ingest_events_total"):
+                    found["events"] = found.get("events", 0.0) + float(value)
         return found
 
     def ingest_line(self, kind: str, before: dict[str, float], seconds: float) -> dict[str, float]:
@@ -1162,6 +1197,7 @@ class Bench:
                 f" {(delta.get('envelopes', 0) + delta.get('states', 0)) / batches:,.0f}"
                 f" messages and {1000 * delta.get('batch_seconds', 0) / batches:.1f} ms per"
                 f" transaction; busy storing {100 * delta.get('batch_seconds', 0) / seconds:.0f}%"
+                f"{' (summed over the instances)' if len(self.metrics_ports) > 1 else ''}"
                 f" of the {seconds:.0f} s"
             )
         return delta
@@ -1173,8 +1209,10 @@ class Bench:
         fleet = self.fleet
         before = fleet.stats(take=True)
         counters = self.ingest_metrics()
+        rows_before = self.rows(kind)
         meter = self.meter()
         started = time.monotonic()
+        wall_started = time.time()
         fleet.ask(
             {"cmd": "steady", "rate": args.rate / args.processes, "seconds": args.seconds}, 30
         )
@@ -1182,6 +1220,8 @@ class Bench:
         while time.monotonic() < end:
             time.sleep(min(1.0, max(0.0, end - time.monotonic())))
         cpu = meter.report()
+        wall_ended = time.time()
+        rows_at_end = self.rows(kind)
         stats = fleet.stats()
         tail_end = time.monotonic() + args.tail
         while time.monotonic() < tail_end and stats["steady_acked"] < stats["steady_created"]:
@@ -1201,6 +1241,12 @@ class Bench:
         summary["resends"] = stats["resends"] - before["resends"]
         summary["lost_connections"] = stats["lost"] - before["lost"]
         summary["held"] = stats["held"]
+        rows_after = self.rows(kind)
+        if rows_before is not None and rows_at_end is not None and rows_after is not None:
+            summary["rows_during_load"] = rows_at_end - rows_before
+            summary["rows_by_tail_end"] = rows_after - rows_before
+        if kind == "ingest":
+            summary["tap_to_row"] = self.tap_to_row(wall_started, wall_ended)
         ceiling = args.seconds + waited
         say(
             f"[steady {kind}] {summary['created']:,} events at {summary['offered_per_s']:,.0f}/s"
@@ -1216,6 +1262,18 @@ class Bench:
             f" {summary['acks']:,} acks, {summary['acks_verified']:,} verified,"
             f" {summary['acks_bad']} bad; {summary['resends']} resends"
         )
+        if "rows_during_load" in summary:
+            say(
+                f"[steady {kind}] rows in the store: +{summary['rows_during_load']:,} by the end"
+                f" of the load, +{summary['rows_by_tail_end']:,} {waited:.1f} s later"
+            )
+        row = summary.get("tap_to_row")
+        if row:
+            say(
+                f"[steady {kind}] tap-to-row from the database (stored_at - ts, ts to the ms):"
+                f" {row['rows']:,} rows, p50 {fmt_latency(row['p50_s'], None)},"
+                f" p99 {fmt_latency(row['p99_s'], None)}, max {fmt_latency(row['max_s'], None)}"
+            )
         say(f"[steady {kind}] {cpu_line(cpu)}")
         summary["ingest_counters"] = self.ingest_line(f"steady {kind}", counters, ceiling)
         return summary
@@ -1354,6 +1412,12 @@ def main() -> int:
     parser.add_argument("--drain-deadline", type=float, default=150.0)
     parser.add_argument(
         "--consumer", choices=("reference", "ingest", "both"), default="both", help="under test"
+    )
+    parser.add_argument(
+        "--ingest-instances",
+        type=int,
+        default=1,
+        help="ingest processes in the $share group (one PostgreSQL)",
     )
     parser.add_argument(
         "--ingest-arg", action="append", default=[], help="one more argument for the ingest"
