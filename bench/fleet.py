@@ -61,6 +61,7 @@ import multiprocessing
 import os
 import random
 import resource
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -1049,9 +1050,7 @@ class Bench:
             self.consumers = []
             for index, port in enumerate(self.metrics_ports):
                 argv = [
-                    str(rentgate),
-                    "platform",
-                    "ingest",
+                    *(shlex.split(args.ingest_command) or [str(rentgate), "platform", "ingest"]),
                     "--broker",
                     self.broker.url,
                     "--dsn",
@@ -1412,6 +1411,11 @@ def main() -> int:
     parser.add_argument("--drain-deadline", type=float, default=150.0)
     parser.add_argument(
         "--consumer", choices=("reference", "ingest", "both"), default="both", help="under test"
+    )
+    parser.add_argument(
+        "--ingest-command",
+        default="",
+        help="instead of `rentgate platform ingest` (e.g. another build); the options follow",
     )
     parser.add_argument(
         "--ingest-instances",
