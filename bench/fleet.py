@@ -1339,6 +1339,8 @@ class Bench:
                 "envelopes": stats["envelopes"] - before["envelopes"],
                 "acks": stats["acks"] - before["acks"],
                 "resends": stats["resends"] - before["resends"],
+                "lost_connections": stats["lost"] - before["lost"],
+                "held": stats["held"],
                 "processes": cpu,
                 "series": series[:: max(1, len(series) // 40)],
                 "rows_before": rows_before,
