@@ -933,9 +933,7 @@ class Bench:
         nofile = raise_nofile(args.gateways * 2 + 4096)
         key = SigningKey.generate()
         self.key_file, _public = key.save(self.workdir)
-        self.broker = LocalBroker(
-            workdir=self.workdir, extra_config="max_connections -1", **broker_options(args)
-        )
+        self.broker = LocalBroker(workdir=self.workdir, extra_config="max_connections -1")
         self.broker.start()
         settings = {
             "keepalive_s": args.keepalive,
@@ -959,7 +957,14 @@ class Bench:
             f" {self.broker.url} (mosquitto pid {self.broker.pid}), RLIMIT_NOFILE {nofile[0]:,};"
             f" {verify}"
         )
+        if nofile[0] < args.gateways + 1024:
+            say(
+                f"warning: RLIMIT_NOFILE is {nofile[0]:,} and could not be raised (the hard limit,"
+                " without CAP_SYS_RESOURCE): Mosquitto holds one descriptor per gateway and"
+                " will refuse connections beyond it"
+            )
         self.summary.update(
+            nofile=nofile[0],
             gateways=args.gateways,
             processes=args.processes,
             verify_acks=args.verify_acks,
@@ -1393,10 +1398,6 @@ class Bench:
             shutil.rmtree(self.workdir, ignore_errors=True)
         else:
             say(f"kept {self.workdir}")
-
-
-def broker_options(_args: argparse.Namespace) -> dict[str, Any]:
-    return {}
 
 
 def main() -> int:
