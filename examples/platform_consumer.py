@@ -1,42 +1,22 @@
-"""Reference consumer of Rentgate event streams, for platform engineers.
+"""A platform consumer on Rentgate's own ingest code, storing into a database of your own.
 
-What it shows (docs/asyncapi.yaml is the contract):
+`rentgate platform ingest` stores into PostgreSQL (gateway/platform/). A platform with
+another database keeps everything else and writes only the store: this example keeps
+events in SQLite. What it reuses, and why it matters (docs/asyncapi.yaml is the contract):
 
-- **Scale out with shared subscriptions.** Every instance subscribes to
-  `$share/{group}/rentgate/v1/+/events`; the broker hands each envelope to one
-  instance of the group. Start more instances to take more load.
-- **At least once, then deduplicate by (gw, seq).** Gateways resend what was
-  not acknowledged, so an event can arrive twice, possibly cut into another
-  batch, possibly at another instance. The store's primary key (gw, seq) makes
-  a repeat a no-op: `INSERT ... ON CONFLICT DO NOTHING`.
-- **Detect gaps by seq.** seq is contiguous per gateway from 1. `gaps()` lists
-  the seqs missing below the highest seen; with shared subscriptions an
-  envelope can be processed by another instance a moment later, so report a
-  gap only once it has stayed open for a while.
-- **Acknowledge after storing, twice.** paho PUBACKs a QoS 1 message when
-  `on_message` returns, so the event is committed before the PUBACK; a crash
-  before that means the broker delivers it again. But a broker's PUBACK is not
-  what the gateway waits for: after each commit the consumer signs an `ack`
-  (`--ack-key`, the platform's signing key the gateway trusts) of the highest
-  seq through which it has stored every event of that gateway, and publishes
-  it on `rentgate/v1/{gw}/cmd/ack`. Until then the gateway keeps the events
-  and sends them again (docs/asyncapi.yaml, delivery semantics). The run
-  starts at the `acked_seq` of the gateway's retained state: below it the
-  gateway may have pruned already.
-- **Open sealed personal data here, and only here.** A capture's ID number,
-  name and phone arrive in a `sealed` box (docs/asyncapi.yaml, SealedBox) that
-  only the platform's encryption private key opens (`--decrypt-key`, made by
-  `rentgate platform keygen --encryption`). A box that does not open (forged,
-  corrupted, moved to another event, or for a key not given) is counted in
-  `unopened` and its event stored still sealed, never dropped: with the right
-  key it can be opened later.
+- **the stream**, `MqttShareSource`: a `$share` group with a persistent session per
+  instance and manual PUBACKs, so the broker forgets a message only after it is stored;
+- **the checks**, `intake.take`: a bad envelope is rejected whole with a reason, never half
+  stored; registrations are opened with `--decrypt-key` (kept sealed if they do not open);
+- **the loop**, `Ingest`: commit, then settle, then send each gateway its signed `ack`
+  (`GatewayCommands`): the gateway keeps and resends anything not acknowledged.
 
-Instances of one group share one database here (SQLite in WAL mode, for the
-example); a real platform would use its own database the same way.
+What the store must do (`BatchStore`): keep each event once by (gw, seq), and report
+per gateway the seq through which every event is stored, starting from the `acked_seq`
+in the gateway's state (below it the gateway may have pruned).
 
     python examples/platform_consumer.py --broker mqtt://127.0.0.1:1883 \\
-        --group platform --db events.sqlite --seconds 60 \\
-        --decrypt-key keys/x-93f3ea7180ac4ed6.key --ack-key keys/k-3f2a9c4be01d7f5a.key
+        --db events.sqlite --key keys/k-3f2a9c4be01d7f5a.key --seconds 60
 """
 
 from __future__ import annotations
@@ -45,217 +25,112 @@ import argparse
 import json
 import sqlite3
 import threading
-import time
-import uuid
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-
-from gateway.domain.personal import open_event
-from gateway.domain.sealed_box import OpeningKey, SealError
+from gateway.domain.sealed_box import OpeningKey
 from gateway.domain.signing import SigningKey
-from gateway.sync.platform_acks import ack_command, state_acked_seq
+from gateway.platform.gateway_commands import GatewayCommands
+from gateway.platform.ingest import Ingest
+from gateway.platform.intake import Intake
+from gateway.platform.mqtt_source import MqttShareSource
+from gateway.platform.pg_store import Stored
+from gateway.sync.link import BrokerSettings
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    gw TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    ts TEXT NOT NULL,
-    body TEXT NOT NULL,
-    received_by TEXT NOT NULL,
-    PRIMARY KEY (gw, seq)
+    gw TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, type TEXT NOT NULL,
+    body TEXT NOT NULL, PRIMARY KEY (gw, seq)
 ) WITHOUT ROWID
 """
 
 
-class EventStore:
-    """Events by (gw, seq), shared by the instances of a consumer group."""
+class SqliteStore:
+    """Events by (gw, seq) in one SQLite file that every instance of the group shares."""
 
     def __init__(self, path: Path) -> None:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.execute(SCHEMA)
-        self._lock = threading.Lock()
         self._through: dict[str, int] = {}
 
-    def contiguous(self, gw: str, floor: int = 0) -> int:
-        """The highest seq through which every event of `gw` is stored (from `floor` up)."""
-        with self._lock:
-            through = max(self._through.get(gw, 0), floor)
-            while True:
-                rows = self._conn.execute(
-                    "SELECT seq FROM events WHERE gw = ? AND seq > ? ORDER BY seq LIMIT 1000",
-                    (gw, through),
-                ).fetchall()
-                advanced = 0
-                for (seq,) in rows:
-                    if seq != through + 1:
-                        break
-                    through, advanced = seq, advanced + 1
-                if advanced < 1000:  # a gap, or the end
-                    break
-            self._through[gw] = through
-            return through
-
-    def add(self, gw: str, events: list[dict[str, Any]], instance: str) -> int:
-        """Store a batch; return how many events were new (the rest were repeats)."""
+    def store(self, intake: Intake) -> Stored:
         rows = [
-            (gw, e["seq"], e["type"], e["ts"], json.dumps(e, ensure_ascii=False), instance)
-            for e in events
+            (envelope.gw, e["seq"], e["ts"], e["type"], json.dumps(e, ensure_ascii=False))
+            for envelope in intake.envelope_rows  # checked already: each event has these
+            for e in json.loads(envelope.payload)["events"]
         ]
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            before = self._conn.total_changes
-            self._conn.executemany(
-                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows
-            )
-            added = self._conn.total_changes - before
-            self._conn.execute("COMMIT")
-        return added
+        self._conn.execute("BEGIN IMMEDIATE")
+        before = self._conn.total_changes
+        self._conn.executemany("INSERT INTO events VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING", rows)
+        new = self._conn.total_changes - before
+        self._conn.execute("COMMIT")
+        for state in intake.states:
+            if state.acked_seq is not None:
+                self._through[state.gw] = max(self._through.get(state.gw, 0), state.acked_seq)
+        touched = {e.gw for e in intake.events} | {s.gw for s in intake.states}
+        acks = {gw: through for gw in touched if (through := self._contiguous(gw)) > 0}
+        return Stored(events_new=new, events_repeated=len(rows) - new, acks=acks)
 
-    def gaps(self, gw: str) -> list[tuple[int, int]]:
-        """Missing seq ranges (first, last) between 1 and the highest seq seen."""
-        with self._lock:
-            seqs = [
-                row[0]
-                for row in self._conn.execute(
-                    "SELECT seq FROM events WHERE gw = ? ORDER BY seq", (gw,)
-                )
-            ]
-        missing: list[tuple[int, int]] = []
-        expected = 1
-        for seq in seqs:
-            if seq > expected:
-                missing.append((expected, seq - 1))
-            expected = seq + 1
-        return missing
+    def _contiguous(self, gw: str) -> int:
+        """The highest seq through which every event of `gw` is stored, by any instance: read
+        from the shared database, not from what this instance happened to get."""
+        through = self._through.get(gw, 0)
+        query = "SELECT seq FROM events WHERE gw = ? AND seq > ? ORDER BY seq LIMIT 10000"
+        for (seq,) in self._conn.execute(query, (gw, through)).fetchall():
+            if seq != through + 1:
+                break
+            through = seq
+        self._through[gw] = through
+        return through
 
-    def count(self, gw: str | None = None) -> int:
-        with self._lock:
-            if gw is None:
-                return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
-            query = "SELECT count(*) FROM events WHERE gw = ?"
-            return int(self._conn.execute(query, (gw,)).fetchone()[0])
+    def due_replays(self, gap_after_s: float) -> list[tuple[str, int]]:  # noqa: ARG002
+        return []  # gaps are left to the gateway's own resend (`[mqtt] ack_resend_s`)
+
+    def count(self, gw: str) -> int:
+        return int(
+            self._conn.execute("SELECT count(*) FROM events WHERE gw = ?", (gw,)).fetchone()[0]
+        )
+
+    def rollback(self) -> None:
+        self._conn.rollback()
+
+    @property
+    def broken(self) -> bool:
+        return False
 
     def close(self) -> None:
         self._conn.close()
-
-
-class Consumer:
-    """One instance of a consumer group."""
-
-    def __init__(
-        self,
-        broker: str,
-        group: str,
-        store: EventStore,
-        keys: list[OpeningKey] | None = None,
-        ack_key: SigningKey | None = None,
-    ) -> None:
-        parts = urlsplit(broker)
-        self.name = f"{group}-{uuid.uuid4().hex[:8]}"
-        self.store = store
-        self.keys = keys or []
-        self.envelopes = 0
-        self.repeats = 0
-        self.malformed = 0
-        self.unopened = 0
-        self.acks = 0
-        self.ack_key = ack_key
-        self._floors: dict[str, int] = {}
-        self._acked: dict[str, int] = {}
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.name, protocol=paho.MQTTv5
-        )
-        self._client.on_message = self._on_message
-        self._ready = threading.Event()
-        self._client.on_subscribe = lambda *_args: self._ready.set()
-        self._client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
-        self._client.loop_start()
-        self._client.subscribe(
-            [(f"$share/{group}/rentgate/v1/+/events", 1), ("rentgate/v1/+/state", 1)]
-        )
-        if not self._ready.wait(10):
-            raise ConnectionError("no SUBACK from the broker")
-
-    def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
-        if message.topic.endswith("/state"):
-            state = state_acked_seq(bytes(message.payload))
-            if state is not None:
-                self._floors[state[0]] = max(self._floors.get(state[0], 0), state[1])
-            return
-        try:
-            envelope = json.loads(message.payload)
-            gw, events = envelope["gw"], envelope["events"]
-        except (ValueError, KeyError, TypeError):
-            self.malformed += 1  # count it and move on; never crash on input
-            return
-        self.envelopes += 1
-        if self.keys:
-            events = [self._opened(gw, event) for event in events]
-        added = self.store.add(gw, events, self.name)
-        self.repeats += len(events) - added
-        self._ack(gw)
-
-    def _ack(self, gw: str) -> None:
-        """After the commit: ack what is stored without a gap (a repeat acks again: harmless)."""
-        if self.ack_key is None:
-            return
-        through = self.store.contiguous(gw, self._floors.get(gw, 0))
-        if through <= 0:
-            return
-        signed = ack_command(self.ack_key, gw, through, int(time.time()))
-        self._client.publish(f"rentgate/v1/{gw}/cmd/ack", signed, qos=1)
-        self._acked[gw] = through
-        self.acks += 1
-
-    def _opened(self, gw: str, event: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(event, dict):
-            return event
-        try:
-            return open_event(self.keys, gw, event)
-        except SealError:
-            self.unopened += 1  # kept sealed: a key given later can still open it
-            return event
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", default="mqtt://127.0.0.1:1883")
     parser.add_argument("--group", default="platform")
+    parser.add_argument("--instance", default="example-1")
     parser.add_argument("--db", type=Path, default=Path("events.sqlite"))
+    parser.add_argument("--key", type=Path, required=True, help="platform signing key: acks")
+    parser.add_argument("--decrypt-key", type=Path, action="append", default=[])
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument(
-        "--decrypt-key", type=Path, action="append", default=[], help="encryption private key"
-    )
-    parser.add_argument(
-        "--ack-key", type=Path, help="platform signing private key: acknowledge what is stored"
-    )
     args = parser.parse_args()
-    store = EventStore(args.db)
-    keys = [OpeningKey.load(path) for path in args.decrypt_key]
-    ack_key = SigningKey.load(args.ack_key) if args.ack_key else None
-    consumer = Consumer(args.broker, args.group, store, keys, ack_key)
-    try:
-        time.sleep(args.seconds)
-    finally:
-        consumer.close()
-    print(
-        f"{consumer.name}: {consumer.envelopes} envelopes, {consumer.repeats} repeated events,"
-        f" {consumer.malformed} malformed, {consumer.unopened} sealed boxes unopened,"
-        f" {consumer.acks} acks sent;"
-        f" {store.count()} events stored"
+    broker = BrokerSettings.from_url(args.broker, "example")
+    store = SqliteStore(args.db)
+    ingest = Ingest(
+        MqttShareSource([broker], group=args.group, instance=args.instance),
+        lambda: store,
+        GatewayCommands([broker], SigningKey.load(args.key)),
+        keys=[OpeningKey.load(path) for path in args.decrypt_key],
     )
-    store.close()
+    stop = threading.Event()
+    threading.Timer(args.seconds, stop.set).start()
+    try:
+        ingest.run(stop)
+    finally:
+        ingest.close()
+    new = ingest.metrics.registry.get_sample_value(
+        "rentgate_ingest_events_total", {"result": "new"}
+    )
+    print(f"{args.instance}: {new or 0:.0f} new events stored in {args.db}")
 
 
 if __name__ == "__main__":

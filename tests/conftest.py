@@ -1,5 +1,6 @@
 """Fixtures: a real Mosquitto per test session, and one of its own for a test that stops it;
-a real nats-server (an MQTT 3.1.1-only broker) once per session for the tests that need one."""
+a real nats-server and a real RabbitMQ (MQTT 3.1.1-only brokers) once per session for the
+tests that need one."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from gateway.sync.local_broker import LocalBroker
-from tests.support.nats import NatsBroker, find_nats_server
+from tests.support.nats import NatsBroker, NatsCluster, find_nats_server
 from tests.support.postgres import PostgresCluster, find_postgres_bin
+from tests.support.rabbitmq import RabbitBroker, find_rabbitmq
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +52,16 @@ def nats_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsBroker
 
 
 @pytest.fixture(scope="session")
+def rabbit_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitBroker]:
+    """A RabbitMQ with MQTT (3.1.1 only) and AMQP, started once for the whole session (it takes
+    several seconds); tests that stop it need one of their own."""
+    if find_rabbitmq() is None:
+        pytest.skip("RabbitMQ is missing: install Debian's `rabbitmq-server` (scripts/setup does)")
+    with RabbitBroker(tmp_path_factory.mktemp("rabbitmq")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:
     """A PostgreSQL cluster (Debian's `postgresql`), started once for the whole session."""
     bindir = find_postgres_bin()
@@ -63,3 +75,20 @@ def postgres() -> Iterator[PostgresCluster]:
 def pg_dsn(postgres: PostgresCluster) -> str:
     """A database of this test's own in the session's PostgreSQL."""
     return postgres.create_database()
+
+
+@pytest.fixture(scope="session")
+def _nats_cluster_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    executable = find_nats_server()
+    if executable is None:
+        pytest.skip("nats-server is missing: install Debian's `nats-server` (scripts/setup does)")
+    with NatsCluster(tmp_path_factory.mktemp("nats-cluster"), executable) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def nats_cluster(_nats_cluster_once: NatsCluster) -> NatsCluster:
+    """A three-node NATS cluster started once per session; a test may kill nodes, and the
+    next test finds them started again (with their data: they rejoin)."""
+    _nats_cluster_once.heal()
+    return _nats_cluster_once

@@ -50,6 +50,12 @@ def add_parsers(actions: Any, broker_options: Callable[..., None]) -> None:
     ingest.add_argument("--gap-after", type=float, default=30.0, help="seconds before a replay")
     ingest.add_argument("--batch", type=int, default=5000, help="deliveries per transaction")
     ingest.add_argument(
+        "--session-expiry",
+        type=int,
+        default=300,
+        help="MQTT only: seconds the broker keeps this instance's session while it is away",
+    )
+    ingest.add_argument(
         "--stream-replicas",
         type=int,
         default=1,
@@ -121,11 +127,28 @@ def run_ingest(args: argparse.Namespace, brokers: Sequence[Any]) -> int:
 
 def _source(args: argparse.Namespace, brokers: Sequence[Any]) -> Any:
     stream: str = args.stream
+    if stream.startswith("nats://"):
+        from gateway.platform.nats_source import NatsStreamSource
+
+        return NatsStreamSource(
+            _urls(stream, "nats://"), durable=args.group, replicas=args.stream_replicas
+        )
+    if stream.startswith(("amqp://", "amqps://")):
+        from gateway.platform.rabbit_source import RabbitQueueSource
+
+        return RabbitQueueSource(_urls(stream, stream.split("//", 1)[0] + "//"), queue=args.group)
     if stream != "mqtt":
         raise ValueError(f"--stream {stream!r}: mqtt, nats://… or amqp://…")
     from gateway.platform.mqtt_source import MqttShareSource
 
-    return MqttShareSource(brokers, group=args.group, instance=args.instance)
+    return MqttShareSource(
+        brokers, group=args.group, instance=args.instance, session_expiry_s=args.session_expiry
+    )
+
+
+def _urls(stream: str, scheme: str) -> list[str]:
+    """`scheme://a:1,b:2` or `scheme://a:1,scheme://b:2`: one URL per node."""
+    return [part if "://" in part else scheme + part for part in stream.split(",") if part]
 
 
 def _fleet_gauges(ingest: Any, dsn: str, stop: threading.Event) -> None:

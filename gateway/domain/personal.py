@@ -9,7 +9,7 @@ and dates. The box's associated data is the gateway id, the event type and the
 record id, so a box moved to another event or gateway does not open.
 
 The gateway seals (`seal_fields`); the platform opens (`open_event`), here in
-one place so `rentgate platform watch` and examples/platform_consumer.py agree.
+one place so `rentgate platform watch` and `rentgate platform ingest` agree.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """`rentgate platform fleet`: the gateways as the platform sees them, from the ingest's tables.
 
-A gateway is `offline` when its last state said so (a goodbye or its Last Will),
-`stale` when it said online but no state came for twice its `state_every_s` (plus a
-little): a Will can die with a broker node, so silence counts too. Seen by the
-platform's clock (`state_seen_at`), not the gateway's, which may be wrong.
+As the contract says (docs/asyncapi.yaml, the `state` channel): a gateway is `offline`
+when its last state said so (a goodbye or its Last Will) or when no state came for
+three times its `state_every_s`, and `stale` after twice that: a Will can die with a
+broker node, so silence counts too. Seen by the platform's clock (`state_seen_at`),
+not the gateway's, which may be wrong.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from gateway.platform.pg_store import DEFAULT_STATE_EVERY_S, STALE_GRACE_S
+from gateway.platform.pg_store import DEFAULT_STATE_EVERY_S
 
 STATUSES = ("online", "stale", "offline", "unknown")
 
@@ -22,8 +23,9 @@ _STATUS = """
 CASE WHEN online IS NULL THEN 'unknown'
      WHEN NOT online THEN 'offline'
      WHEN state_seen_at < clock_timestamp()
-          - make_interval(secs => 2 * coalesce(state_every_s, %(every)s) + %(grace)s)
-          THEN 'stale'
+          - make_interval(secs => 3 * coalesce(state_every_s, %(every)s)) THEN 'offline'
+     WHEN state_seen_at < clock_timestamp()
+          - make_interval(secs => 2 * coalesce(state_every_s, %(every)s)) THEN 'stale'
      ELSE 'online' END
 """
 _GATEWAYS = (
@@ -36,7 +38,7 @@ SELECT gw, """
 FROM gateways
 """
 )
-_TIMING = {"every": DEFAULT_STATE_EVERY_S, "grace": STALE_GRACE_S}
+_TIMING = {"every": DEFAULT_STATE_EVERY_S}
 
 
 @dataclass(frozen=True)

@@ -21,17 +21,40 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import psycopg
 
 from gateway.domain.sealed_box import OpeningKey
 from gateway.platform.gateway_commands import GatewayCommands
 from gateway.platform.ingest_metrics import IngestMetrics
-from gateway.platform.intake import Intake, take
-from gateway.platform.pg_store import IngestStore, Stored
+from gateway.platform.intake import Intake, Rejection, take
+from gateway.platform.pg_store import Stored
 from gateway.platform.source import Delivery, Source
 
 log = logging.getLogger(__name__)
+
+DEADLOCK_RETRIES = 5
+
+
+class BatchStore(Protocol):
+    """Where batches are committed: `pg_store.IngestStore` (PostgreSQL), or a platform's own
+    database (examples/platform_consumer.py). A psycopg error is retried; others end the loop."""
+
+    def store(self, intake: Intake) -> Stored:
+        """Commit the batch; return what to acknowledge to whom."""
+        ...
+
+    def due_replays(self, gap_after_s: float) -> list[tuple[str, int]]:
+        """Gateways to ask for a replay now, and from which seq."""
+        ...
+
+    def rollback(self) -> None: ...
+
+    @property
+    def broken(self) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -52,7 +75,7 @@ class Ingest:
     def __init__(
         self,
         source: Source,
-        open_store: Callable[[], IngestStore],
+        open_store: Callable[[], BatchStore],
         commands: GatewayCommands,
         *,
         keys: Sequence[OpeningKey] = (),
@@ -61,7 +84,7 @@ class Ingest:
     ) -> None:
         self._source = source
         self._open_store = open_store
-        self._store: IngestStore | None = None
+        self._store: BatchStore | None = None
         self._commands = commands
         self._keys = list(keys)
         self._settings = settings or IngestSettings()
@@ -89,27 +112,32 @@ class Ingest:
 
     def _take(self, batch: list[Delivery], stop: threading.Event) -> bool:
         started = time.perf_counter()
-        intake = take(batch, self._keys)
-        stored = self._commit(intake, stop)
-        if stored is None:
+        results = self._commit(batch, stop)
+        if results is None:
             return False
         self._source.settle(batch)
-        for gateway_id, through in sorted(stored.acks.items()):
+        acks: dict[str, int] = {}
+        for intake, stored in results:
+            for gateway_id, through in stored.acks.items():
+                acks[gateway_id] = max(through, acks.get(gateway_id, 0))
+            self.metrics.batch_done(intake, stored, time.perf_counter() - started)
+            for rejection in intake.rejections:
+                log.warning("rejected a message on %s: %s", rejection.topic, rejection.reason)
+        for gateway_id, through in sorted(acks.items()):
             self._commands.ack(gateway_id, through)
-        self.metrics.batch_done(intake, stored, time.perf_counter() - started)
-        for rejection in intake.rejections:
-            log.warning("rejected a message on %s: %s", rejection.topic, rejection.reason)
         return True
 
-    def _commit(self, intake: Intake, stop: threading.Event) -> Stored | None:
-        """Store the batch, trying again (same batch) until it commits or we are stopping."""
+    def _commit(
+        self, batch: list[Delivery], stop: threading.Event
+    ) -> list[tuple[Intake, Stored]] | None:
+        """Store the batch, trying again (same batch) until it commits or we are stopping.
+
+        What the database refuses as data (an error of class 22) is found by halving the
+        batch and stored as a rejection: one bad message never blocks the stream."""
         backoff = 0.5
         while not stop.is_set():
             try:
-                return self._store_now().store(intake)
-            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
-                self.metrics.store_retries.inc()
-                self._rollback()
+                return self._commit_or_split(batch)
             except psycopg.Error as exc:
                 self.metrics.store_failures.inc()
                 log.warning("database: %s; trying again in %.1f s", str(exc).strip(), backoff)
@@ -117,6 +145,24 @@ class Ingest:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self._settings.retry_max_s)
         return None
+
+    def _commit_or_split(self, batch: list[Delivery]) -> list[tuple[Intake, Stored]]:
+        intake = take(batch, self._keys)
+        for _attempt in range(DEADLOCK_RETRIES):
+            try:
+                return [(intake, self._store_now().store(intake))]
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                self.metrics.store_retries.inc()
+                self._rollback()
+            except psycopg.errors.DataError as exc:
+                self._rollback()
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    return self._commit_or_split(batch[:half]) + self._commit_or_split(batch[half:])
+                reason = f"refused by the database: {str(exc).strip().splitlines()[0]}"
+                refused = Intake(rejections=[Rejection(batch[0].topic, reason, batch[0].payload)])
+                return [(refused, self._store_now().store(refused))]
+        raise psycopg.errors.DeadlockDetected("deadlocked again and again")
 
     def _repair_gaps(self) -> None:
         self._next_replay_check = time.monotonic() + self._settings.replay_every_s
@@ -130,7 +176,7 @@ class Ingest:
             self._commands.replay(gateway_id, from_seq)
         self.metrics.replays.inc(len(due))
 
-    def _store_now(self) -> IngestStore:
+    def _store_now(self) -> BatchStore:
         if self._store is None or self._store.broken:
             self._drop_store()
             self._store = self._open_store()

@@ -16,6 +16,7 @@ open, its row keeps the box and `opened` false, to be opened later.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -27,6 +28,11 @@ from gateway.domain.sealed_box import OpeningKey, SealError
 from gateway.platform.source import Delivery
 from gateway.sync.wire import CONTRACT_VERSION
 
+_LONE_SURROGATE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+"""Half a UTF-16 pair, escaped: Python's JSON takes it, PostgreSQL's jsonb refuses it."""
 MIN_YEAR, MAX_YEAR = 2000, 2100
 """The years a gateway's clock accepts (gateway/clock.py); a ts outside is a broken clock."""
 REGISTRATION = EventType.REGISTRATION_CAPTURED.value
@@ -35,12 +41,21 @@ PERSONAL_FIELDS = SEALED_FIELDS[REGISTRATION]
 
 @dataclass(frozen=True)
 class EventRow:
+    """One checked event; its JSON goes to the database inside its envelope (`EnvelopeRow`)."""
+
     gw: str
     seq: int
     ts: datetime
     type: str
-    body: str
-    """The event's JSON as received (its seq included, its sealed box still sealed)."""
+
+
+@dataclass(frozen=True)
+class EnvelopeRow:
+    """A checked envelope's JSON as received: the database splits it into event rows itself,
+    so no event is encoded twice here (that cost more than everything else in the ingest)."""
+
+    gw: str
+    payload: str
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,7 @@ class Intake:
     """What one batch of deliveries amounts to."""
 
     events: list[EventRow] = field(default_factory=list)
+    envelope_rows: list[EnvelopeRow] = field(default_factory=list)
     registrations: list[RegistrationRow] = field(default_factory=list)
     states: list[StateRow] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
@@ -109,11 +125,26 @@ def take(deliveries: Iterable[Delivery], keys: Sequence[OpeningKey] = ()) -> Int
             if delivery.is_state:
                 intake.states.append(_state(document))
             else:
+                text = _text_of(delivery)
                 _envelope(document, keys, intake)
+                intake.envelope_rows.append(EnvelopeRow(document["gw"], text))
                 intake.envelopes += 1
         except Rejected as exc:
             intake.rejections.append(Rejection(delivery.topic, str(exc), delivery.payload))
     return intake
+
+
+def _text_of(delivery: Delivery) -> str:
+    """The payload as text (it parsed as JSON, so it is UTF-8), refused if PostgreSQL would
+    refuse it: jsonb holds no NUL character."""
+    text = delivery.payload.decode("utf-8")
+    if "\\u" not in text:
+        return text
+    if "\\u0000" in text:
+        raise Rejected("a NUL character (\\u0000) in the payload")
+    if _LONE_SURROGATE.search(text):
+        raise Rejected("a lone surrogate (\\ud800-\\udfff) in the payload")
+    return text
 
 
 def _document(delivery: Delivery) -> dict[str, Any]:
@@ -162,10 +193,7 @@ def _event(gateway_id: str, event: Any) -> EventRow:
     if not isinstance(event_type, str) or not event_type:
         raise Rejected(f"event {seq} has no type")
     ts = _timestamp(event.get("ts"), f"event {seq}'s ts")
-    body = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-    if "\\u0000" in body:
-        raise Rejected(f"event {seq} holds a NUL character")  # PostgreSQL text refuses it
-    return EventRow(gateway_id, seq, ts, event_type, body)
+    return EventRow(gateway_id, seq, ts, event_type)
 
 
 def _registration(

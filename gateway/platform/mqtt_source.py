@@ -3,9 +3,9 @@
 Every instance joins the shared subscription group `$share/{group}/rentgate/v1/+/events`
 (and `.../state`); the broker hands each message to one instance of the group. Each
 instance keeps a persistent session under a fixed client id (`{group}-{instance}`,
-clean start off, a long session expiry): while it is down, what the broker assigned to
-it waits in its session, and is delivered when the same instance comes back (systemd
-restarts it). Acknowledgement is manual: paho PUBACKs a message only when `settle`
+clean start off, a session expiry of minutes): while it is down, what the broker
+assigned to it waits in its session, and is delivered when the same instance comes
+back (systemd restarts it). Acknowledgement is manual: paho PUBACKs a message only when `settle`
 says its rows are committed, so a crash before the commit means the broker delivers
 it again.
 
@@ -34,8 +34,13 @@ from gateway.platform.source import Delivery
 from gateway.sync.link import BrokerSettings
 from gateway.sync.wire import TOPIC_ROOT
 
-SESSION_EXPIRY_S = 7 * 24 * 3600
-"""An instance's session (and what the broker queued for it) outlives a week's absence."""
+SESSION_EXPIRY_S = 300
+"""How long the broker keeps an absent instance's session and queue. Long enough for a
+restart (systemd: seconds) or a maintenance window; not longer, because Mosquitto keeps
+handing a `$share` group's messages round-robin to a member whose connection is down
+(measured: half of them, with two members): they wait in the dead member's session
+until it returns or the session expires, and meanwhile cost a replay each. What an
+expired session held is not lost: the gateways keep everything unacknowledged."""
 RECEIVE_MAXIMUM = 10_000
 """Unsettled messages the broker may send us at once (it applies its own limit too:
 Mosquitto's `max_inflight_messages`); batches are cut from these."""

@@ -21,25 +21,24 @@ from typing import Any
 
 import psycopg
 
-from gateway.platform.intake import EventRow, Intake, RegistrationRow, StateRow
+from gateway.platform.intake import Intake, RegistrationRow, StateRow
 from gateway.platform.schema import REJECTED_PAYLOAD_MAX, ensure_month, migrate, month_of
 
-STALE_GRACE_S = 5.0
-"""A gateway is stale when no state came for twice its `state_every_s` plus this."""
 DEFAULT_STATE_EVERY_S = 60.0
+"""A gateway's birth interval when its state does not say (the gateway's default)."""
 WILL_SLACK_S = 30
 """A Will carries the time its session connected, a little before that session's birth: an
 offline message that much older than the current online streak's first state still counts."""
 
 _STAGE = """
-CREATE TEMPORARY TABLE IF NOT EXISTS incoming (
-    gw text, seq bigint, ts timestamptz, type text, body jsonb
-) ON COMMIT DELETE ROWS
+CREATE TEMPORARY TABLE IF NOT EXISTS incoming (gw text, envelope jsonb) ON COMMIT DELETE ROWS
 """
 _INSERT_EVENTS = """
 WITH added AS (
     INSERT INTO events (gw, seq, ts, type, body)
-    SELECT gw, seq, ts, type, body FROM incoming ORDER BY gw, seq
+    SELECT i.gw, (e->>'seq')::bigint, (e->>'ts')::timestamptz, e->>'type', e
+    FROM incoming i CROSS JOIN LATERAL jsonb_array_elements(i.envelope->'events') e
+    ORDER BY 1, 2
     ON CONFLICT DO NOTHING
     RETURNING gw, seq
 )
@@ -151,7 +150,7 @@ class IngestStore:
             self._months.add((year, month))
         stored = Stored(registrations=len(intake.registrations), states=len(intake.states))
         with self._conn.transaction(), self._conn.cursor() as cursor:
-            added = self._insert_events(cursor, intake.events)
+            added = self._insert_events(cursor, intake)
             stored.events_new = sum(count for count, _ in added.values())
             stored.events_repeated = len(intake.events) - stored.events_new
             cursor.executemany(
@@ -172,15 +171,16 @@ class IngestStore:
         return stored
 
     def _insert_events(
-        self, cursor: psycopg.Cursor[tuple[Any, ...]], events: list[EventRow]
+        self, cursor: psycopg.Cursor[tuple[Any, ...]], intake: Intake
     ) -> dict[str, tuple[int, int]]:
-        if not events:
+        """COPY the checked envelopes in; the database splits them into event rows."""
+        if not intake.envelope_rows:
             return {}
-        with cursor.copy("COPY incoming (gw, seq, ts, type, body) FROM STDIN") as copy:
-            for event in events:
-                copy.write_row((event.gw, event.seq, event.ts, event.type, event.body))
+        with cursor.copy("COPY incoming (gw, envelope) FROM STDIN") as copy:
+            for row in intake.envelope_rows:
+                copy.write_row((row.gw, row.payload))
         added = {gw: (int(count), int(top)) for gw, count, top in cursor.execute(_INSERT_EVENTS)}
-        received = sorted({event.gw for event in events})
+        received = sorted({row.gw for row in intake.envelope_rows})
         cursor.execute(
             _TOUCH_GATEWAYS,
             (

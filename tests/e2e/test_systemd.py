@@ -51,6 +51,9 @@ UNITS = (
     "rentgate-terminal-sync.service",
     "rentgate-terminal-sync.timer",
 )
+"""The gateway's units, which `rentgate install-service` stages."""
+PLATFORM_UNITS = ("rentgate-ingest@.service",)
+"""Units for the platform's servers, not for a gateway."""
 VENV_BIN = "/opt/rentgate/.venv/bin/"
 STATE = "/var/lib/rentgate"
 PET = "WATCHDOG=1"
@@ -76,12 +79,12 @@ def _verifiable_copies(directory: Path, units: dict[str, str] | None = None) -> 
         stand_in = bin_dir / name
         stand_in.write_text("#!/bin/sh\nexit 0\n")
         stand_in.chmod(0o755)
-    texts = units or {name: (UNITS_DIR / name).read_text() for name in UNITS}
+    texts = units or {name: (UNITS_DIR / name).read_text() for name in UNITS + PLATFORM_UNITS}
     copies = []
     for name, text in texts.items():
         if name.endswith(".service"):
             assert VENV_BIN in text, f"{name} does not start {VENV_BIN}…"
-        copy = directory / name
+        copy = directory / name.replace("@.", "@a.")  # a template is verified as an instance
         copy.write_text(text.replace(VENV_BIN, f"{bin_dir}/"))
         copies.append(copy)
     return copies
@@ -175,7 +178,13 @@ def test_terminal_sync_is_a_oneshot_the_timer_starts() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["rentgate.service", "rentgate-web.service", "rentgate-terminal-sync.service"]
+    "name",
+    [
+        "rentgate.service",
+        "rentgate-web.service",
+        "rentgate-terminal-sync.service",
+        "rentgate-ingest@a.service",
+    ],
 )
 def test_units_expose_little(tmp_path: Path, name: str) -> None:
     """`systemd-analyze security` scores exposure 0..10; --threshold is in tenths."""
@@ -188,6 +197,16 @@ def test_units_expose_little(tmp_path: Path, name: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-400:] + result.stderr
+
+
+def test_the_ingest_runs_as_a_dynamic_user_with_a_stable_instance_name() -> None:
+    """%i is the instance's MQTT session: a restart gets back what the broker kept for it."""
+    text = (UNITS_DIR / "rentgate-ingest@.service").read_text()
+    unit = _directives("rentgate-ingest@.service")
+    assert unit["DynamicUser"] == ["yes"]
+    assert unit["Restart"] == ["always"]
+    assert "--instance %i" in text
+    assert "--dsn ${DSN}" in text
 
 
 def test_sysusers_entry_creates_the_user_in_dialout(tmp_path: Path) -> None:

@@ -4,15 +4,21 @@ and killed while taps flow. Every seq stored exactly once; the gateway has it ac
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
+import httpx
 import pytest
 
+from gateway.cli import main
 from gateway.runtime.gateway import Gateway
-from gateway.sync.local_broker import LocalBroker
+from gateway.sync.local_broker import LocalBroker, free_port
 from tests.support.gateway import (
     InProcessGateway,
     enrol_cards,
@@ -189,3 +195,30 @@ def test_two_ingest_instances_one_killed_mid_stream_lose_nothing_and_store_nothi
         first.stop()
         second.stop()
     assert seqs == list(range(1, line.head() + 1))
+
+
+def test_fleet_shows_presence_and_the_ingest_serves_its_metrics(
+    tmp_path: Path, own_broker: LocalBroker, pg_dsn: str
+) -> None:
+    port = free_port()
+    lines = _line(tmp_path, own_broker, pg_dsn, resend_s=120)
+    line = next(lines)
+    with line.ingest("ingest-1", "--metrics", f"127.0.0.1:{port}"):
+        line.tap(5)
+        line.all_stored_once(30)
+        wait_until(lambda: _fleet(pg_dsn)["gateways"]["online"] == 1, 20, "online at the platform")
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'rentgate_ingest_events_total{result="new"}' in metrics
+        assert "rentgate_ingest_acks_total" in metrics
+        with pytest.raises(StopIteration):
+            next(lines)  # the gateway stops and says goodbye
+        wait_until(lambda: _fleet(pg_dsn)["gateways"]["offline"] == 1, 20, "offline")
+    report = _fleet(pg_dsn)
+    assert (report["lag_events"], report["gateways_with_gap"]) == (0, 0)
+
+
+def _fleet(dsn: str) -> dict[str, Any]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["platform", "fleet", "--dsn", dsn, "--json"]) == 0
+    return cast(dict[str, Any], json.loads(out.getvalue()))

@@ -101,29 +101,48 @@ class NatsCluster:
     def urls(self) -> list[str]:
         return [f"mqtt://127.0.0.1:{port}" for port in self.mqtt_ports]
 
+    @property
+    def client_urls(self) -> list[str]:
+        """The NATS client ports, as the platform's ingest connects."""
+        return [f"nats://127.0.0.1:{port}" for port in self._client_ports]
+
     def start(self, timeout: float = 30.0) -> None:
-        routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in self._route_ports)
         for node in range(self.SIZE):
-            folder = self.workdir / f"node{node}"
-            folder.mkdir(exist_ok=True)
-            config = folder / "nats.conf"
-            config.write_text(
-                f"""
+            self._launch(node)
+        self._wait_serving(timeout)
+
+    def heal(self, timeout: float = 30.0) -> None:
+        """Start again every node a test killed (same folders: it rejoins with its data)."""
+        dead = [node for node, process in enumerate(self._processes) if process is None]
+        for node in dead:
+            self._launch(node)
+        if dead:
+            self._wait_serving(timeout)
+
+    def _launch(self, node: int) -> None:
+        routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in self._route_ports)
+        folder = self.workdir / f"node{node}"
+        folder.mkdir(exist_ok=True)
+        config = folder / "nats.conf"
+        config.write_text(
+            f"""
 server_name: rentgate_node{node}
 listen: 127.0.0.1:{self._client_ports[node]}
 jetstream {{ store_dir: "{folder / "jetstream"}" }}
 cluster {{ name: rentgate, listen: 127.0.0.1:{self._route_ports[node]}, routes: [{routes}] }}
 mqtt {{ host: 127.0.0.1, port: {self.mqtt_ports[node]}, stream_replicas: {self.SIZE} }}
 """,
-                encoding="utf-8",
+            encoding="utf-8",
+        )
+        with (folder / "nats.log").open("ab") as log:
+            self._processes[node] = subprocess.Popen(
+                [self._executable, "-c", str(config)],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
             )
-            with (folder / "nats.log").open("ab") as log:
-                self._processes[node] = subprocess.Popen(
-                    [self._executable, "-c", str(config)],
-                    stdout=log,
-                    stderr=log,
-                    stdin=subprocess.DEVNULL,
-                )
+
+    def _wait_serving(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(self._answers_mqtt(port) for port in self.mqtt_ports):

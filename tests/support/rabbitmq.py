@@ -44,6 +44,11 @@ class RabbitBroker:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    @property
+    def amqp_url(self) -> str:
+        """AMQP 0-9-1 as the platform's ingest reads (guest may log in over loopback)."""
+        return f"amqp://guest:guest@127.0.0.1:{self._amqp_port}/%2F"
+
     def _environment(self) -> dict[str, str]:
         folder = self.workdir
         return {

@@ -2,7 +2,8 @@
 the gateway on `protocol = "auto"` delivers end to end, and when the node it is on is
 killed with SIGKILL it is on another within 10 s and nothing it recorded is lost.
 
-The cluster is this module's own (it kills a node) and starts once. The platform is a
+The cluster starts once per session (a killed node is started again for the next
+test). The platform is a
 subscriber with a persistent session on a node that stays up: NATS routes what the
 gateway publishes on any node to it, from JetStream streams replicated on all three.
 """
@@ -10,11 +11,9 @@ gateway publishes on any node to it, from JetStream streams replicated on all th
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
-import pytest
 
 from gateway.ops.status import read_status_file
 from tests.support.gateway import (
@@ -27,19 +26,10 @@ from tests.support.gateway import (
     write_config,
     write_taps,
 )
-from tests.support.nats import NatsCluster, find_nats_server
+from tests.support.nats import NatsCluster
 
 CARD = "0C0000A7"
 GW = "GW-NATS-CLUSTER"
-
-
-@pytest.fixture(scope="module")
-def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    executable = find_nats_server()
-    if executable is None:
-        pytest.skip("nats-server is missing: install Debian's `nats-server` (scripts/setup does)")
-    with NatsCluster(tmp_path_factory.mktemp("nats-cluster"), executable) as cluster:
-        yield cluster
 
 
 def test_the_gateway_survives_the_node_it_is_on_being_killed(

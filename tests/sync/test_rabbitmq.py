@@ -3,17 +3,15 @@
 
 RabbitMQ maps MQTT topics onto `amq.topic` with `/` turned into `.`: a `.` inside a
 gateway id would have been rewritten to `/` (and still PUBACKed), which is why gateway
-ids may not contain one (`gateway.sync.wire`). The node is this module's own and starts
-once (it takes several seconds).
+ids may not contain one (`gateway.sync.wire`). The node is the session's (`rabbit_broker`:
+it takes several seconds to start).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
-import pytest
 
 from tests.support.gateway import (
     InProcessGateway,
@@ -27,33 +25,25 @@ from tests.support.gateway import (
     write_taps,
 )
 from tests.support.platform import Platform, key_file
-from tests.support.rabbitmq import RabbitBroker, find_rabbitmq
+from tests.support.rabbitmq import RabbitBroker
 
 KNOWN = ["0E000001", "0E000002"]
 TAPS = [KNOWN[0], "0EDEADBE", KNOWN[1]] * 4
 GW = "GW-RABBIT-AUTO"
 
 
-@pytest.fixture(scope="module")
-def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitBroker]:
-    if find_rabbitmq() is None:
-        pytest.skip("RabbitMQ is missing: install Debian's `rabbitmq-server` (scripts/setup does)")
-    with RabbitBroker(tmp_path_factory.mktemp("rabbitmq")) as broker:
-        yield broker
-
-
 def test_auto_delivers_every_seq_through_rabbitmq_and_takes_a_signed_command(
-    rabbit: RabbitBroker, tmp_path: Path
+    rabbit_broker: RabbitBroker, tmp_path: Path
 ) -> None:
     key, public = key_file(tmp_path / "platform")
     config = load(
         write_config(
-            tmp_path, rabbit.url, gateway_id=GW, extra=f'[platform]\nkeys = ["{public}"]\n'
+            tmp_path, rabbit_broker.url, gateway_id=GW, extra=f'[platform]\nkeys = ["{public}"]\n'
         )
     )
     enrol_cards(config, KNOWN)
     subscriber = Subscriber(
-        rabbit.port, f"rentgate/v1/{GW}/#", "rabbit-platform", protocol=paho.MQTTv311
+        rabbit_broker.port, f"rentgate/v1/{GW}/#", "rabbit-platform", protocol=paho.MQTTv311
     )
     try:
         with InProcessGateway(config) as running:
@@ -64,7 +54,7 @@ def test_auto_delivers_every_seq_through_rabbitmq_and_takes_a_signed_command(
             wait_until(lambda: len(subscriber.decisions()) >= len(TAPS), 30, "taps at RabbitMQ")
             head = stats_of(config.gateway.database).head_seq
             wait_until(lambda: uplink.stats.delivered_seq >= head, 20, "cursor at the head")
-            platform = Platform(rabbit, GW, key, running.gateway.clock, protocol="auto")
+            platform = Platform(rabbit_broker, GW, key, running.gateway.clock, protocol="auto")
             try:
                 reply = platform.send("resync", {})
             finally:
