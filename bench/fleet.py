@@ -1200,9 +1200,9 @@ class Bench:
                 f" {delta.get('acks', 0):,.0f} acks made; mean"
                 f" {(delta.get('envelopes', 0) + delta.get('states', 0)) / batches:,.0f}"
                 f" messages and {1000 * delta.get('batch_seconds', 0) / batches:.1f} ms per"
-                f" transaction; busy storing {100 * delta.get('batch_seconds', 0) / seconds:.0f}%"
+                f" transaction (its batch_seconds); those add up to"
+                f" {100 * delta.get('batch_seconds', 0) / seconds:.0f}% of the {seconds:.0f} s"
                 f"{' (summed over the instances)' if len(self.metrics_ports) > 1 else ''}"
-                f" of the {seconds:.0f} s"
             )
         return delta
 
