@@ -10,6 +10,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +97,13 @@ def run_ingest(args: argparse.Namespace, brokers: Sequence[Any]) -> int:
 
     from gateway.domain.sealed_box import OpeningKey
     from gateway.domain.signing import SigningKey
-    from gateway.platform.gateway_commands import GatewayCommands
+    from gateway.ops.logs import configure_logging
+    from gateway.platform.command_process import CommandProcess
     from gateway.platform.ingest import Ingest, IngestSettings
     from gateway.platform.pg_store import IngestStore
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    key = SigningKey.load(args.key)
+    SigningKey.load(args.key)  # a bad key is a usage error now, not in the child later
     keys = [OpeningKey.load(path) for path in args.decrypt_key]
     try:
         IngestStore(args.dsn).close()  # the schema, and a clear error now rather than later
@@ -112,7 +114,7 @@ def run_ingest(args: argparse.Namespace, brokers: Sequence[Any]) -> int:
     ingest = Ingest(
         source,
         lambda: IngestStore(args.dsn),
-        GatewayCommands(brokers, key),
+        CommandProcess(brokers, args.key, setup_logging=partial(configure_logging, "json")),
         keys=keys,
         settings=IngestSettings(
             batch_max=args.batch, gap_after_s=args.gap_after, ack_every_s=args.ack_every

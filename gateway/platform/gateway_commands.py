@@ -68,6 +68,9 @@ class GatewayCommands:
             self.replays_sent += 1
             log.info("asked gateway %s to replay from seq %d", gateway_id, from_seq)
 
+    def flush(self) -> None:
+        """Each command is published as it is made: nothing waits here."""
+
     def _send(self, topic: str, payload: bytes) -> bool:
         client = self._connected_client()
         if client is None:

@@ -27,7 +27,6 @@ import psycopg
 
 from gateway.domain.sealed_box import OpeningKey
 from gateway.platform.ack_pacing import AckPacer
-from gateway.platform.gateway_commands import GatewayCommands
 from gateway.platform.ingest_metrics import IngestMetrics
 from gateway.platform.intake import Intake, Rejection, take
 from gateway.platform.pg_store import Stored
@@ -36,6 +35,20 @@ from gateway.platform.source import Delivery, Source
 log = logging.getLogger(__name__)
 
 DEADLOCK_RETRIES = 5
+
+
+class Commands(Protocol):
+    """Acks and replays to gateways: `GatewayCommands`, or `CommandProcess` beside the loop."""
+
+    def ack(self, gateway_id: str, through_seq: int) -> None: ...
+
+    def replay(self, gateway_id: str, from_seq: int) -> None: ...
+
+    def flush(self) -> None:
+        """Send what was asked since the last flush (called once per loop round)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class BatchStore(Protocol):
@@ -80,7 +93,7 @@ class Ingest:
         self,
         source: Source,
         open_store: Callable[[], BatchStore],
-        commands: GatewayCommands,
+        commands: Commands,
         *,
         keys: Sequence[OpeningKey] = (),
         settings: IngestSettings | None = None,
@@ -136,6 +149,7 @@ class Ingest:
     def _send_acks(self, acks: dict[str, int]) -> None:
         for gateway_id, through in sorted(acks.items()):
             self._commands.ack(gateway_id, through)
+        self._commands.flush()
         self.metrics.acks.inc(len(acks))
 
     def _commit(
@@ -185,6 +199,7 @@ class Ingest:
             return
         for gateway_id, from_seq in due:
             self._commands.replay(gateway_id, from_seq)
+        self._commands.flush()
         self.metrics.replays.inc(len(due))
 
     def _store_now(self) -> BatchStore:
