@@ -61,10 +61,15 @@ class SqliteStore:
             for e in json.loads(envelope.payload)["events"]
         ]
         self._conn.execute("BEGIN IMMEDIATE")
-        before = self._conn.total_changes
-        self._conn.executemany("INSERT INTO events VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING", rows)
-        new = self._conn.total_changes - before
-        self._conn.execute("COMMIT")
+        try:
+            before = self._conn.total_changes
+            insert = "INSERT INTO events VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING"
+            self._conn.executemany(insert, rows)
+            new = self._conn.total_changes - before
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")  # never leave the write lock held
+            raise
         for state in intake.states:
             if state.acked_seq is not None:
                 self._through[state.gw] = max(self._through.get(state.gw, 0), state.acked_seq)
@@ -86,11 +91,6 @@ class SqliteStore:
 
     def due_replays(self, gap_after_s: float) -> list[tuple[str, int]]:  # noqa: ARG002
         return []  # gaps are left to the gateway's own resend (`[mqtt] ack_resend_s`)
-
-    def count(self, gw: str) -> int:
-        return int(
-            self._conn.execute("SELECT count(*) FROM events WHERE gw = ?", (gw,)).fetchone()[0]
-        )
 
     def rollback(self) -> None:
         self._conn.rollback()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.sync.local_broker import LocalBroker
-from tests.support.nats import NatsBroker, NatsCluster, find_nats_server
+from tests.support.nats import NatsBroker, NatsCluster, find_nats_server, forget_stream
 from tests.support.postgres import PostgresCluster, find_postgres_bin
 from tests.support.rabbitmq import RabbitBroker, find_rabbitmq
 
@@ -89,6 +89,7 @@ def _nats_cluster_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nat
 @pytest.fixture
 def nats_cluster(_nats_cluster_once: NatsCluster) -> NatsCluster:
     """A three-node NATS cluster started once per session; a test may kill nodes, and the
-    next test finds them started again (with their data: they rejoin)."""
+    next test finds them started again (with their data: they rejoin) and no ingest stream."""
     _nats_cluster_once.heal()
+    forget_stream(_nats_cluster_once.client_urls)
     return _nats_cluster_once

@@ -11,14 +11,11 @@ measured with `state_every_s = 5`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import nats
 
 from gateway.ops.status import GatewayStatus, read_status_file
 from gateway.platform.fleet import gateway_status
@@ -109,21 +106,9 @@ def _building(tmp_path: Path, urls: list[str], gateway_id: str) -> Iterator[tupl
             gateway.kill()
 
 
-async def _forget_stream(urls: list[str]) -> None:
-    """Tests share the session's cluster: start from no stream (another test's consumer on a
-    work-queue stream would refuse ours)."""
-    client = await nats.connect(urls)
-    try:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await client.jetstream().delete_stream("RENTGATE")
-    finally:
-        await client.close()
-
-
 def test_through_a_nats_cluster_nothing_is_lost_when_the_gateways_node_dies(
     nats_cluster: NatsCluster, pg_dsn: str, tmp_path: Path
 ) -> None:
-    asyncio.run(_forget_stream(nats_cluster.client_urls))
     gateway_id = "GW-NATS-INGEST"
     with _building(tmp_path, nats_cluster.urls, gateway_id) as (building, key_path):
         stream = ",".join(nats_cluster.client_urls)

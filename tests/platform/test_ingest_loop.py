@@ -54,6 +54,9 @@ class SentCommands:
     def replay(self, gateway_id: str, from_seq: int) -> None:
         raise AssertionError("no gap here")
 
+    def flush(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -72,7 +75,7 @@ def test_what_the_database_refuses_is_kept_as_a_rejection_and_the_rest_is_stored
     too_big = envelope(2**63)  # an integer to Python, out of range for bigint
     source = ListSource([envelope(1, 2), too_big, envelope(3)], stop)
     commands = SentCommands()
-    ingest = Ingest(source, lambda: IngestStore(pg_dsn), commands)  # type: ignore[arg-type]
+    ingest = Ingest(source, lambda: IngestStore(pg_dsn), commands)
     ingest.run(stop)
     ingest.close()
     assert source.settled == [envelope(1, 2), too_big, envelope(3)], "all settled, none stuck"

@@ -8,6 +8,8 @@ folder. The server runs as the current user and listens on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -185,3 +187,21 @@ mqtt {{ host: 127.0.0.1, port: {self.mqtt_ports[node]}, stream_replicas: {self.S
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+async def _delete_stream(urls: list[str], name: str) -> None:
+    import nats
+    import nats.js.errors
+
+    client = await nats.connect(urls)
+    try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await client.jetstream().delete_stream(name)
+    finally:
+        await client.close()
+
+
+def forget_stream(urls: list[str], name: str = "RENTGATE") -> None:
+    """Delete the ingest's JetStream stream, if any: tests share a cluster, and a work-queue
+    stream refuses a second unfiltered consumer (another test's ingest would be one)."""
+    asyncio.run(_delete_stream(urls, name))
