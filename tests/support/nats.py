@@ -113,7 +113,7 @@ class NatsCluster:
             self._launch(node)
         self._wait_serving(timeout)
 
-    def heal(self, timeout: float = 30.0) -> None:
+    def heal(self, timeout: float = 60.0) -> None:
         """Start again every node a test killed (same folders: it rejoins with its data)."""
         dead = [node for node, process in enumerate(self._processes) if process is None]
         for node in dead:
