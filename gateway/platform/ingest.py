@@ -1,9 +1,9 @@
 """`rentgate platform ingest`: take, store, settle, acknowledge, in that order, forever.
 
-One loop per instance: take what the broker has (up to a batch), check it
-(intake.py), commit it in one transaction (pg_store.py, in a committer thread, so
-the next batch is taken and checked meanwhile), tell the broker it may forget those
-deliveries, then have each touched gateway sent its new `ack`.
+One loop per instance, one thread: take what the broker has (up to a batch), check
+it (intake.py), commit it in one transaction (pg_store.py), tell the broker it may
+forget those deliveries, then have each touched gateway sent its new `ack`
+(paced, from a process of its own: ack_pacing.py, command_process.py).
 Nothing is settled or acknowledged before its commit, so whatever stops the ingest
 (a crash, SIGKILL, the database going away) leaves the broker and the gateways
 holding everything not yet stored. Batches grow by themselves under load: while one
@@ -20,9 +20,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,16 +36,6 @@ from gateway.platform.source import Delivery, Source
 log = logging.getLogger(__name__)
 
 DEADLOCK_RETRIES = 5
-PIPELINE_DEPTH = 2
-"""Batches taken and not yet settled: one committing, one checked and waiting."""
-FETCH_WHILE_COMMITTING_S = 0.005
-
-
-@dataclass(frozen=True)
-class InFlight:
-    batch: list[Delivery]
-    job: Future[list[tuple[Intake, Stored]] | None]
-    started: float
 
 
 class Commands(Protocol):
@@ -124,65 +112,45 @@ class Ingest:
         self._acks = AckPacer(self._settings.ack_every_s)
 
     def run(self, stop: threading.Event) -> None:
-        """Take, check and hand batches to the committer; settle and ack them in order as
-        their commits finish. While one batch commits (the store loop waits on PostgreSQL),
-        the next is fetched and checked here: the two overlap."""
         log.info("ingest running")
-        with ThreadPoolExecutor(1, thread_name_prefix="ingest-store") as committer:
-            in_flight: deque[InFlight] = deque()
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                batch = self._source.fetch(self._settings.batch_max, self._settings.fetch_wait_s)
+            except ConnectionError as exc:
+                self.metrics.source_errors.inc()
+                log.warning("broker: %s; trying again in %.1f s", exc, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self._settings.retry_max_s)
+                continue
             backoff = 0.5
-            while not stop.is_set():
-                self._finish(in_flight, block=len(in_flight) >= PIPELINE_DEPTH)
-                if len(in_flight) >= PIPELINE_DEPTH:
-                    continue
-                wait_s = FETCH_WHILE_COMMITTING_S if in_flight else self._settings.fetch_wait_s
-                try:
-                    batch = self._source.fetch(self._settings.batch_max, wait_s)
-                except ConnectionError as exc:
-                    self.metrics.source_errors.inc()
-                    log.warning("broker: %s; trying again in %.1f s", exc, backoff)
-                    self._finish(in_flight, block=True)
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, self._settings.retry_max_s)
-                    continue
-                backoff = 0.5
-                if batch:
-                    intake = take(batch, self._keys)
-                    started = time.perf_counter()
-                    job = committer.submit(self._commit, batch, intake, stop)
-                    in_flight.append(InFlight(batch, job, started))
-                self._send_acks(self._acks.due())
-                if time.monotonic() >= self._next_replay_check:
-                    self._next_replay_check = time.monotonic() + self._settings.replay_every_s
-                    due = committer.submit(self._due_replays).result()
-                    for gateway_id, from_seq in due:
-                        self._commands.replay(gateway_id, from_seq)
-                    self._commands.flush()
-                    self.metrics.replays.inc(len(due))
-            while in_flight:  # stopping: what commits is settled and acknowledged
-                self._finish(in_flight, block=True)
+            if batch and not self._take(batch, stop):
+                break  # stopping before the commit: the broker keeps the batch
+            self._send_acks(self._acks.due())
+            if time.monotonic() >= self._next_replay_check:
+                self._repair_gaps()
         self._send_acks(self._acks.drain())
         log.info("ingest stopped")
 
-    def _finish(self, in_flight: deque[InFlight], *, block: bool) -> None:
-        """Settle and ack the batches whose commit is done, oldest first (the broker and the
-        gateways see them in the order taken); with `block`, wait for the oldest."""
-        if block and in_flight:
-            wait([in_flight[0].job], timeout=0.5)
-        while in_flight and in_flight[0].job.done():
-            done = in_flight.popleft()
-            results = done.job.result()
-            if results is None:
-                continue  # stopped before its commit: the broker keeps it
-            self._source.settle(done.batch)
-            acks: dict[str, int] = {}
-            for intake, stored in results:
-                for gateway_id, through in stored.acks.items():
-                    acks[gateway_id] = max(through, acks.get(gateway_id, 0))
-                self.metrics.batch_done(intake, stored, time.perf_counter() - done.started)
-                for rejection in intake.rejections:
-                    log.warning("rejected a message on %s: %s", rejection.topic, rejection.reason)
-            self._send_acks(self._acks.stored(acks))
+    def _take(self, batch: list[Delivery], stop: threading.Event) -> bool:
+        started = time.perf_counter()
+        results = self._commit(batch, stop)
+        if results is None:
+            return False
+        try:
+            self._source.settle(batch)
+        except ConnectionError as exc:  # stored already: the broker will deliver a repeat
+            self.metrics.source_errors.inc()
+            log.warning("broker, settling a stored batch: %s", exc)
+        acks: dict[str, int] = {}
+        for intake, stored in results:
+            for gateway_id, through in stored.acks.items():
+                acks[gateway_id] = max(through, acks.get(gateway_id, 0))
+            self.metrics.batch_done(intake, stored, time.perf_counter() - started)
+            for rejection in intake.rejections:
+                log.warning("rejected a message on %s: %s", rejection.topic, rejection.reason)
+        self._send_acks(self._acks.stored(acks))
+        return True
 
     def _send_acks(self, acks: dict[str, int]) -> None:
         for gateway_id, through in sorted(acks.items()):
@@ -191,17 +159,16 @@ class Ingest:
         self.metrics.acks.inc(len(acks))
 
     def _commit(
-        self, batch: list[Delivery], intake: Intake, stop: threading.Event
+        self, batch: list[Delivery], stop: threading.Event
     ) -> list[tuple[Intake, Stored]] | None:
-        """(The committer thread.) Store the batch, trying again until it commits or we are
-        stopping.
+        """Store the batch, trying again (same batch) until it commits or we are stopping.
 
         What the database refuses as data (an error of class 22) is found by halving the
         batch and stored as a rejection: one bad message never blocks the stream."""
         backoff = 0.5
         while not stop.is_set():
             try:
-                return self._commit_or_split(batch, intake)
+                return self._commit_or_split(batch)
             except Exception as exc:
                 self.metrics.store_failures.inc()
                 log.warning("database: %s; trying again in %.1f s", str(exc).strip(), backoff)
@@ -210,10 +177,8 @@ class Ingest:
                 backoff = min(backoff * 2, self._settings.retry_max_s)
         return None
 
-    def _commit_or_split(
-        self, batch: list[Delivery], intake: Intake | None = None
-    ) -> list[tuple[Intake, Stored]]:
-        intake = intake or take(batch, self._keys)
+    def _commit_or_split(self, batch: list[Delivery]) -> list[tuple[Intake, Stored]]:
+        intake = take(batch, self._keys)
         for _attempt in range(DEADLOCK_RETRIES):
             try:
                 return [(intake, self._store_now().store(intake))]
@@ -230,14 +195,18 @@ class Ingest:
                 return [(refused, self._store_now().store(refused))]
         raise psycopg.errors.DeadlockDetected("deadlocked again and again")
 
-    def _due_replays(self) -> list[tuple[str, int]]:
-        """(The committer thread.) Gateways to ask for a replay now."""
+    def _repair_gaps(self) -> None:
+        self._next_replay_check = time.monotonic() + self._settings.replay_every_s
         try:
-            return self._store_now().due_replays(self._settings.gap_after_s)
+            due = self._store_now().due_replays(self._settings.gap_after_s)
         except psycopg.Error as exc:
             log.warning("database, looking for gaps: %s", str(exc).strip())
             self._drop_store()
-            return []
+            return
+        for gateway_id, from_seq in due:
+            self._commands.replay(gateway_id, from_seq)
+        self._commands.flush()
+        self.metrics.replays.inc(len(due))
 
     def _store_now(self) -> BatchStore:
         if self._store is None or self._store.broken:
